@@ -1,0 +1,47 @@
+"""Seconds per 512 x 512 stylization on the CPU, and the peak resident memory of the process.
+
+Usage: python benchmarks/stylize_cpu.py [--weights PATH] [--size 512] [--threads 2] [--runs 5]
+Random weights of the reference configuration unless --weights is given (speed does not depend on values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from mambast import MambaST
+from mambast.infer import stylize_tensor
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the non-scan layers")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model = MambaST.from_pretrained(args.weights) if args.weights else MambaST().eval()
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(1, 3, args.size, args.size, generator=g)
+    style = torch.rand(1, 3, args.size, args.size, generator=g)
+    dtype = torch.bfloat16 if args.bf16 else None
+    stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype)  # warm-up (JIT compile)
+    times = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype)
+        times.append(time.perf_counter() - t)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.size}x{args.size} {'bf16 autocast' if args.bf16 else 'float32'}, {args.threads} threads: "
+          f"median {statistics.median(times):.2f} s per image (min {min(times):.2f}, max {max(times):.2f}, "
+          f"{args.runs} runs after a warm-up); peak RSS {rss:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

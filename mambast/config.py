@@ -1,0 +1,59 @@
+"""The one configuration object of a Mamba-ST model.
+
+Every size and switch lives here; modules take this config, the CLI and the Python API share it.
+Defaults give the published reference model (about 27.1 M parameters).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MambaSTConfig:
+    dim: int = 512                # token width C (patch embedding output, blocks)
+    patch_size: int = 8           # patch embedding kernel = stride; images are padded to a multiple
+    depth_encoder: int = 3        # VSS layers in each of the content and style encoders
+    depth_decoder: int = 3        # ST cross layers in the Mamba decoder
+    d_state: int = 16             # N, state size of the selective scan
+    expand: int = 2               # inner size Di = expand * dim
+    dt_rank: int = 0              # R; 0 means ceil(dim / 16)
+    d_conv: int = 3               # depthwise conv kernel inside SS2D
+    ln_eps: float = 1e-5          # every LayerNorm in the model
+    drop_path_decoder: float = 0.1  # DropPath rate of the decoder blocks (training only)
+    drop_path_encoder: float = 0.0
+    shuffle: bool = True          # shuffle style tokens before each cross block (as the authors infer)
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])  # CNN decoder widths
+
+    def __post_init__(self) -> None:
+        if self.dim <= 0 or self.d_state <= 0 or self.expand <= 0:
+            raise ValueError("dim, d_state and expand must be positive")
+        if self.patch_size != 2 ** (len(self.decoder_channels)):
+            raise ValueError(
+                f"patch_size {self.patch_size} must equal 2**len(decoder_channels) "
+                f"(the CNN decoder upsamples by 2 once per width); got {len(self.decoder_channels)} widths")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.dim
+
+    @property
+    def rank(self) -> int:
+        return self.dt_rank or math.ceil(self.dim / 16)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MambaSTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

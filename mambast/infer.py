@@ -1,0 +1,118 @@
+"""Stylize images of any size: resize to a working resolution, fit the style, pad, run, crop, resize back.
+
+The model itself needs equal content/style grids with sides multiple of 8; this module provides that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .io import load_image, pil_to_tensor, tensor_to_pil
+
+DEFAULT_SIZE = 512
+
+
+def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 3, H, W] -> short side `size`, aspect ratio kept (antialiased when shrinking)."""
+    H, W = x.shape[-2:]
+    s = size / min(H, W)
+    new = (max(1, round(H * s)), max(1, round(W * s)))
+    if new == (H, W):
+        return x
+    return F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=s < 1).clamp_(0, 1)
+
+
+def _mirror_tile(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Extend x along `dim` to at least `size` by appending mirrored copies (no seams)."""
+    while x.shape[dim] < size:
+        x = torch.cat([x, x.flip(dim)], dim=dim)
+    return x
+
+
+def _centre_crop(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - H) // 2, (x.shape[-1] - W) // 2
+    return x[..., top:top + H, left:left + W]
+
+
+def fit_style(style: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Bring the style to H x W keeping its stroke shapes: short side to min(H, W), then centre crop
+    where it is larger, mirror-tile where it is smaller (never stretched)."""
+    style = resize_short_side(style, min(H, W))
+    style = _mirror_tile(_mirror_tile(style, H, -2), W, -1)
+    return _centre_crop(style, H, W)
+
+
+def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad bottom/right to a multiple of m (reflect, or replicate for images too small to reflect)."""
+    H, W = x.shape[-2:]
+    ph, pw = -H % m, -W % m
+    if ph == 0 and pw == 0:
+        return x, (H, W)
+    mode = "reflect" if ph < H and pw < W else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (H, W)
+
+
+def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int):
+    """Working-size content and a fitted style, both padded to a multiple of `multiple`."""
+    if size is not None:
+        content = resize_short_side(content, size)
+    H, W = content.shape[-2:]
+    style = fit_style(style, H, W)
+    content, _ = pad_to_multiple(content, multiple)
+    style, _ = pad_to_multiple(style, multiple)
+    return content, style, (H, W)
+
+
+@torch.inference_mode()
+def stylize_tensor(model, content: torch.Tensor, style: torch.Tensor, size: int | None = DEFAULT_SIZE,
+                   seed=None, shuffle: bool = True, keep_size: bool = True, autocast_dtype=None) -> torch.Tensor:
+    """content [1, 3, H, W], style [1, 3, h, w] in [0, 1] -> stylized [1, 3, H, W] in [0, 1].
+
+    size: the content's short side while stylizing (None: as is). keep_size: resize the result
+    back to H x W (else it stays at the working size).
+    """
+    p = next(model.parameters())
+    orig = content.shape[-2:]
+    c, s, (h, w) = prepare_pair(content.to(p.device, torch.float32), style.to(p.device, torch.float32), size,
+                                model.config.patch_size)
+    ctx = torch.autocast(p.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with ctx:
+        y = model(c.to(p.dtype), s.to(p.dtype), shuffle=shuffle, generator=seed)
+    y = y.float()[..., :h, :w].clamp(0, 1)
+    if keep_size and tuple(y.shape[-2:]) != tuple(orig):
+        y = F.interpolate(y, size=tuple(orig), mode="bicubic", align_corners=False,
+                          antialias=orig[0] < h).clamp(0, 1)
+    return y
+
+
+def _as_tensor(img) -> torch.Tensor:
+    if isinstance(img, torch.Tensor):
+        return img if img.dim() == 4 else img[None]
+    if isinstance(img, (str, Path)):
+        img = load_image(img)
+    return pil_to_tensor(img)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def stylize(content, style, model=None, size: int | None = DEFAULT_SIZE, seed=None, shuffle: bool = True,
+            device=None, output_type: str = "pil"):
+    """Stylize one content image with one style image.
+
+    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]). model: a
+    MambaST, a weights path, or None for the bundled default model. Returns a PIL image (or a
+    [1, 3, H, W] tensor with output_type="pt") of the content's pixel size.
+    """
+    from .model import MambaST
+    if output_type not in ("pil", "pt"):
+        raise ValueError(f"output_type must be 'pil' or 'pt'; got {output_type!r}")
+    if not isinstance(model, torch.nn.Module):
+        model = MambaST.from_pretrained(model or "default", device=device or default_device())
+    y = stylize_tensor(model, _as_tensor(content), _as_tensor(style), size=size, seed=seed, shuffle=shuffle)
+    return tensor_to_pil(y) if output_type == "pil" else y

@@ -1,0 +1,104 @@
+"""Image files in and out: decode any Pillow image safely to RGB, write outputs atomically.
+
+Errors are `ImageError` with a one-line message naming the file; nothing here touches the model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+                  ".jfif", ".tga", ".ico"}
+
+
+from .errors import ImageError  # noqa: F401  (re-exported)
+
+
+def _to_rgb(img):
+    """Any Pillow mode -> 8-bit RGB (16-bit and float scaled, alpha composited on white)."""
+    from PIL import Image
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and a.max(initial=0) <= 1.0:
+            hi = 1.0
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path) -> "Image.Image":
+    """Decode an image file to RGB with its EXIF orientation applied; ImageError on any problem."""
+    from PIL import Image, ImageOps
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: refused: too many pixels ({e.args[0].split('.')[0]})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not a recognised image file") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ImageError(f"{path}: cannot decode image ({msg})") from None
+
+
+def pil_to_tensor(img) -> torch.Tensor:
+    """PIL RGB -> [1, 3, H, W] float32 in [0, 1]."""
+    a = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+def tensor_to_pil(x: torch.Tensor):
+    """[1, 3, H, W] or [3, H, W] float in [0, 1] (clamped) -> PIL RGB."""
+    from PIL import Image
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    a = (x.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+def save_image(img, path) -> None:
+    """Write a PIL image atomically (temp file in the same folder, then rename); format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.close(fd)
+    try:
+        img.save(tmp, format=None if path.suffix else "PNG")
+        os.replace(tmp, path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ImageError(f"{path}: cannot write image ({e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def list_images(folder) -> list[Path]:
+    """Image files directly inside a folder (by suffix), sorted by name."""
+    folder = Path(folder)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

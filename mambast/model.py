@@ -1,0 +1,107 @@
+"""Mamba-ST assembled: patch embedding, content and style Mamba encoders, ST cross decoder, CNN decoder.
+
+Read top to bottom; loading and saving live in `mambast.weights`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import MambaSTConfig
+from .nn import PatchEmbed, STBlock, VSSBlock, cnn_decoder
+
+
+def _generator(seed_or_gen, device) -> torch.Generator | None:
+    """A torch.Generator from a seed (int), a generator, or None (global RNG)."""
+    if seed_or_gen is None or isinstance(seed_or_gen, torch.Generator):
+        return seed_or_gen
+    return torch.Generator(device="cpu").manual_seed(int(seed_or_gen))
+
+
+class MambaEncoder(nn.Module):
+    """Stack of VSS blocks, each with the extra outer skip: x <- VSSBlock(x) + x (no final norm)."""
+
+    def __init__(self, cfg: MambaSTConfig, depth: int, drop_path: float):
+        super().__init__()
+        self.layers = nn.ModuleList(VSSBlock(cfg, drop_path) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x) + x
+        return x
+
+
+class MambaSTDecoder(nn.Module):
+    """Stack of ST cross blocks (x <- STBlock(x, shuffled s) + x), then a final LayerNorm."""
+
+    def __init__(self, cfg: MambaSTConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(STBlock(cfg, cfg.drop_path_decoder) for _ in range(cfg.depth_decoder))
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
+
+    def forward(self, x, s, shuffle: bool, generator=None):
+        B, H, W, C = s.shape
+        for layer in self.layers:
+            if shuffle:  # a fresh permutation of the L style positions before every cross block
+                perm = torch.randperm(H * W, generator=generator,
+                                      device=generator.device if generator is not None else "cpu").to(s.device)
+                s_in = s.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
+            else:
+                s_in = s
+            x = layer(x, s_in) + x
+        return self.norm(x)
+
+
+class MambaST(nn.Module):
+    """content [B, 3, H, W], style [B, 3, H, W] in [0, 1] (H, W multiples of patch_size) -> [B, 3, H, W].
+
+    The output is not clamped. For images of any size use `mambast.infer.stylize`.
+    """
+
+    def __init__(self, config: MambaSTConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or MambaSTConfig()
+        self.patch_embed = PatchEmbed(cfg)
+        self.encoder_c = MambaEncoder(cfg, cfg.depth_encoder, cfg.drop_path_encoder)
+        self.encoder_s = MambaEncoder(cfg, cfg.depth_encoder, cfg.drop_path_encoder)
+        self.decoder = MambaSTDecoder(cfg)
+        self.cnn_decoder = cnn_decoder(cfg)
+
+    def encode_content(self, content: torch.Tensor) -> torch.Tensor:   # -> [B, H', W', C]
+        return self.encoder_c(self.patch_embed(content))
+
+    def encode_style(self, style: torch.Tensor) -> torch.Tensor:       # -> [B, H', W', C]
+        return self.encoder_s(self.patch_embed(style))
+
+    def decode(self, content_tokens, style_tokens, shuffle: bool | None = None, generator=None) -> torch.Tensor:
+        """Fuse encoded content and style tokens and decode to pixels [B, 3, H, W]."""
+        if content_tokens.shape != style_tokens.shape:
+            raise ValueError(f"content and style token grids differ: {tuple(content_tokens.shape)} vs "
+                             f"{tuple(style_tokens.shape)}; bring the style to the content's size first")
+        shuffle = self.config.shuffle if shuffle is None else shuffle
+        x = self.decoder(content_tokens, style_tokens, shuffle, _generator(generator, style_tokens.device))
+        return self.cnn_decoder(x.permute(0, 3, 1, 2))                  # [B, C, H', W'] -> [B, 3, H, W]
+
+    def forward(self, content: torch.Tensor, style: torch.Tensor, shuffle: bool | None = None,
+                generator: torch.Generator | int | None = None) -> torch.Tensor:
+        p = self.config.patch_size
+        for name, t in (("content", content), ("style", style)):
+            if t.dim() != 4 or t.shape[1] != 3 or t.shape[2] % p or t.shape[3] % p:
+                raise ValueError(f"{name} must be [B, 3, H, W] with H and W multiples of {p}; got {tuple(t.shape)}")
+        return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator)
+
+    # loading and saving (implemented in mambast.weights)
+    @classmethod
+    def from_pretrained(cls, path="default", device=None, dtype=None) -> "MambaST":
+        from .weights import load_pretrained
+        return load_pretrained(path, device=device, dtype=dtype)
+
+    @classmethod
+    def from_official(cls, mamba, decoder, embedding, config: MambaSTConfig | None = None) -> "MambaST":
+        from .weights import load_official
+        return load_official(mamba, decoder, embedding, config)
+
+    def save_pretrained(self, directory) -> None:
+        from .weights import save_pretrained
+        save_pretrained(self, directory)

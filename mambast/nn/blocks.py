@@ -1,0 +1,88 @@
+"""The layers around SS2D: VSS block, ST cross block, patch embedding, CNN decoder, DropPath.
+
+Token grids are channel-last, [B, H', W', C]; pixels are [B, 3, H, W].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..config import MambaSTConfig
+from .ss2d import SS2D, CrossSS2D
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole sample's residual branch with probability p (training only)."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device, dtype=x.dtype) >= self.p
+        return x * keep / (1.0 - self.p)
+
+
+class VSSBlock(nn.Module):
+    """y = norm(x * skip_scale + DropPath(SS2D(ln_1(x))))."""
+
+    def __init__(self, cfg: MambaSTConfig, drop_path: float, scan_impl: str = "auto"):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
+        self.self_attention = SS2D(cfg, scan_impl)
+        self.skip_scale = nn.Parameter(torch.ones(cfg.dim))
+        self.drop_path = DropPath(drop_path)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x * self.skip_scale + self.drop_path(self.self_attention(self.ln_1(x))))
+
+
+class STBlock(nn.Module):
+    """Cross block: y = norm(x * skip_scale + DropPath(ST-SS2D(ln_1(x), s))); the style skips ln_1."""
+
+    def __init__(self, cfg: MambaSTConfig, drop_path: float, scan_impl: str = "auto"):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
+        self.self_attention = CrossSS2D(cfg, scan_impl)
+        self.skip_scale = nn.Parameter(torch.ones(cfg.dim))
+        self.drop_path = DropPath(drop_path)
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.norm(x * self.skip_scale + self.drop_path(self.self_attention(self.ln_1(x), s)))
+
+
+class PatchEmbed(nn.Module):
+    """[B, 3, H, W] -> [B, H/p, W/p, C] by a p x p conv of stride p (shared by content and style)."""
+
+    def __init__(self, cfg: MambaSTConfig):
+        super().__init__()
+        self.proj = nn.Conv2d(3, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+def cnn_decoder(cfg: MambaSTConfig) -> nn.Sequential:
+    """Tokens [B, C, H', W'] back to pixels [B, 3, H, W].
+
+    Three nearest x2 upsamplings; 3x3 convs with reflection padding, ReLU after all but the last.
+    Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28).
+    """
+    c1, c2, c3 = cfg.decoder_channels
+
+    def conv(cin, cout, relu=True):
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+        return layers + [nn.ReLU()] if relu else layers
+
+    up = [nn.Upsample(scale_factor=2, mode="nearest")]
+    return nn.Sequential(
+        *conv(cfg.dim, c1), *up,
+        *conv(c1, c1), *conv(c1, c1), *conv(c1, c1), *conv(c1, c2), *up,
+        *conv(c2, c2), *conv(c2, c3), *up,
+        *conv(c3, c3), *conv(c3, 3, relu=False),
+    )

@@ -1,0 +1,43 @@
+"""Selective scan: the reference and the fast implementations behind one dispatch point.
+
+Layers call `selective_scan_2d` and never know which implementation runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .scan_ref import cross_merge, cross_scan, scan_orders, selective_scan_2d_ref, selective_scan_ref
+
+__all__ = ["selective_scan_2d", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan", "cross_merge",
+           "scan_orders", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
+
+
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def selective_scan_2d(u, delta, A, B, C, D, delta_bias, H: int, W: int, impl: str = "auto"):
+    """Four-direction selective scan (see `selective_scan_2d_ref` for shapes and meaning).
+
+    impl: "auto" picks the fused Triton kernel on CUDA, the fused CPU kernel for CPU inference,
+    and the reference otherwise (CPU autograd); "ref", "cpu", "triton" force one.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    if impl == "auto":
+        if u.is_cuda:
+            impl = "triton"
+        elif _needs_grad(u, delta, A, B, C, D, delta_bias):
+            impl = "ref"
+        else:
+            impl = "cpu"
+    if impl == "triton":
+        from .triton_scan import selective_scan_2d_triton
+        return selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H, W)
+    if impl == "cpu":
+        from .scan_cpu import selective_scan_2d_cpu
+        return selective_scan_2d_cpu(u, delta, A, B, C, D, delta_bias, H, W)
+    return selective_scan_2d_ref(u, delta, A, B, C, D, delta_bias, H, W)

@@ -1,0 +1,106 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mambast.cli import main
+from test_io import bad_files
+
+
+@pytest.fixture
+def weights(tmp_path_factory, tiny_model):
+    d = tmp_path_factory.mktemp("w")
+    tiny_model.save_pretrained(d)
+    return d
+
+
+def _img(path, w, h, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_stylize_single_pair_keeps_content_size(tmp_path, weights):
+    c = _img(tmp_path / "c.png", 37, 21)
+    s = _img(tmp_path / "s.jpg", 50, 64, seed=1)
+    out = tmp_path / "out.png"
+    assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "24", "--seed", "3"]) == 0
+    assert Image.open(out).size == (37, 21)
+    first = np.asarray(Image.open(out))
+    out.unlink()
+    assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "24", "--seed", "3"]) == 0
+    assert np.array_equal(first, np.asarray(Image.open(out))), "same seed, same output"
+
+
+def test_stylize_tiny_and_strip_images(tmp_path, weights):
+    for i, (w, h) in enumerate([(1, 1), (3, 2), (200, 9)]):
+        c = _img(tmp_path / f"c{i}.png", w, h, seed=i)
+        s = _img(tmp_path / f"s{i}.png", 13, 40, seed=i + 9)
+        out = tmp_path / f"o{i}.png"
+        assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "0"]) == 0
+        assert Image.open(out).size == (w, h)
+
+
+def test_stylize_folders_resumes_and_reports_bad_files(tmp_path, weights, capsys):
+    cdir, sdir, odir = tmp_path / "c", tmp_path / "s", tmp_path / "o"
+    cdir.mkdir(), sdir.mkdir()
+    _img(cdir / "a.png", 20, 16), _img(cdir / "b.jpg", 16, 24, 1)
+    (cdir / "broken.jpg").write_text("not an image")
+    _img(sdir / "x.png", 30, 30, 2), _img(sdir / "y.png", 16, 16, 3)
+    args = ["stylize", str(cdir), str(sdir), "-o", str(odir), "--weights", str(weights), "--size", "16", "--quiet"]
+    assert main(args) == 1  # a bad file makes the run fail, after the others were done
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err
+    names = sorted(p.name for p in odir.iterdir())
+    assert names == ["a_stylized_x.png", "a_stylized_y.png", "b_stylized_x.png", "b_stylized_y.png"]
+    (cdir / "broken.jpg").unlink()
+    mtime = (odir / "a_stylized_x.png").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (odir / "a_stylized_x.png").stat().st_mtime_ns == mtime, "existing outputs are skipped"
+    assert main(args + ["--overwrite"]) == 0
+    assert (odir / "a_stylized_x.png").stat().st_mtime_ns != mtime
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "bomb", "folder", "missing"])
+def test_bad_content_is_one_line_error_and_no_output(tmp_path, weights, capsys, kind):
+    bad = bad_files(tmp_path)[kind]
+    s = _img(tmp_path / "s.png", 16, 16)
+    out = tmp_path / "out.png"
+    code = main(["stylize", str(bad), str(s), "-o", str(out), "--weights", str(weights)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert not out.exists()
+    assert err.count("\n") == 0 and err.startswith("mambast: error:") and bad.name in err
+    assert "Traceback" not in err
+
+
+def test_bad_checkpoint_is_one_line_error(tmp_path, capsys, official_files):
+    paths, _ = official_files
+    import torch
+    sd = torch.load(paths["decoder"], weights_only=True)
+    sd["1.weight"] = torch.zeros(1, 1, 3, 3)
+    torch.save(sd, paths["decoder"])
+    code = main(["convert", "--mamba", str(paths["mamba"]), "--decoder", str(paths["decoder"]),
+                 "--embedding", str(paths["embedding"]), "-o", str(tmp_path / "conv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "cnn_decoder.1.weight" in err and "\n" not in err
+
+
+def test_convert_then_stylize(tmp_path, official_files):
+    paths, _ = official_files
+    assert main(["convert", "--mamba", str(paths["mamba"]), "--decoder", str(paths["decoder"]),
+                 "--embedding", str(paths["embedding"]), "-o", str(tmp_path / "conv")]) == 0
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "conv")]) == 0
+
+
+def test_refuses_to_overwrite_an_input(tmp_path, weights, capsys):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    assert main(["stylize", str(c), str(s), "-o", str(c), "--weights", str(weights), "--overwrite"]) == 1
+    assert "input" in capsys.readouterr().err
+
+
+def test_console_help_runs():
+    done = subprocess.run([sys.executable, "-m", "mambast", "stylize", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--size" in done.stdout and "mirror-tiled" in done.stdout
