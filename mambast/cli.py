@@ -73,11 +73,25 @@ def _add_weights(sub) -> None:
     f.set_defaults(func=cmd_weights_fetch)
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="stylize the example pair (a photo and a stroke painting) with the default model",
+                       description="Fetch the example content photo (from the scikit-image wheel on PyPI, once), "
+                                   "draw the example stroke painting, and stylize the photo with it.")
+    p.add_argument("-o", "--output", default="demo.png", help="output image (default demo.png)")
+    p.add_argument("--weights", default="default", help="model weights (default: the bundled model)")
+    p.add_argument("--size", type=int, default=512, help="working short side of the content (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--cache", default=None, help="cache folder (default $MAMBAST_CACHE or ~/.cache/mambast)")
+    p.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_demo(sub)
     _add_convert(sub)
     _add_weights(sub)
     for name in EXTERNAL_COMMANDS:
@@ -162,6 +176,18 @@ def cmd_stylize(args) -> int:
     if len(triples) > 1:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures} failed", file=sys.stderr)
     return 1 if failures else 0
+
+
+def cmd_demo(args) -> int:
+    from .examples import example_pair
+    content, style = example_pair(args.cache)
+    print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
+    args.content, args.style = str(content), str(style)
+    args.no_shuffle, args.overwrite, args.quiet = False, True, True
+    code = cmd_stylize(args)
+    if code == 0:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return code
 
 
 def cmd_convert(args) -> int:

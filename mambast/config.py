@@ -31,6 +31,8 @@ class MambaSTConfig:
     def __post_init__(self) -> None:
         if self.dim <= 0 or self.d_state <= 0 or self.expand <= 0:
             raise ValueError("dim, d_state and expand must be positive")
+        if self.d_conv % 2 == 0:
+            raise ValueError(f"d_conv must be odd (same-size depthwise conv); got {self.d_conv}")
         if self.patch_size != 2 ** (len(self.decoder_channels)):
             raise ValueError(
                 f"patch_size {self.patch_size} must equal 2**len(decoder_channels) "

@@ -47,9 +47,10 @@ def fit_style(style: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 
 def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad bottom/right to a multiple of m (reflect, or replicate for images too small to reflect)."""
+    """Pad bottom/right to a multiple of m, at least 2m (the token grid needs 2 cells for the decoder's
+    reflection padding); reflect, or replicate for images too small to reflect."""
     H, W = x.shape[-2:]
-    ph, pw = -H % m, -W % m
+    ph, pw = max(-H % m, 2 * m - H), max(-W % m, 2 * m - W)
     if ph == 0 and pw == 0:
         return x, (H, W)
     mode = "reflect" if ph < H and pw < W else "replicate"

@@ -14,6 +14,8 @@ from .nn import PatchEmbed, STBlock, VSSBlock, cnn_decoder
 
 def _generator(seed_or_gen, device) -> torch.Generator | None:
     """A torch.Generator from a seed (int), a generator, or None (global RNG)."""
+    if isinstance(seed_or_gen, torch.Generator) and seed_or_gen.device.type != "cpu":
+        raise ValueError("generator must be a CPU torch.Generator (the permutation is drawn on the CPU)")
     if seed_or_gen is None or isinstance(seed_or_gen, torch.Generator):
         return seed_or_gen
     return torch.Generator(device="cpu").manual_seed(int(seed_or_gen))
@@ -44,8 +46,8 @@ class MambaSTDecoder(nn.Module):
         B, H, W, C = s.shape
         for layer in self.layers:
             if shuffle:  # a fresh permutation of the L style positions before every cross block
-                perm = torch.randperm(H * W, generator=generator,
-                                      device=generator.device if generator is not None else "cpu").to(s.device)
+                # argsort of uniform noise drawn on the CPU, as the authors draw it
+                perm = torch.argsort(torch.rand(H * W, generator=generator)).to(s.device)
                 s_in = s.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
             else:
                 s_in = s

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():  # Triton kernels run in its CPU interpreter in the tests
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from mambast.config import MambaSTConfig
 from mambast.model import MambaST

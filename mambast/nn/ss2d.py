@@ -71,7 +71,8 @@ class _SS2DBase(nn.Module):
         A = -torch.exp(self.A_logs.float()).view(K, Di, N)
         y = selective_scan_2d(u, delta, A, Bm.contiguous(), Cm.contiguous(), self.Ds.view(K, Di),
                               self.dt_projs_bias, H, W, impl=self.scan_impl)  # [B, L, Di] fp32
-        y = self.out_norm(y.to(self.out_norm.weight.dtype))
+        n = self.out_norm  # in float32 whatever the model dtype, as the authors' code does
+        y = F.layer_norm(y.float(), (Di,), n.weight.float(), n.bias.float(), n.eps).to(z.dtype)
         y = y.view(Bsz, H, W, Di) * F.silu(z)
         return self.out_proj(y)                                             # [B, H, W, C]
 

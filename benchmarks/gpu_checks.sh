@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# GPU checks of the fused Triton selective scan: its tests compiled on the GPU (gpu-marked ones included),
+# then benchmarks/scan.py. Run on a CUDA machine; logs and JSON go to $OUT (default out/gpu_checks).
+# SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out="${OUT:-out/gpu_checks}"
+mkdir -p "$out"
+unset TRITON_INTERPRET                                  # compiled kernels, not the CPU interpreter
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+python - <<'EOF' 2>&1 | tee "$out/env.log" || exit 2
+import torch, triton
+assert torch.cuda.is_available(), "no CUDA device visible"
+print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__}")
+EOF
+
+start=$SECONDS
+python -m pytest tests/ops/test_triton_scan.py -q -rs 2>&1 | tee "$out/test_triton_scan.log"
+tests=${PIPESTATUS[0]}
+if grep -q "SKIPPED" "$out/test_triton_scan.log"; then
+    echo "tests: some tests were skipped on the GPU (see above); counted as a failure"
+    tests=1
+fi
+echo "tests: exit $tests after $((SECONDS - start)) s"
+
+start=$SECONDS
+sweep=()
+[ "${SWEEP:-1}" = 1 ] && sweep=(--sweep)
+python benchmarks/scan.py --out "$out" ${sweep[@]+"${sweep[@]}"} 2>&1 | tee "$out/bench_scan.log"
+bench=${PIPESTATUS[0]}
+echo "benchmark: exit $bench after $((SECONDS - start)) s"
+
+verdict() { [ "$1" = 0 ] && echo passed || echo FAILED; }
+echo "summary: tests $(verdict $tests), benchmark correctness checks $(verdict $bench); logs and JSON in $out"
+[ "$tests" = 0 ] && [ "$bench" = 0 ]

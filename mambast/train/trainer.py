@@ -1,0 +1,373 @@
+"""The Mamba-ST training loop: data streams, model, VGG losses, Adam, logs, sample grids, checkpoints, DDP.
+
+Everything configurable comes from `TrainConfig`; resuming from a checkpoint continues a run exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import ddp
+from .checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, rng_state,
+                         save_checkpoint, set_rng_state)
+from .config import TrainConfig, TrainError, model_config
+from .data import ImageStream, TrainImages, find_images, fixed_batch
+from .losses import TERMS, StyleTransferLoss
+
+LOG_TERMS = ("total",) + TERMS
+CSV_COLUMNS = ("step",) + LOG_TERMS + ("lr", "it_per_s", "skipped_files", "elapsed_s")
+
+
+def resolve_device(name: str, info: ddp.DistInfo) -> torch.device:
+    """'auto' -> CUDA if available else CPU; under several processes each takes its local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"device {name}: CUDA is not available")
+        if info.enabled or device.index is None:
+            device = torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+    elif device.type != "cpu":
+        raise TrainError(f"device must be auto, cpu, cuda or cuda:N; got {name!r}")
+    return device
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """trainer = Trainer(cfg); exit_code = trainer.run(). `vgg` replaces the loss network (tests)."""
+
+    def __init__(self, cfg: TrainConfig, vgg: nn.Module | None = None):
+        for name in ("content", "style", "out"):
+            if not getattr(cfg, name):
+                raise TrainError(f"{name} is required")
+        self.cfg = cfg
+        self.dist = ddp.from_env()
+        self.device = resolve_device(cfg.device, self.dist)
+        self.out = Path(cfg.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        self._vgg = vgg
+        self._signal: int | None = None
+        self._created_group = False
+
+    # ------------------------------------------------------------------ setup
+    def _say(self, msg: str) -> None:
+        if self.dist.is_main:
+            print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+    def _resume_checkpoint(self) -> dict | None:
+        if not self.cfg.resume:
+            return None
+        if self.cfg.resume == "latest":
+            found = list_checkpoints(self.ckpt_dir)
+            if not found:
+                self._say(f"no checkpoint in {self.ckpt_dir}: starting a fresh run")
+                return None
+            path = found[-1]
+        else:
+            path = Path(self.cfg.resume)
+        self._say(f"resuming from {path}")
+        return load_checkpoint(path)
+
+    def _setup(self) -> None:
+        from ..config import MambaSTConfig
+        from ..model import MambaST
+        from ..networks.vgg import load_vgg19
+
+        cfg, device = self.cfg, self.device
+        content_files = find_images(cfg.content, "content")
+        style_files = find_images(cfg.style, "style")
+        if cfg.crop % 8:
+            raise TrainError(f"crop must be a multiple of 8; got {cfg.crop}")
+        ckpt = self._resume_checkpoint()
+        if ckpt is None and list_checkpoints(self.ckpt_dir):
+            raise TrainError(f"out: {self.out} already holds checkpoints; pass --resume to continue that run "
+                             "or choose another --out")
+
+        init_model = MambaST.from_pretrained(cfg.init) if cfg.init else None
+        mcfg = model_config(cfg.config)
+        if init_model is not None:
+            if cfg.config != "default" and mcfg != init_model.config:
+                raise TrainError(f"config: --config {cfg.config} differs from the config of --init {cfg.init}")
+            mcfg = init_model.config
+        if ckpt is not None:
+            saved = MambaSTConfig.from_dict(ckpt["model_config"])
+            if saved != mcfg:
+                raise TrainError("config: the model config differs from the checkpoint's; pass the run's --config")
+        torch.manual_seed(cfg.seed)
+        self.model = model = MambaST(mcfg)
+        if init_model is not None:
+            model.load_state_dict(init_model.state_dict())
+        model.to(device).train()
+
+        vgg = self._vgg if self._vgg is not None else load_vgg19(path=cfg.vgg or None)
+        self.criterion = StyleTransferLoss(vgg.to(device).eval(), cfg.content_weight, cfg.style_weight,
+                                           cfg.identity1_weight, cfg.identity2_weight)
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+        self.step = cfg.init_step if init_model is not None else 0
+        per_step = cfg.batch_size * self.dist.world_size
+        seen = {"content": self.step * per_step, "style": self.step * per_step}
+        rng = None
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr
+            self.step = int(ckpt["step"])
+            seen = dict(ckpt["data"]["seen"])
+            if len(ckpt["rng"]) == self.dist.world_size:
+                rng = ckpt["rng"][self.dist.rank]
+            else:
+                self._say(f"checkpoint has {len(ckpt['rng'])} RNG states for {self.dist.world_size} processes: reseeding")
+        elif init_model is not None:
+            self._say(f"weights from {cfg.init} (step {self.step}); Adam state starts afresh")
+
+        streams = {}
+        for i, (name, files) in enumerate((("content", content_files), ("style", style_files))):
+            data = TrainImages(files, cfg.size, cfg.crop, cfg.resize, cfg.scale_jitter, cfg.flip, seed=2 * cfg.seed + i)
+            streams[name] = ImageStream(data, cfg.batch_size, cfg.workers, seed=2 * cfg.seed + i, start=seen[name],
+                                        rank=self.dist.rank, world_size=self.dist.world_size,
+                                        pin_memory=device.type == "cuda")
+        self.content, self.style = streams["content"], streams["style"]
+        self.skipped_before = int(ckpt["data"].get("skipped", 0)) if ckpt is not None else 0
+        if self.dist.is_main and cfg.sample_every:
+            n = min(cfg.n_samples, len(content_files), len(style_files))
+            self.sample_content = fixed_batch(content_files, n, cfg.crop)
+            self.sample_style = fixed_batch(style_files, n, cfg.crop)
+
+        # the training randomness (DropPath, style shuffles) comes from the global RNGs, restored last
+        if rng is not None:
+            set_rng_state(rng, device)
+        else:
+            _seed_all(cfg.seed * 100_003 + self.dist.rank * 1009 + self.step + 1)
+
+        self.forward_model = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            self.forward_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        n_params = sum(p.numel() for p in model.parameters())
+        self._say(f"{len(content_files)} content and {len(style_files)} style images; model {n_params / 1e6:.2f} M "
+                  f"parameters; device {device}, {self.dist.world_size} process(es); step {self.step} of {cfg.steps}")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(
+                {"train": cfg.to_dict(), "model": mcfg.to_dict()}, indent=2, sort_keys=True) + "\n")
+
+    # ------------------------------------------------------------------ one step
+    def _autocast(self):
+        if self.device.type == "cuda" and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _next_images(self, stream: ImageStream) -> torch.Tensor:
+        return next(stream).to(self.device, non_blocking=True).float().div_(255.0)   # uint8 -> [B, 3, h, w] in [0, 1]
+
+    def train_step(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """One Adam step on a batch; returns the detached terms [total, content, style, identity1, identity2].
+
+        The stylization O = model(Ic, Is) and the identity passes Icc = model(Ic, Ic), Iss = model(Is, Is)
+        run as one batch of 3B: each image is processed independently, so this equals three calls up to
+        the random draws (one style-shuffle permutation per layer is shared by the batch).
+        """
+        B = content.shape[0]
+        with self._autocast():
+            out, icc, iss = self.forward_model(torch.cat([content, content, style]),
+                                               torch.cat([style, content, style])).split(B)
+            terms = self.criterion(content, style, out, icc, iss)
+        self.opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.opt.step()
+        return torch.stack([terms[k].detach().float() for k in LOG_TERMS])
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _checkpoint(self) -> None:
+        rngs = ddp.gather(rng_state(self.device), self.dist)
+        if not self.dist.is_main:
+            return
+        skipped = self.skipped_before + self._skipped_total
+        payload = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                   "rng": rngs, "data": {"seen": {"content": self.content.seen, "style": self.style.seen},
+                                         "skipped": skipped},
+                   "train_config": self.cfg.to_dict(), "model_config": self.model.config.to_dict(),
+                   "world_size": self.dist.world_size}
+        save_checkpoint(payload, self.ckpt_dir / checkpoint_name(self.step))
+        prune_checkpoints(self.ckpt_dir, self.cfg.keep_last)
+        self._last_ckpt = self.step
+
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """Grid of rows content | style | output | identity (Icc) for the fixed pairs; global RNG untouched."""
+        from PIL import Image
+
+        from ..io import save_image
+        model, was_training = self.model, self.model.training
+        model.eval()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self._autocast():
+            c, s = self.sample_content.to(self.device), self.sample_style.to(self.device)
+            out = model(c, s, generator=torch.Generator().manual_seed(self.cfg.seed))
+            icc = model(c, c, generator=torch.Generator().manual_seed(self.cfg.seed))
+        model.train(was_training)
+        rows = torch.cat([c, s, out.float(), icc.float()], dim=3)                          # [n, 3, h, 4w]
+        grid = torch.cat(list(rows), dim=1).clamp(0, 1)                                    # [3, n*h, 4w]
+        img = Image.fromarray((grid * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy(), "RGB")
+        path = self.out / "samples" / f"step_{self.step:08d}.png"
+        save_image(img, path)
+        save_image(img, self.out / "samples" / "latest.png")
+        return path
+
+    def _open_log(self):
+        path = self.out / "log.csv"
+        rows = []
+        if path.exists():  # keep the rows up to the resumed step (a crash may have logged past the checkpoint)
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
+        f = open(path, "w", newline="")
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        return f, writer
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
+        self._signal = signum
+        self._say(f"received {signal.Signals(signum).name}: stopping after this step and writing a checkpoint")
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Train until cfg.steps (or a signal); returns 0, or 128 + signal number when stopped by a signal."""
+        self._created_group = ddp.init(self.dist, self.device)
+        try:
+            with self._signals():
+                self._setup()
+                self._loop()
+        finally:
+            for stream in ("content", "style"):
+                if hasattr(self, stream):
+                    getattr(self, stream).close()
+            ddp.shutdown(self._created_group)
+        return 128 + self._signal if self._signal is not None else 0
+
+    def _loop(self) -> None:
+        cfg, main = self.cfg, self.dist.is_main
+        self._skipped_total, self._last_ckpt = 0, self.step
+        log_file, writer = self._open_log() if main else (None, None)
+        tb = self._tensorboard() if main and cfg.tensorboard else None
+        bar = None
+        if main and cfg.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        running = torch.zeros(len(LOG_TERMS), device=self.device)
+        count, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
+        stop = False
+        try:
+            while self.step < cfg.steps and not stop:
+                try:
+                    content, style = self._next_images(self.content), self._next_images(self.style)
+                except RuntimeError:
+                    if self._signal is None:   # loader workers die first on Ctrl-C in a terminal
+                        raise
+                    stop = True
+                    break
+                running += self.train_step(content, style)
+                count += 1
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    values = (ddp.mean_over_ranks(running / count, self.dist)).tolist()
+                    skipped = int(ddp.sum_over_ranks(torch.tensor([self.content.skipped + self.style.skipped],
+                                                                  device=self.device), self.dist).item())
+                    self._skipped_total = skipped
+                    if not all(math.isfinite(v) for v in values):
+                        raise TrainError(f"loss is not finite at step {self.step} ({values}); "
+                                         f"last checkpoint: step {self._last_ckpt}")
+                    now = time.perf_counter()
+                    row = dict(zip(LOG_TERMS, (f"{v:.6g}" for v in values)), step=self.step, lr=f"{cfg.lr:g}",
+                               it_per_s=f"{count / (now - t_log):.3f}", skipped_files=self.skipped_before + skipped,
+                               elapsed_s=f"{now - t0:.1f}")
+                    if main:
+                        writer.writerow(row)
+                        log_file.flush()
+                        short = {k: f"{v:.4g}" for k, v in zip(LOG_TERMS, values)}
+                        if bar is not None:
+                            bar.set_postfix(short, refresh=False)
+                        elif self.step % cfg.print_every < cfg.log_every or self.step == cfg.steps:
+                            self._say(f"step {self.step}/{cfg.steps} " + " ".join(f"{k} {v}" for k, v in short.items())
+                                      + f" | {row['it_per_s']} it/s")
+                        if tb is not None:
+                            for k, v in zip(LOG_TERMS, values):
+                                tb.add_scalar(f"loss/{k}", v, self.step)
+                    running.zero_()
+                    count, t_log = 0, now
+                stop = ddp.any_true(self._signal is not None, self.dist, self.device)
+                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not stop:
+                    self._checkpoint()
+                if main and cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.write_samples()
+            if self._last_ckpt != self.step:
+                self._checkpoint()
+            if main:
+                self.model.save_pretrained(self.out / "model")
+                how = f"stopped by {signal.Signals(self._signal).name}" if self._signal is not None else "finished"
+                self._say(f"{how} at step {self.step}; checkpoint in {self.ckpt_dir}, weights in {self.out / 'model'}")
+        finally:
+            if bar is not None:
+                bar.close()
+            if log_file is not None:
+                log_file.close()
+            if tb is not None:
+                tb.close()
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._say("tensorboard is not installed: logging to log.csv only")
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+
+def train(cfg: TrainConfig, vgg: nn.Module | None = None) -> int:
+    """Run training as configured; returns the exit code (0, or 128 + signal number if stopped)."""
+    return Trainer(cfg, vgg=vgg).run()

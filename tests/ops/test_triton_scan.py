@@ -1,0 +1,236 @@
+"""The fused Triton selective scan computes `selective_scan_2d_ref` and its gradients.
+
+Without CUDA the kernels run in Triton's CPU interpreter on tiny shapes; `gpu` tests need a CUDA device.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"   # only effective if set before triton's first import
+
+triton = pytest.importorskip("triton")
+
+from mambast.ops import triton_scan  # noqa: E402
+from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
+from mambast.ops.triton_scan import DEFAULT_CONFIG, ScanKernelConfig, selective_scan_2d_triton  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if INTERPRETED:
+    from triton.runtime.interpreter import InterpretedFunction
+    if not isinstance(triton_scan._scan_fwd_kernel, InterpretedFunction):
+        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set: set it in the environment "
+                    "(or in tests/conftest.py) to run these tests without CUDA", allow_module_level=True)
+# small tiles so that tiny shapes still span several tiles and channel blocks, with ragged ends
+SMALL = ScanKernelConfig(chunk=4, block_d_fwd=8, block_d_bwd=8)
+NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+SHAPES = [  # (Bt, Dm, N, H, W)
+    (2, 6, 4, 3, 5),
+    (2, 20, 4, 4, 4),
+    (2, 11, 4, 1, 6),
+    (1, 9, 3, 6, 1),   # N not a power of two, W = 1
+]
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_interpreter_combines():
+    """The interpreter evaluates custom associative scans and reductions one element at a time in Python
+    (minutes here); this evaluates the same sequential scan / left fold one slice along the axis at a time."""
+    interpreter = None
+    if INTERPRETED:
+        from triton.runtime import interpreter
+    if not (hasattr(interpreter, "ScanOps") and hasattr(interpreter, "ReduceOps")):
+        yield   # compiled kernels, or an interpreter this was not written for (then only slower)
+        return
+    import numpy as np
+
+    def combine_slices(self, inputs, axis):
+        data = [np.moveaxis(x.handle.data, axis, 0) for x in inputs]
+        acc = tuple(self.to_tensor(d[0], x.dtype) for d, x in zip(data, inputs))
+        steps = [acc]
+        for i in range(1, data[0].shape[0]):
+            acc = self.combine_fn.fn(*acc, *(self.to_tensor(d[i], x.dtype) for d, x in zip(data, inputs)))
+            acc = acc if isinstance(acc, tuple) else (acc,)
+            steps.append(acc)
+        return steps
+
+    def generic_scan(self, inputs):
+        steps = combine_slices(self, inputs, self.axis)
+        return [self.to_tensor(np.moveaxis(np.stack([st[j].handle.data for st in steps]), 0, self.axis), x.dtype)
+                for j, x in enumerate(inputs)]
+
+    def generic_reduce(self, inputs):
+        if self.axis is None or inputs[0].handle.data.ndim < 2:
+            return original_reduce(self, inputs)
+        last = combine_slices(self, inputs, self.axis)[-1]
+        expand = (lambda a: np.expand_dims(a, self.axis)) if self.keep_dims else (lambda a: a)
+        return [self.to_tensor(expand(a.handle.data), x.dtype) for a, x in zip(last, inputs)]
+
+    original_scan, original_reduce = interpreter.ScanOps.generic_scan, interpreter.ReduceOps.generic_reduce
+    interpreter.ScanOps.generic_scan, interpreter.ReduceOps.generic_reduce = generic_scan, generic_reduce
+    yield
+    interpreter.ScanOps.generic_scan, interpreter.ReduceOps.generic_reduce = original_scan, original_reduce
+
+
+def make_inputs(Bt, Dm, N, H, W, dtype=torch.float32, seed=0):
+    """Fresh random scan inputs on DEVICE, shaped as `selective_scan_2d_ref` expects."""
+    g = torch.Generator().manual_seed(seed)
+    L = H * W
+    xs = [
+        torch.randn(Bt, L, Dm, generator=g),                          # u
+        torch.randn(Bt, 4, L, Dm, generator=g) * 0.7 - 1.0,           # delta (raw)
+        -torch.rand(4, Dm, N, generator=g) * 3.0 - 0.05,              # A (negative)
+        torch.randn(Bt, 4, L, N, generator=g),                        # B
+        torch.randn(Bt, 4, L, N, generator=g),                        # C
+        torch.randn(4, Dm, generator=g),                              # D
+        torch.randn(4, Dm, generator=g) * 0.5,                        # delta_bias
+    ]
+    return [x.to(device=DEVICE, dtype=dtype) for x in xs]
+
+
+def rel_err(x, ref):
+    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30)).item()
+
+
+def grads(fn, xs, gy):
+    xs = [x.detach().requires_grad_() for x in xs]
+    y = fn(*xs)
+    return y, torch.autograd.grad(y, xs, gy)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_reference(shape):
+    Bt, Dm, N, H, W = shape
+    xs = make_inputs(*shape, seed=sum(shape))
+    y = selective_scan_2d_triton(*xs, H, W, config=SMALL)
+    assert y.shape == (Bt, H * W, Dm) and y.dtype == torch.float32
+    assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_forward_low_precision_inputs(dtype):
+    Bt, Dm, N, H, W = shape = (2, 10, 4, 3, 5)
+    xs = make_inputs(*shape, seed=1)
+    low = [x.to(dtype) for x in xs]
+    y = selective_scan_2d_triton(*low, H, W, config=SMALL)
+    assert y.dtype == torch.float32
+    assert rel_err(y, selective_scan_2d_ref(*low, H, W)) < 1e-5   # same rounded inputs: fp32 math inside
+    assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-2    # against the full-precision inputs
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_matches_autograd_through_reference(shape):
+    Bt, Dm, N, H, W = shape
+    xs = make_inputs(*shape, seed=10 + sum(shape))
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    _, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=SMALL), xs, gy)
+    _, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.shape == w.shape, name
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+def test_backward_bf16_inputs_give_bf16_gradients():
+    Bt, Dm, N, H, W = shape = (1, 8, 4, 2, 3)
+    xs = [x.to(torch.bfloat16) for x in make_inputs(*shape, seed=3)]
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    _, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=SMALL), xs, gy)
+    _, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    for name, g, w in zip(NAMES, got, want):
+        assert g.dtype == torch.bfloat16, name
+        assert rel_err(g, w) < 1e-2, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+def test_default_config_forward_and_backward():
+    Bt, Dm, N, H, W = shape = (1, 20, 4, 5, 4)
+    xs = make_inputs(*shape, seed=4)
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W), xs, gy)
+    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    assert rel_err(y, y_ref) < 1e-5
+    for name, g, w in zip(NAMES, got, want):
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+def test_strided_inputs_and_partial_requires_grad():
+    """B, C sliced out of one projection and u, delta transposed views, as a layer would pass them."""
+    Bt, Dm, N, H, W = 2, 7, 4, 3, 4
+    L = H * W
+    u, delta, A, B, C, D, bias = make_inputs(Bt, Dm, N, H, W, seed=5)
+    proj = torch.cat([B, C], dim=-1)                         # [Bt, 4, L, 2N]
+    B_view, C_view = proj[..., :N], proj[..., N:]            # strided views
+    u_view = u.transpose(1, 2).contiguous().transpose(1, 2)  # [Bt, L, Dm], channel stride L
+    delta_view = delta.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    u_view.requires_grad_()
+    y = selective_scan_2d_triton(u_view, delta_view, A, B_view, C_view, D, bias, H, W, config=SMALL)
+    gy = torch.randn(Bt, L, Dm, device=DEVICE)
+    (du,) = torch.autograd.grad(y, [u_view], gy)
+    u_ref = u.clone().requires_grad_()
+    y_ref = selective_scan_2d_ref(u_ref, delta, A, B, C, D, bias, H, W)
+    (du_ref,) = torch.autograd.grad(y_ref, [u_ref], gy)
+    assert rel_err(y, y_ref) < 1e-5
+    assert rel_err(du, du_ref) < 1e-4
+
+
+@pytest.mark.parametrize("name, bad", [("u", lambda xs: xs[0][:, :-1]), ("B", lambda xs: xs[3][..., :-1]),
+                                       ("delta_bias", lambda xs: xs[6][:, :-1]), ("A", lambda xs: xs[2][:2])])
+def test_bad_shapes_raise_naming_the_argument(name, bad):
+    xs = make_inputs(1, 4, 4, 2, 2)
+    i = NAMES.index(name)
+    xs[i] = bad(xs)
+    with pytest.raises(ValueError, match=name):
+        selective_scan_2d_triton(*xs, 2, 2)
+
+
+def test_grid_must_match_length():
+    xs = make_inputs(1, 4, 4, 2, 3)
+    with pytest.raises(ValueError, match="H, W"):
+        selective_scan_2d_triton(*xs, 3, 3)
+
+
+# ------------------------------------------------------------------------------- GPU (compiled) tests
+
+GPU_CONFIGS = [DEFAULT_CONFIG, ScanKernelConfig(chunk=8, block_d_fwd=32, block_d_bwd=16, warps_fwd=4, warps_bwd=4),
+               ScanKernelConfig(chunk=32, block_d_fwd=8, block_d_bwd=8, warps_fwd=4, warps_bwd=8)]
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"T{c.chunk}-D{c.block_d_fwd}-{c.block_d_bwd}")
+def test_gpu_model_sized_forward_and_backward(config):
+    Bt, Dm, N, H, W = shape = (2, 1024, 16, 16, 24)     # the model's inner width and state size
+    xs = make_inputs(*shape, seed=20)
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=config), xs, gy)
+    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    assert rel_err(y, y_ref) < 1e-5
+    for name, g, w in zip(NAMES, got, want):
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_long_sequence_odd_sizes():
+    Bt, Dm, N, H, W = shape = (1, 100, 16, 61, 67)      # L = 4087: ragged last tile, Dm not a multiple
+    xs = make_inputs(*shape, seed=21)
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W), xs, gy)
+    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    assert rel_err(y, y_ref) < 1e-5
+    for name, g, w in zip(NAMES, got, want):
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_bf16_model_sized():
+    Bt, Dm, N, H, W = shape = (2, 1024, 16, 32, 32)
+    xs = make_inputs(*shape, seed=22)
+    low = [x.to(torch.bfloat16) for x in xs]
+    y = selective_scan_2d_triton(*low, H, W)
+    assert rel_err(y, selective_scan_2d_ref(*low, H, W)) < 1e-5
+    assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-2

@@ -1,0 +1,175 @@
+"""The training loop on CPU with a tiny model and a tiny random VGG: exact resume, checkpoints, signals, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from mambast.networks.vgg import VGG19Features
+from mambast.train.checkpoint import list_checkpoints, load_checkpoint
+from mambast.train.cli import add_config_arguments, config_from_args, register
+from mambast.train.config import TrainConfig, TrainError
+from mambast.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_images(root: Path, n: int = 6) -> tuple[Path, Path]:
+    rng = np.random.default_rng(0)
+    for kind in ("content", "style"):
+        for i in range(n):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (40 + 3 * i, 48, 3), dtype=np.uint8)).save(root / kind / f"{i}.png")
+    return root / "content", root / "style"
+
+
+def tiny_vgg() -> VGG19Features:
+    torch.manual_seed(123)
+    return VGG19Features((4, 8, 8, 8, 8))
+
+
+def config(tmp: Path, out: str, **kw) -> TrainConfig:
+    content, style = make_images(tmp / "data")
+    base = dict(content=str(content), style=str(style), out=str(tmp / out), steps=4, batch_size=2, size=48,
+                crop=32, workers=0, config="tiny", ckpt_every=2, sample_every=0, log_every=1, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def model_state(out: Path) -> dict:
+    return load_checkpoint(list_checkpoints(out / "checkpoints")[-1])["model"]
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    assert Trainer(config(tmp_path, "full"), vgg=tiny_vgg()).run() == 0
+    assert Trainer(config(tmp_path, "split", steps=2), vgg=tiny_vgg()).run() == 0
+    assert Trainer(config(tmp_path, "split", resume="latest"), vgg=tiny_vgg()).run() == 0
+
+    full, split = load_checkpoint(tmp_path / "full/checkpoints/step_00000004.pt"), \
+        load_checkpoint(tmp_path / "split/checkpoints/step_00000004.pt")
+    assert full["step"] == split["step"] == 4
+    for k, v in full["model"].items():
+        assert torch.equal(v, split["model"][k]), k
+    for a, b in zip(full["optimizer"]["state"].values(), split["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert full["data"]["seen"] == split["data"]["seen"] == {"content": 8, "style": 8}
+    log = (tmp_path / "split/log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["1", "2", "3", "4"]
+    assert log[1:] != [] and all("nan" not in r for r in log)
+    assert (tmp_path / "split/model/config.json").exists()
+
+
+def test_training_changes_the_weights_and_keeps_the_last_checkpoints(tmp_path):
+    cfg = config(tmp_path, "run", steps=3, ckpt_every=1, keep_last=2)
+    trainer = Trainer(cfg, vgg=tiny_vgg())
+    assert trainer.run() == 0
+    assert [p.name for p in list_checkpoints(tmp_path / "run/checkpoints")] == ["step_00000002.pt", "step_00000003.pt"]
+    with pytest.raises(TrainError, match="already holds checkpoints"):
+        Trainer(cfg, vgg=tiny_vgg()).run()
+    torch.manual_seed(cfg.seed)
+    from mambast.model import MambaST
+    from mambast.train.config import model_config
+    init = MambaST(model_config("tiny")).state_dict()
+    trained = model_state(tmp_path / "run")
+    assert any(not torch.equal(init[k], trained[k]) for k in init)
+    assert sorted(init) == sorted(trained)
+
+
+def test_sample_grid_is_written(tmp_path):
+    cfg = config(tmp_path, "s", steps=2, sample_every=2, n_samples=3)
+    assert Trainer(cfg, vgg=tiny_vgg()).run() == 0
+    img = Image.open(tmp_path / "s/samples/latest.png")
+    assert img.size == (4 * 32, 3 * 32)
+    assert (tmp_path / "s/samples/step_00000002.png").exists()
+
+
+def test_resume_with_a_different_model_config_is_refused(tmp_path):
+    assert Trainer(config(tmp_path, "r", steps=1), vgg=tiny_vgg()).run() == 0
+    other = config(tmp_path, "r", steps=2, resume="latest", config='{"dim": 16, "depth_encoder": 1, '
+                   '"depth_decoder": 1, "d_state": 4, "decoder_channels": [16, 8, 8]}')
+    with pytest.raises(TrainError, match="differs"):
+        Trainer(other, vgg=tiny_vgg()).run()
+
+
+def test_sigterm_writes_a_checkpoint_and_exports(tmp_path):
+    content, style = make_images(tmp_path / "data")
+    vgg_path = tmp_path / "vgg.safetensors"
+    save_file(tiny_vgg().state_dict(), str(vgg_path))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mambast.train", "--content", str(content), "--style", str(style), "--out", str(out),
+           "--steps", "100000", "--batch-size", "2", "--size", "48", "--crop", "32", "--workers", "0",
+           "--config", "tiny", "--vgg", str(vgg_path), "--ckpt-every", "0", "--sample-every", "0", "--log-every", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        log = out / "log.csv"
+        while time.time() < deadline and proc.poll() is None:
+            if log.exists() and len(log.read_text().splitlines()) >= 3:   # header + 2 steps
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    ckpts = list_checkpoints(out / "checkpoints")
+    assert len(ckpts) == 1, output
+    ckpt = load_checkpoint(ckpts[0])
+    assert ckpt["step"] >= 2
+    assert (out / "model" / "config.json").exists()
+    assert "SIGTERM" in output
+
+
+def test_cli_flags_come_from_train_config():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["train", "--content", "c", "--style", "s", "--out", "o"])
+    cfg = config_from_args(args)
+    defaults = TrainConfig(content="c", style="s", out="o")
+    assert cfg == defaults
+    assert (cfg.batch_size, cfg.lr, cfg.size, cfg.crop, cfg.steps) == (8, 1e-4, 512, 256, 160_000)
+    assert callable(args.func)
+    args = parser.parse_args(["train", "--content", "c", "--style", "s", "--out", "o", "--no-flip", "--resume",
+                              "--batch-size", "4", "--scale-jitter", "0.25", "--config", "tiny"])
+    cfg = config_from_args(args)
+    assert (cfg.flip, cfg.resume, cfg.batch_size, cfg.scale_jitter, cfg.config) == (False, "latest", 4, 0.25, "tiny")
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    flags = {a.dest for a in p._actions}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= flags
+
+
+def test_bad_settings_are_one_line_errors(tmp_path):
+    with pytest.raises(TrainError, match="crop"):
+        TrainConfig(content="c", style="s", out="o", size=256, crop=300)
+    with pytest.raises(TrainError, match="batch_size"):
+        TrainConfig(content="c", style="s", out="o", batch_size=0)
+    with pytest.raises(TrainError, match="evaluation"):
+        Trainer(config(tmp_path, "x", content=str(tmp_path / "eval-set")), vgg=tiny_vgg()).run()
+
+
+def test_init_from_exported_weights_continues_step_numbering(tmp_path, capfd):
+    assert Trainer(config(tmp_path, "first", steps=2), vgg=tiny_vgg()).run() == 0
+    cfg = config(tmp_path, "second", steps=3, init=str(tmp_path / "first" / "model"), init_step=2)
+    trainer = Trainer(cfg, vgg=tiny_vgg())
+    assert trainer.run() == 0
+    assert "Adam state starts afresh" in capfd.readouterr().err
+    assert trainer.step == 3 and trainer.content.seen == 3 * 2
+    log = (tmp_path / "second/log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in log[1:]] == ["3"]
