@@ -1,7 +1,6 @@
 """Fused CPU selective scan for inference: `selective_scan_2d_ref` in one multi-threaded numba kernel.
 
-Forward only (no autograd). numba is imported and the kernel compiled on the first call, never on import;
-without numba the call falls back to the reference with a one-time warning.
+Forward only (no autograd); numba is imported on the first call, never on import (without it: the reference).
 """
 
 from __future__ import annotations
@@ -123,7 +122,7 @@ def _get_kernel():
 # ----------------------------------------------------------------------------------------------------------
 # The kernel. Plain Python until `_build` compiles it; the helpers below it are jitted there and replace
 # their Python definitions in this module, so that the kernel refers to them as compile-time globals.
-# A vector is 16 float32 lanes (`_vec`, an LLVM <16 x float>); `_vload(arr, i)` reads arr[i:i + 16].
+# A vector is 16 float32 lanes (an LLVM <16 x float>); `_vload(arr, i)` reads arr[i:i + 16].
 #
 # Work split: one parallel item per (batch, block of 16 channels); it runs the four orders one after the
 # other and owns y[b, :, block], so items never race. State h: [N, 16] in a small buffer. Per step t the
@@ -295,7 +294,8 @@ def _build():
         def codegen(context, builder, sig, args):
             ptr = builder.bitcast(element_ptr(context, builder, sig.args[0], args[0], args[1]),
                                   ir.IntType(8).as_pointer())
-            fn = llvm_fn(builder, "llvm.prefetch.p0", ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = builder.module.declare_intrinsic("llvm.prefetch", [ptr.type],
+                                                  ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]))
             builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
             return context.get_dummy_value()
         return types.none(arr, types.intp), codegen
