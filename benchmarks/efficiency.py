@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/efficiency.py` from anywhere
@@ -89,6 +88,8 @@ class CrossAttentionLayer(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
+    """content tokens [B, L, C], style tokens [B, L, C] -> [B, L, C] through `layers` cross-attention layers."""
+
     def __init__(self, dim: int, heads: int, layers: int = 3):
         super().__init__()
         self.layers = nn.ModuleList(CrossAttentionLayer(dim, heads) for _ in range(layers))
@@ -118,8 +119,9 @@ def _free(device: torch.device) -> None:
 
 def measure(fn, batch: int, device: torch.device, runs: int, warmup: int, fixed: bool = False) -> dict:
     """Warm-up calls, `runs` timed calls bracketed by synchronize (median), then one extra call for the
-    peak memory (absolute: weights + inputs + activations). Slow calls (> SLOW_CALL_S) get fewer runs,
-    at least MIN_SLOW_RUNS, unless `fixed`."""
+    peak memory (absolute: weights + inputs + activations). When the second (compiled) warm-up call is
+    slower than SLOW_CALL_S, warm-up stops there and runs drop to max(MIN_SLOW_RUNS, CASE_BUDGET_S / call),
+    unless `fixed`."""
     times = []
 
     def call():
@@ -132,13 +134,13 @@ def measure(fn, batch: int, device: torch.device, runs: int, warmup: int, fixed:
 
     y = call()                                           # first warm-up (compiles / autotunes)
     n_warm = 1
-    if times[-1] / 1e3 > SLOW_CALL_S and not fixed:
-        runs = min(runs, max(MIN_SLOW_RUNS, int(CASE_BUDGET_S * 1e3 / times[-1])))
-    else:
-        for _ in range(warmup - 1):
-            del y
-            y = call()
-            n_warm += 1
+    while n_warm < warmup:
+        del y
+        y = call()
+        n_warm += 1
+        if n_warm == 2 and times[-1] / 1e3 > SLOW_CALL_S and not fixed:
+            runs = min(runs, max(MIN_SLOW_RUNS, int(CASE_BUDGET_S * 1e3 / times[-1])))
+            break
     times.clear()
     for _ in range(runs):
         del y
@@ -317,21 +319,30 @@ def run_case(ctx: Context, case: dict, args) -> dict:
     return rec
 
 
+def git_commit(given: str | None) -> tuple[str, bool | None]:
+    """(commit, has local changes) of the checkout; `given` wins; ("unknown", None) without git."""
+    if given:
+        return given, None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "unknown", None
+    return (commit, bool(dirty)) if commit else ("unknown", None)
+
+
 def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
     try:
         import triton
         triton_version = triton.__version__
     except Exception:
         triton_version = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "unknown"
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except Exception:
-        commit, dirty = "unknown", None
+    commit, dirty = git_commit(args.commit)
     h = {
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "gpu_mem_bytes": torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None,
         "device": str(device), "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
@@ -350,8 +361,9 @@ def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
             "Random weights (PyTorch default init; timing does not depend on values); inputs torch.rand on the "
             "device; model.eval() under torch.inference_mode(); shuffle of the style tokens on, as at inference. "
             f"{args.warmup} warm-up calls, then {args.runs} timed calls each bracketed by synchronize + "
-            f"time.perf_counter(), median; calls slower than {SLOW_CALL_S * 1e3:.0f} ms get 1 warm-up and "
-            f"max({MIN_SLOW_RUNS}, {CASE_BUDGET_S:.0f} s / call) runs; the reference scan {REF_SCAN_RUNS} runs. "
+            f"time.perf_counter(), median; calls slower than {SLOW_CALL_S * 1e3:.0f} ms (2nd warm-up) get 2 "
+            f"warm-ups and max({MIN_SLOW_RUNS}, {CASE_BUDGET_S:.0f} s / call) runs; the reference scan 1 warm-up and "
+            f"{REF_SCAN_RUNS} runs, at {', '.join(map(str, REF_SCAN_RES))} batch 1 only. "
             "ms_per_image = median call / batch. peak_mem_bytes = torch.cuda.max_memory_allocated() over one "
             "extra call after reset_peak_memory_stats (absolute: weights + inputs + activations; "
             "mem_before_call_bytes is what was resident before it); only the networks of the method are "
@@ -506,7 +518,7 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
                       f"| 512², batch 1: ours bf16 peak memory ≤ 1/3 of the official test forward's (anchor, "
                       f"{a['peak_mem_bytes'] / GIB:.2f} GiB) | {_fmt(mem_a, 'x')} | "
                       f"{_check(None if mem_a is None else mem_a <= 1 / 3)} |"]
-    for dtype in DTYPES:
+    for dtype in DTYPES if args.big_batch > 1 else ():
         r = by.get(("ours", dtype, args.batch_res, args.big_batch))
         ips = 1e3 / r["ms_per_image"] if r and r.get("ms_per_image") else None
         target = dtype == "bf16" and (args.batch_res, args.big_batch) == (512, 16)
@@ -550,11 +562,11 @@ def plot(records: list[dict], anchors: dict | None, path: Path) -> str:
                          and r.get("ms_per_image") is not None)
             if not pts:
                 continue
-            label = f"{method}, {dtype}"
-            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+            label, style = f"{method}, {dtype}", "o-" if dtype == "fp32" else "s:"
+            axes[0].plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
             mem = [(p[0], p[2] / GIB) for p in pts if p[2]]
             if mem:
-                axes[1].plot([p[0] for p in mem], [p[1] for p in mem], "o-", label=label)
+                axes[1].plot([p[0] for p in mem], [p[1] for p in mem], style, label=label)
     if anchors:
         for (what, dt), label in ANCHOR_ROWS.items():
             pts = sorted((k[2], r["ms_per_image"], r.get("peak_mem_bytes")) for k, r in anchors.items()
@@ -566,8 +578,11 @@ def plot(records: list[dict], anchors: dict | None, path: Path) -> str:
             mem = [(p[0], p[2] / GIB) for p in pts if p[2]]
             axes[1].plot([p[0] for p in mem], [p[1] for p in mem], "--", color="grey" if "test" in what else "black",
                          label=f"anchor: {label}")
+    sides = sorted({r["resolution"] for r in records if r["batch"] == 1})
     for ax, ylabel in zip(axes, ("ms per image", "peak memory (GiB)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sides, [str(x) for x in sides])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel("resolution (side, pixels), batch 1")
         ax.set_ylabel(ylabel)
@@ -594,10 +609,13 @@ def parse_args(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
     ap.add_argument("--dtypes", default="bf16,fp32", help="dtypes of ours and ours-reference-scan")
     ap.add_argument("--attn-heads", type=int, default=8, help="heads of the cross-attention fusion")
-    ap.add_argument("--time-budget", type=float, default=450.0, help="seconds; later cases are skipped after it")
+    ap.add_argument("--time-budget", type=float, default=360.0, help="seconds; later cases are skipped after it")
     ap.add_argument("--anchors", default=str(DEFAULT_ANCHORS), help="the anchors JSON (ratios; skipped if absent)")
     ap.add_argument("--quick", action="store_true", help="smoke test: resolution 64, batch 2, 2 runs")
     ap.add_argument("--tiny", action="store_true", help="tiny model config (smoke tests only)")
+    ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
+    ap.add_argument("--from-json", default=None, metavar="JSON",
+                    help="measure nothing: rebuild efficiency.md/.png under --out from an efficiency.json")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
@@ -616,8 +634,36 @@ def parse_args(argv=None):
     return args
 
 
+def report(args, head: dict, records: list[dict], anchors: dict | None, out: Path) -> None:
+    """Write efficiency.md and efficiency.png under `out` and print the Markdown."""
+    md = markdown(head, records, args, anchors)
+    (out / "efficiency.md").write_text(md)
+    try:
+        print(plot(records, anchors, out / "efficiency.png"), flush=True)
+    except Exception as e:  # a failed plot never loses the numbers
+        print(f"plot failed: {type(e).__name__}: {e}", flush=True)
+    print(f"wrote {out / 'efficiency.md'}\n", flush=True)
+    print(md, flush=True)
+
+
+def rebuild(args) -> int:
+    """--from-json: the report of an earlier run (e.g. to add the anchors' ratios on another machine)."""
+    data = json.loads(Path(args.from_json).read_text())
+    head, records = data[0]["header"], data[1:]
+    args.resolutions = sorted({r["resolution"] for r in records if r["batch"] == 1})
+    big = next(((r["resolution"], r["batch"]) for r in records if r["batch"] > 1), None)
+    args.batch_res, args.big_batch = big if big else (args.batch_res, 1)
+    args.attn_heads = head.get("attn_heads", args.attn_heads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report(args, head, records, load_anchors(Path(args.anchors)), out)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return rebuild(args)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("--device cuda but no CUDA device is visible (use --device cpu for a smoke test)", file=sys.stderr)
@@ -666,14 +712,8 @@ def main(argv=None) -> int:
 
     head["total_seconds"] = round(time.perf_counter() - start, 1)
     save()
-    md = markdown(head, records, args, anchors)
-    (out / "efficiency.md").write_text(md)
-    try:
-        print(plot(records, anchors, out / "efficiency.png"), flush=True)
-    except Exception as e:  # a failed plot never loses the numbers
-        print(f"plot failed: {type(e).__name__}: {e}", flush=True)
-    print(f"wrote {out / 'efficiency.json'} and {out / 'efficiency.md'} in {head['total_seconds']} s\n", flush=True)
-    print(md, flush=True)
+    print(f"wrote {out / 'efficiency.json'}; {head['total_seconds']} s", flush=True)
+    report(args, head, records, anchors, out)
     return 0
 
 
