@@ -19,6 +19,7 @@ import torch
 from .config import MambaSTConfig
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
+MAX_DEFAULT_MODEL_BYTES = 25_000_000  # the bundled model (int8) must stay within 25 MB
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 SCALE_SUFFIX = ".int8_scale"
@@ -128,6 +129,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -147,11 +151,14 @@ def save_pretrained(model, directory, quantize: bool = False) -> None:
 
 
 def quantize_int8(sd: dict[str, torch.Tensor], min_numel: int = 4096) -> dict[str, torch.Tensor]:
-    """Matrices and conv kernels -> int8 with one float32 scale per output channel (row 0 dim)."""
+    """Matrices and conv kernels -> int8 with one float32 scale per output row (a conv's output channel,
+    a Linear's output feature, one row of each scan order's stacked projection); A_logs -> float16."""
     out = {}
     for k, v in sd.items():
-        if v.dim() >= 2 and v.numel() >= min_numel and "A_logs" not in k:
-            flat = v.reshape(v.shape[0], -1)
+        if k.endswith("A_logs"):
+            out[k] = v.half()
+        elif v.dim() >= 2 and v.numel() >= min_numel:
+            flat = v.reshape(-1, v.shape[-1]) if v.dim() == 3 else v.reshape(v.shape[0], -1)
             scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127.0
             out[k] = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8).reshape(v.shape)
             out[k + SCALE_SUFFIX] = scale.float()
@@ -169,7 +176,7 @@ def dequantize(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             scale = sd.get(k + SCALE_SUFFIX)
             if scale is None:
                 raise WeightsError(f"int8 tensor {k} has no {k + SCALE_SUFFIX}")
-            v = (v.reshape(v.shape[0], -1).float() * scale[:, None]).reshape(v.shape)
+            v = (v.reshape(scale.shape[0], -1).float() * scale[:, None]).reshape(v.shape)
         out[k] = v.float()
     return out
 
