@@ -60,6 +60,10 @@ def main(argv=None) -> int:
     training = args.model / "training.json"
     if training.exists():
         info["training"] = json.loads(training.read_text())
+        cfg = info["training"].get("train_config", {})
+        for key in ("content", "style", "out", "vgg", "init"):  # keep folder names, not machine paths
+            if cfg.get(key):
+                cfg[key] = Path(cfg[key]).name
     (tmp / "quantization.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     if args.out.exists():
         for f in args.out.iterdir():
