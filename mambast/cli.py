@@ -48,6 +48,9 @@ def _add_stylize(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
     p.add_argument("--no-shuffle", action="store_true", help="do not shuffle the style tokens")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="compute precision (autocast; the scan state stays float32); default bfloat16 on "
+                        "CUDA, float32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)
@@ -135,7 +138,7 @@ def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import default_device, stylize_tensor
+    from .infer import autocast_dtype, default_device, stylize_tensor
     from .io import ImageError, load_image, pil_to_tensor, save_image, tensor_to_pil
     from .model import MambaST
 
@@ -151,6 +154,7 @@ def cmd_stylize(args) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError("--device cuda: no CUDA device is available")
     model = MambaST.from_pretrained(args.weights, device=device)
+    amp = autocast_dtype(args.dtype, device)
     cache: dict[Path, object] = {}
 
     def image(path):
@@ -168,7 +172,7 @@ def cmd_stylize(args) -> int:
     for c, s, out in bar:
         try:
             y = stylize_tensor(model, image(c), image(s), size=args.size or None, seed=args.seed,
-                               shuffle=not args.no_shuffle)
+                               shuffle=not args.no_shuffle, autocast_dtype=amp)
             save_image(tensor_to_pil(y), out)
         except ImageError as e:
             failures += 1
@@ -183,7 +187,7 @@ def cmd_demo(args) -> int:
     content, style = example_pair(args.cache)
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
     args.content, args.style = str(content), str(style)
-    args.no_shuffle, args.overwrite, args.quiet = False, True, True
+    args.no_shuffle, args.overwrite, args.quiet, args.dtype = False, True, True, None
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)

@@ -102,12 +102,26 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(dtype: str | None, device) -> torch.dtype | None:
+    """The autocast dtype for a --dtype name; None (the default) is bfloat16 on CUDA, float32 on CPU."""
+    if dtype is None:
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
 def stylize(content, style, model=None, size: int | None = DEFAULT_SIZE, seed=None, shuffle: bool = True,
-            device=None, output_type: str = "pil"):
+            device=None, dtype: str | None = None, output_type: str = "pil"):
     """Stylize one content image with one style image.
 
     content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]). model: a
-    MambaST, a weights path, or None for the bundled default model. Returns a PIL image (or a
+    MambaST, a weights path, or None for the bundled default model. dtype: "float32", "bfloat16" or
+    "float16" compute (autocast; the scan state is float32 always); default bfloat16 on CUDA, float32
+    on CPU. Returns a PIL image (or a
     [1, 3, H, W] tensor with output_type="pt") of the content's pixel size.
     """
     from .model import MambaST
@@ -115,5 +129,7 @@ def stylize(content, style, model=None, size: int | None = DEFAULT_SIZE, seed=No
         raise ValueError(f"output_type must be 'pil' or 'pt'; got {output_type!r}")
     if not isinstance(model, torch.nn.Module):
         model = MambaST.from_pretrained(model or "default", device=device or default_device())
-    y = stylize_tensor(model, _as_tensor(content), _as_tensor(style), size=size, seed=seed, shuffle=shuffle)
+    amp = autocast_dtype(dtype, next(model.parameters()).device)
+    y = stylize_tensor(model, _as_tensor(content), _as_tensor(style), size=size, seed=seed, shuffle=shuffle,
+                       autocast_dtype=amp)
     return tensor_to_pil(y) if output_type == "pil" else y

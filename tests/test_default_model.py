@@ -30,3 +30,13 @@ def test_default_model_stylizes():
     gray = lambda x: x.mean(1).flatten()  # noqa: E731
     corr = torch.corrcoef(torch.stack([gray(out), gray(content)]))[0, 1]
     assert corr > 0.3
+
+
+def test_bfloat16_output_close_to_float32():
+    g = torch.Generator().manual_seed(1)
+    content = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(64, 64), mode="bicubic")
+    style = torch.rand(1, 3, 64, 64, generator=g)
+    m = MambaST.from_pretrained("default")
+    a = stylize(content.clamp(0, 1), style, model=m, size=None, seed=0, dtype="float32", output_type="pt")
+    b = stylize(content.clamp(0, 1), style, model=m, size=None, seed=0, dtype="bfloat16", output_type="pt")
+    assert ((a - b).norm() / a.norm()).item() < 1e-2
