@@ -208,6 +208,7 @@ class Trainer:
     # ------------------------------------------------------------------ bookkeeping
     def _checkpoint(self) -> None:
         rngs = ddp.gather(rng_state(self.device), self.dist)
+        self._last_ckpt = self.step  # on every rank: the end-of-run test must agree across ranks
         if not self.dist.is_main:
             return
         skipped = self.skipped_before + self._skipped_total
