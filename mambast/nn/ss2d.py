@@ -53,7 +53,7 @@ class _SS2DBase(nn.Module):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """[B, H, W, Di] -> SiLU(depthwise conv) -> [B, H*W, Di]."""
         B, H, W, Di = x.shape
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))        # [B, Di, H, W]
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))                     # [B, Di, H, W] (channels-last strides)
         return x.permute(0, 2, 3, 1).reshape(B, H * W, Di)
 
     @staticmethod
