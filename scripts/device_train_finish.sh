@@ -5,7 +5,7 @@
 #   bash scripts/device_train_finish.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-RUN=${MAMBAST_DEVICE_RUN:-/root/mambast-run}
+RUN=${MAMBAST_DEVICE_RUN:-$HOME/mambast-run}
 : "${OUT:?OUT must name the folder whose files come back}"
 pid=$(cat "$RUN/train.pid" 2>/dev/null || echo "")
 if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then

@@ -4,11 +4,11 @@
 # trainer (e.g. --steps 20000 --ckpt-every 500 --sample-every 500 --config default).
 #   bash scripts/device_train_start.sh [trainer flags...]
 # Carried .data/init/ (bf16 shards + manifest.json from device_train_finish.sh) starts from those weights
-# (Adam restarts). A run already in /root/mambast-run/out is resumed from its latest checkpoint.
+# (Adam restarts). A run already in $HOME/mambast-run/out is resumed from its latest checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${MAMBAST_DEVICE_DATA:-/root/mambast-data}
-RUN=${MAMBAST_DEVICE_RUN:-/root/mambast-run}
+DATA=${MAMBAST_DEVICE_DATA:-$HOME/mambast-data}
+RUN=${MAMBAST_DEVICE_RUN:-$HOME/mambast-run}
 mkdir -p "$DATA" "$RUN"
 
 # 1. keep what this call carried (files outside the repository copy survive while the machine is warm)

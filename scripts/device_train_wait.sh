@@ -3,7 +3,7 @@
 # it under the 10-minute call limit) or as soon as training ends, printing the log's last line each minute.
 #   bash scripts/device_train_wait.sh [N]
 set -uo pipefail
-RUN=${MAMBAST_DEVICE_RUN:-/root/mambast-run}
+RUN=${MAMBAST_DEVICE_RUN:-$HOME/mambast-run}
 n=${1:-540}
 end=$((SECONDS + n))
 pid=$(cat "$RUN/train.pid" 2>/dev/null || echo "")
