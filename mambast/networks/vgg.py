@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from ..atomic import save_safetensors
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -241,21 +242,6 @@ def _inputs_key(files: list[Path]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # fetch, save, load
 
-def _save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write safetensors atomically (temp file in the same folder, then rename)."""
-    from safetensors.torch import save_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def fetch(cache: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
           n_images: int = NORM_IMAGES, quiet: bool = False) -> Path:
     """Download, convert, normalise and cache the VGG-19; return the fp32 safetensors file (idempotent).
@@ -293,7 +279,7 @@ def fetch(cache: str | os.PathLike | None = None, images: str | os.PathLike | No
     state = model.state_dict()
     for name, m in zip(conv_names(), means):
         state[f"stats.{name}.mean"] = m                       # the per-channel means divided out
-    _save(state, target, metadata)
+    save_safetensors(state, target, metadata)
     return target
 
 
@@ -383,7 +369,7 @@ def export_weights(path_out: str | os.PathLike, dtype: str = "float16", source: 
         else:
             out[k] = v
     path_out = Path(path_out)
-    _save(out, path_out, {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": dtype,
+    save_safetensors(out, path_out, {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": dtype,
                           "source_file": src.name})
     return path_out
 

@@ -5,14 +5,14 @@ Checkpoints hold only tensors and plain Python values, so they load with `torch.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_write
 
 from .config import TrainError
 
@@ -47,17 +47,7 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
 
 def save_checkpoint(payload: dict, path: Path) -> Path:
     """torch.save to a temp file in the same folder, then os.replace: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, **payload}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp), suffix=".tmp")
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

@@ -1,0 +1,36 @@
+"""Write files so that a reader (or a crash) never leaves half of one: temp file in the same folder, then rename.
+
+The one place that does this; checkpoints, weights, cached networks and images all go through it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") -> Path:
+    """Call write(temp_path), then rename the temp file to `path` (usual permissions, folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def save_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> Path:
+    """Atomically write a dict of tensors as safetensors (made contiguous)."""
+    from safetensors.torch import save_file
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda p: save_file(tensors, p, metadata=metadata))
