@@ -413,7 +413,7 @@ def main(argv=None) -> int:
         method_dirs[name] = out / name
         rows.append({"method": getattr(stylizer, "name", name), "metrics": {k: report[k] for k in
                      ("artfid", "fid", "lpips", "cfsd") if k in report}, "timing": timings[name],
-                     "outputs": str(out / name), "providers": getattr(stylizer, "providers", None)})
+                     "outputs": name, "providers": getattr(stylizer, "providers", None)})
         del stylizer
 
     meta = {"n_content": len(contents), "n_style": len(styles), "size": args.size, "seed": args.seed, "device": device,

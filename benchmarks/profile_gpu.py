@@ -1,0 +1,84 @@
+"""Where the GPU time of one Mamba-ST forward goes: torch.profiler's CUDA kernel table, grouped by model part.
+
+Usage (CUDA machine, repository root): python benchmarks/profile_gpu.py [--res 512] [--batch 1 16] [--dtype bf16]
+Random weights (speed does not depend on values). Prints, per batch size, the kernels with the largest total
+CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN decoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from mambast.config import MambaSTConfig  # noqa: E402
+from mambast.model import MambaST  # noqa: E402
+
+PARTS = ("patch_embed", "encoder_c", "encoder_s", "decoder", "cnn_decoder")
+
+
+def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
+
+    c = torch.rand(batch, 3, res, res, device="cuda")
+    s = torch.rand(batch, 3, res, res, device="cuda")
+    amp = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def forward():
+        with amp, torch.inference_mode():
+            with record_function("patch_embed"):
+                pc, ps = model.patch_embed(c), model.patch_embed(s)
+            with record_function("encoder_c"):
+                xc = model.encoder_c(pc)
+            with record_function("encoder_s"):
+                xs = model.encoder_s(ps)
+            with record_function("decoder"):
+                x = model.decoder(xc, xs, shuffle=True)
+            with record_function("cnn_decoder"):
+                return model.cnn_decoder(x.permute(0, 3, 1, 2))
+
+    for _ in range(3):
+        forward()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            forward()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    print(f"\n=== res {res}, batch {batch}, dtype {dtype or 'fp32'}: 5 forwards ===")
+    print(events.table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))
+    total = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") or 1
+    print(f"sum of kernel time per forward: {total / 5 / 1000:.2f} ms ({total / 5 / 1000 / batch:.2f} ms per image)")
+    for part in PARTS:
+        ev = [e for e in events if e.key == part]
+        if ev:
+            print(f"  {part:12s} {ev[0].device_time_total / 5 / 1000:8.2f} ms per forward (CUDA)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--res", type=int, default=512)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    ap.add_argument("--rows", type=int, default=25)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs a CUDA device", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    model = MambaST(MambaSTConfig()).cuda().eval()
+    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    for b in args.batch:
+        profile(model, args.res, b, dtype, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
