@@ -36,8 +36,8 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/efficiency.py` from a
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
-METHODS = ("ours", "ours-reference-scan", "authors-work", "cross-attention")
-RUN_ORDER = ("ours", "authors-work", "cross-attention", "ours-reference-scan")  # slowest, least important last
+METHODS = ("ours", "ours-eager", "ours-reference-scan", "authors-work", "cross-attention")
+RUN_ORDER = ("ours", "ours-eager", "authors-work", "cross-attention", "ours-reference-scan")  # slowest, least important last
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 GIB = 2 ** 30
 SLOW_CALL_S = 0.2       # calls slower than this get fewer timed runs (at least MIN_SLOW_RUNS)
@@ -53,7 +53,8 @@ ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
     ("stylization only", "bf16"): "Mamba-ST stylization only, bf16 autocast",
 }
 WHAT = {
-    "ours": "MambaST forward (stylization only), fused scan",
+    "ours": "MambaST forward (stylization only), fused scan, replayed from a CUDA graph (as folder runs do)",
+    "ours-eager": "MambaST forward (stylization only), fused scan, kernels launched one by one from Python",
     "ours-reference-scan": "MambaST forward (stylization only), reference scan (Python loop over tokens)",
     "authors-work": "stylized pass + identity passes (Ic,Ic), (Is,Is) + VGG-19 features of 5 images + all losses",
     "cross-attention": "cross-attention fusion only: 3 layers, content queries vs style keys/values, materialised",
@@ -194,6 +195,28 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
     return fn
 
 
+def setup_ours_graph(ctx, res, batch, dtype):
+    """The forward replayed from a CUDA graph (`mambast.graphs.GraphCache`); the style permutations are drawn
+    on the CPU and copied in every call, as the eager forward does. Eager on a CPU device."""
+    if ctx.device.type != "cuda":
+        return setup_ours(ctx, res, batch, dtype)
+    from mambast.graphs import GraphCache
+    from mambast.model import draw_permutations
+    model = ctx.model("auto")
+    c = torch.rand(batch, 3, res, res, device=ctx.device)
+    s = torch.rand(batch, 3, res, res, device=ctx.device)
+    n, L = len(model.decoder.layers), (res // model.config.patch_size) ** 2
+
+    def forward(c, s, perms):
+        with _autocast(ctx.device, dtype):
+            return model(c, s, shuffle=True, perms=perms)
+    runner = GraphCache(forward, max_graphs=1)
+
+    def fn():
+        return runner(c, s, draw_permutations(n, L).to(ctx.device))
+    return fn
+
+
 def setup_authors(ctx, res, batch, dtype):
     """Per image: Ics = f(Ic, Is), Icc = f(Ic, Ic), Iss = f(Is, Is); VGG-19 features of Ic, Is, Ics, Icc, Iss
     (one pass per image, as the authors' code encodes each image separately); all four loss terms."""
@@ -269,7 +292,7 @@ class Context:
         return self._get(("attention",), make)
 
 
-NETS = {"ours": [("mambast", "auto")], "authors-work": [("mambast", "auto"), ("vgg",)],
+NETS = {"ours": [("mambast", "auto")], "ours-eager": [("mambast", "auto")], "authors-work": [("mambast", "auto"), ("vgg",)],
         "cross-attention": [("attention",)], "ours-reference-scan": [("mambast", "ref")]}
 
 
@@ -282,7 +305,7 @@ def plan(args) -> list[dict]:
     for method in RUN_ORDER:
         if method not in args.methods:
             continue
-        dtypes = args.dtypes if method in ("ours", "ours-reference-scan") else ["fp32"]
+        dtypes = args.dtypes if method in ("ours", "ours-eager", "ours-reference-scan") else ["fp32"]
         for dtype in dtypes:
             sizes = [(r, 1) for r in args.resolutions] + ([big] if args.big_batch > 1 else [])
             for res, batch in sizes:
@@ -297,7 +320,7 @@ def plan(args) -> list[dict]:
 def run_case(ctx: Context, case: dict, args) -> dict:
     rec = dict(case)
     rec.update(ms_per_image=None, peak_mem_bytes=None)
-    setup = {"ours": setup_ours, "authors-work": setup_authors, "cross-attention": setup_attention,
+    setup = {"ours": setup_ours_graph, "ours-eager": setup_ours, "authors-work": setup_authors, "cross-attention": setup_attention,
              "ours-reference-scan": lambda c, r, b, d: setup_ours(c, r, b, d, "ref")}[case["method"]]
     fixed = case["method"] == "ours-reference-scan"
     runs, warmup = (min(args.runs, REF_SCAN_RUNS), 1) if fixed else (args.runs, args.warmup)
@@ -451,8 +474,10 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
             if all(x is None for x in row):
                 continue
             lines.append(f"| {method}, {dtype} | " + " | ".join(_cell(x) for x in row) + " |")
-    lines += ["", "- ours: MambaST forward with the fused scan. ours-reference-scan: the same with the Python "
-              "reference scan (skipped cells: too slow to run there).",
+    lines += ["", "- ours: MambaST forward with the fused scan, replayed from a CUDA graph (what folder runs of "
+              "`mambast stylize` do for sizes that repeat). ours-eager: the same forward launched kernel by kernel "
+              "from Python (a single call). ours-reference-scan: eager with the Python reference scan (skipped "
+              "cells: too slow to run there).",
               "- authors-work: stylized pass + two identity passes + VGG-19 features of the five images + all "
               "losses, as the authors' test script computes per image, but with our fused scan and layers: a "
               "lower bound of their cost.",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks of the fused Triton selective scan: its tests compiled on the GPU (gpu-marked ones included),
+# GPU checks: the fused Triton selective scan and the CUDA-graph pipeline tests on the GPU (gpu-marked ones included),
 # then benchmarks/scan.py. Run on a CUDA machine; logs and JSON go to $OUT (default out/gpu_checks).
 # SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
 set -uo pipefail
@@ -16,9 +16,9 @@ print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {tri
 EOF
 
 start=$SECONDS
-python -m pytest tests/ops/test_triton_scan.py -q -rs 2>&1 | tee "$out/test_triton_scan.log"
+python -m pytest tests/ops/test_triton_scan.py tests/test_pipeline.py -q -rs 2>&1 | tee "$out/gpu_tests.log"
 tests=${PIPESTATUS[0]}
-if grep -q "SKIPPED" "$out/test_triton_scan.log"; then
+if grep -q "SKIPPED" "$out/gpu_tests.log"; then
     echo "tests: some tests were skipped on the GPU (see above); counted as a failure"
     tests=1
 fi

@@ -27,6 +27,10 @@ it is), aspect ratio kept, and the result is resized back to the content's origi
 Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
 brought to the content's working size without stretching: its short side is scaled to the
 content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
+
+Folder runs decode images in background threads, encode each content and each style once (a style
+applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
+working size per model call, and write outputs in background threads.
 """
 
 
@@ -51,6 +55,8 @@ def _add_stylize(sub) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="compute precision (autocast; the scan state stays float32); default bfloat16 on "
                         "CUDA, float32 on CPU")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pairs of one working size stylized per model call (default 8 on CUDA, 1 on CPU)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)
@@ -138,9 +144,9 @@ def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import autocast_dtype, default_device, stylize_tensor
-    from .io import ImageError, load_image, pil_to_tensor, save_image, tensor_to_pil
+    from .infer import autocast_dtype, default_device
     from .model import MambaST
+    from .pipeline import Job, PairStylizer
 
     if args.size < 0:
         raise CLIError(f"--size must be >= 0; got {args.size}")
@@ -153,30 +159,22 @@ def cmd_stylize(args) -> int:
     device = args.device or default_device()
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError("--device cuda: no CUDA device is available")
+    batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
+    if batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1; got {batch_size}")
     model = MambaST.from_pretrained(args.weights, device=device)
-    amp = autocast_dtype(args.dtype, device)
-    cache: dict[Path, object] = {}
-
-    def image(path):
-        if path not in cache:
-            try:
-                cache[path] = pil_to_tensor(load_image(path))
-            except ImageError as e:
-                cache[path] = e
-        if isinstance(cache[path], Exception):
-            raise cache[path]
-        return cache[path]
-
-    failures = 0
-    bar = tqdm(todo, desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
-    for c, s, out in bar:
-        try:
-            y = stylize_tensor(model, image(c), image(s), size=args.size or None, seed=args.seed,
-                               shuffle=not args.no_shuffle, autocast_dtype=amp)
-            save_image(tensor_to_pil(y), out)
-        except ImageError as e:
+    stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
+                            autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size)
+    failures, reported = 0, set()
+    bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
+    for job, error in stylizer.run(Job(*t) for t in todo):
+        bar.update()
+        if error is not None:
             failures += 1
-            tqdm.write(f"mambast: error: {e}", file=sys.stderr)
+            if str(error) not in reported:   # a bad file is reported once, however many pairs it is in
+                reported.add(str(error))
+                tqdm.write(f"mambast: error: {error}", file=sys.stderr)
+    bar.close()
     if len(triples) > 1:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures} failed", file=sys.stderr)
     return 1 if failures else 0
@@ -187,7 +185,7 @@ def cmd_demo(args) -> int:
     content, style = example_pair(args.cache)
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
     args.content, args.style = str(content), str(style)
-    args.no_shuffle, args.overwrite, args.quiet, args.dtype = False, True, True, None
+    args.no_shuffle, args.overwrite, args.quiet, args.dtype, args.batch_size = False, True, True, None, None
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)

@@ -80,14 +80,24 @@ def stylize_tensor(model, content: torch.Tensor, style: torch.Tensor, size: int 
     orig = content.shape[-2:]
     c, s, (h, w) = prepare_pair(content.to(p.device, torch.float32), style.to(p.device, torch.float32), size,
                                 model.config.patch_size)
-    ctx = torch.autocast(p.device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    with ctx:
+    with autocast(p.device.type, autocast_dtype):
         y = model(c.to(p.dtype), s.to(p.dtype), shuffle=shuffle, generator=seed)
+    return finish_output(y, (h, w), tuple(orig) if keep_size else None)
+
+
+def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, int] | None) -> torch.Tensor:
+    """Crop the model's output [B, 3, H', W'] to the working size, clamp to [0, 1], resize back to `orig`."""
+    h, w = working
     y = y.float()[..., :h, :w].clamp(0, 1)
-    if keep_size and tuple(y.shape[-2:]) != tuple(orig):
+    if orig is not None and tuple(y.shape[-2:]) != tuple(orig):
         y = F.interpolate(y, size=tuple(orig), mode="bicubic", align_corners=False,
                           antialias=orig[0] < h).clamp(0, 1)
     return y
+
+
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """torch.autocast for a compute dtype, or a no-op context for float32 (None)."""
+    return torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def _as_tensor(img) -> torch.Tensor:

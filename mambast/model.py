@@ -12,7 +12,7 @@ from .config import MambaSTConfig
 from .nn import PatchEmbed, STBlock, VSSBlock, cnn_decoder
 
 
-def _generator(seed_or_gen, device) -> torch.Generator | None:
+def as_generator(seed_or_gen, device) -> torch.Generator | None:
     """A torch.Generator from a seed (int), a generator, or None (global RNG)."""
     if isinstance(seed_or_gen, torch.Generator) and seed_or_gen.device.type != "cpu":
         raise ValueError("generator must be a CPU torch.Generator (the permutation is drawn on the CPU)")
@@ -34,6 +34,12 @@ class MambaEncoder(nn.Module):
         return x
 
 
+def draw_permutations(n: int, length: int, generator=None) -> torch.Tensor:
+    """[n, length] style-token permutations, one per cross block: argsort of uniform noise drawn on the
+    CPU, as the authors draw them (layer by layer, so a seed gives the same permutations either way)."""
+    return torch.stack([torch.argsort(torch.rand(length, generator=generator)) for _ in range(n)])
+
+
 class MambaSTDecoder(nn.Module):
     """Stack of ST cross blocks (x <- STBlock(x, shuffled s) + x), then a final LayerNorm."""
 
@@ -42,15 +48,15 @@ class MambaSTDecoder(nn.Module):
         self.layers = nn.ModuleList(STBlock(cfg, cfg.drop_path_decoder) for _ in range(cfg.depth_decoder))
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.ln_eps)
 
-    def forward(self, x, s, shuffle: bool, generator=None):
+    def forward(self, x, s, shuffle: bool, generator=None, perms: torch.Tensor | None = None):
+        """perms: [layers, H*W] permutations to use instead of drawing them (any device)."""
         B, H, W, C = s.shape
-        for layer in self.layers:
-            if shuffle:  # a fresh permutation of the L style positions before every cross block
-                # argsort of uniform noise drawn on the CPU, as the authors draw it
-                perm = torch.argsort(torch.rand(H * W, generator=generator)).to(s.device)
-                s_in = s.reshape(B, H * W, C)[:, perm].reshape(B, H, W, C)
-            else:
-                s_in = s
+        if shuffle and perms is None:  # a fresh permutation of the L style positions before every cross block
+            perms = draw_permutations(len(self.layers), H * W, generator)
+        if shuffle:
+            perms = perms.to(s.device)
+        for i, layer in enumerate(self.layers):
+            s_in = s.reshape(B, H * W, C)[:, perms[i]].reshape(B, H, W, C) if shuffle else s
             x = layer(x, s_in) + x
         return self.norm(x)
 
@@ -76,22 +82,26 @@ class MambaST(nn.Module):
     def encode_style(self, style: torch.Tensor) -> torch.Tensor:       # -> [B, H', W', C]
         return self.encoder_s(self.patch_embed(style))
 
-    def decode(self, content_tokens, style_tokens, shuffle: bool | None = None, generator=None) -> torch.Tensor:
-        """Fuse encoded content and style tokens and decode to pixels [B, 3, H, W]."""
+    def decode(self, content_tokens, style_tokens, shuffle: bool | None = None, generator=None,
+               perms: torch.Tensor | None = None) -> torch.Tensor:
+        """Fuse encoded content and style tokens and decode to pixels [B, 3, H, W].
+
+        perms: the style permutations ([depth_decoder, H'*W'], see `draw_permutations`) instead of
+        drawing them; for callers that must not draw inside the call (CUDA graphs)."""
         if content_tokens.shape != style_tokens.shape:
             raise ValueError(f"content and style token grids differ: {tuple(content_tokens.shape)} vs "
                              f"{tuple(style_tokens.shape)}; bring the style to the content's size first")
         shuffle = self.config.shuffle if shuffle is None else shuffle
-        x = self.decoder(content_tokens, style_tokens, shuffle, _generator(generator, style_tokens.device))
+        x = self.decoder(content_tokens, style_tokens, shuffle, as_generator(generator, style_tokens.device), perms)
         return self.cnn_decoder(x.permute(0, 3, 1, 2))                  # [B, C, H', W'] -> [B, 3, H, W]
 
     def forward(self, content: torch.Tensor, style: torch.Tensor, shuffle: bool | None = None,
-                generator: torch.Generator | int | None = None) -> torch.Tensor:
+                generator: torch.Generator | int | None = None, perms: torch.Tensor | None = None) -> torch.Tensor:
         p = self.config.patch_size
         for name, t in (("content", content), ("style", style)):
             if t.dim() != 4 or t.shape[1] != 3 or t.shape[2] % p or t.shape[3] % p:
                 raise ValueError(f"{name} must be [B, 3, H, W] with H and W multiples of {p}; got {tuple(t.shape)}")
-        return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator)
+        return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator, perms)
 
     # loading and saving (implemented in mambast.weights)
     @classmethod

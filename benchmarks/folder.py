@@ -1,0 +1,130 @@
+"""End-to-end images/s of folder stylization (decode + stylize + encode PNG + write), old loop vs the pipeline.
+
+Usage: python benchmarks/folder.py [--device cuda] [--contents 8 --styles 8 --size 512] [--out DIR]
+Random-weight reference model (speed does not depend on values) unless --weights; synthetic JPEG inputs
+(smooth random colour fields) written to a temporary folder, every content x every style. Modes:
+  per-pair            the loop `mambast stylize` ran before the pipeline: for each pair decode both images,
+                      `stylize_tensor`, encode and write the PNG, one after another
+  pipeline b1 plain   `PairStylizer`, batch 1, no token caches, no CUDA graphs (decode/write overlap only)
+  pipeline bN         `PairStylizer` as `mambast stylize` runs it: batch N, content/style token caches, CUDA
+                      graphs on CUDA
+Each mode runs once untimed on a few pairs first (kernel compilation), then timed on all pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from mambast.config import MambaSTConfig  # noqa: E402
+from mambast.infer import autocast_dtype, stylize_tensor  # noqa: E402
+from mambast.io import load_image, pil_to_tensor, save_image, tensor_to_pil  # noqa: E402
+from mambast.model import MambaST  # noqa: E402
+from mambast.pipeline import Job, PairStylizer  # noqa: E402
+
+
+def make_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        noise = rng.integers(-20, 20, (size, size, 3))
+        img = np.asarray(Image.fromarray(small).resize((size, size), Image.BICUBIC)).astype(int) + noise
+        paths.append(folder / f"img{i:03d}.jpg")
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(paths[-1], quality=92)
+    return paths
+
+
+def per_pair(model, jobs, amp, size):
+    for j in jobs:
+        y = stylize_tensor(model, pil_to_tensor(load_image(j.content)), pil_to_tensor(load_image(j.style)),
+                           size=size, seed=0, autocast_dtype=amp)
+        save_image(tensor_to_pil(y), j.output)
+
+
+def pipeline(model, jobs, amp, size, **kw):
+    stylizer = PairStylizer(model, size=size, seed=0, autocast_dtype=amp, **kw)
+    for _, error in stylizer.run(jobs):
+        if error is not None:
+            raise error
+    return dict(stylizer.stats)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--weights", default=None, help="a model (default: random reference-size weights)")
+    ap.add_argument("--contents", type=int, default=8)
+    ap.add_argument("--styles", type=int, default=8)
+    ap.add_argument("--size", type=int, default=512, help="side of the synthetic square images")
+    ap.add_argument("--batch-sizes", default="8,16", help="batch sizes of the full pipeline")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
+    ap.add_argument("--out", default=None, help="folder for folder.json")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    if args.weights:
+        model = MambaST.from_pretrained(args.weights, device=args.device)
+    else:
+        cfg = (MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=1, d_state=4, decoder_channels=[16, 8, 8])
+               if args.tiny else MambaSTConfig())
+        model = MambaST(cfg).to(args.device).eval()
+    amp = autocast_dtype(args.dtype, args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="mambast-folder-"))
+    try:
+        contents = make_images(tmp / "content", args.contents, args.size, 0)
+        styles = make_images(tmp / "style", args.styles, args.size, 1)
+        n = len(contents) * len(styles)
+        modes = [("per-pair", lambda jobs: per_pair(model, jobs, amp, args.size)),
+                 ("pipeline b1 plain", lambda jobs: pipeline(model, jobs, amp, args.size, batch_size=1,
+                                                             cache_bytes=0, cuda_graphs=False))]
+        for b in [int(x) for x in args.batch_sizes.split(",") if x.strip()]:
+            modes.append((f"pipeline b{b}", lambda jobs, b=b: pipeline(model, jobs, amp, args.size, batch_size=b)))
+        records = []
+        for name, run in modes:
+            out = tmp / "out" / name.replace(" ", "_")
+            warm = [Job(c, s, out / "warm" / f"{c.stem}_{s.stem}.png") for c in contents[:2] for s in styles[:2]]
+            run(warm)
+            jobs = [Job(c, s, out / f"{c.stem}_stylized_{s.stem}.png") for c in contents for s in styles]
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            stats = run(jobs)
+            seconds = time.perf_counter() - t
+            assert all(j.output.exists() for j in jobs)
+            records.append({"mode": name, "pairs": n, "seconds": seconds, "images_per_s": n / seconds,
+                            "stats": stats})
+            print(f"{name:20s} {n / seconds:8.1f} images/s ({seconds:.2f} s for {n} pairs) {stats or ''}", flush=True)
+        base = records[0]["images_per_s"]
+        for r in records:
+            r["speedup_vs_per_pair"] = r["images_per_s"] / base
+        print("speed-up over per-pair: " + ", ".join(f"{r['mode']} {r['speedup_vs_per_pair']:.2f}x" for r in records))
+        head = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+                "torch": torch.__version__, "size": args.size, "contents": args.contents, "styles": args.styles,
+                "dtype": args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"),
+                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "folder.json").write_text(json.dumps({"header": head, "records": records}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

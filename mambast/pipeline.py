@@ -1,0 +1,256 @@
+"""Stylize many (content, style) pairs fast: decode ahead, encode each image once, batch the fusion, write behind.
+
+    decode (threads) -> encode content / style (cached by file and working size) -> fuse + decode in batches
+    -> crop, resize back (on the model's device) -> write (threads, atomic)
+
+The result of a pair is the one `mambast.infer.stylize_tensor` gives for it: the same preprocessing,
+the same model calls (encoding is per image, so caching and batching change nothing), and, with a
+seed, the same style-token permutations (every batch draws them from a fresh generator of that seed,
+as every single call does; without a seed a batch shares one draw of the global RNG).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .infer import autocast, finish_output, fit_style, pad_to_multiple, resize_short_side
+from .io import load_image, save_image
+from .model import as_generator, draw_permutations
+
+
+@dataclass(frozen=True)
+class Job:
+    content: Path
+    style: Path
+    output: Path
+
+
+class ByteLRU:
+    """A thread-safe least-recently-used map that evicts once its values exceed `max_bytes` (tensors and
+    exceptions; an exception counts as nothing)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(v) -> int:
+        return v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 0
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        size = self._size(value)
+        with self._lock:
+            if key in self._items:
+                self.bytes -= self._size(self._items.pop(key))
+            if size > self.max_bytes:
+                return
+            self._items[key] = value
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self.bytes -= self._size(old)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class _Item:
+    job: Job
+    content: torch.Tensor | None = None      # [1, 3, H, W] uint8 (CPU)
+    style: torch.Tensor | None = None        # [1, 3, h, w] uint8 (CPU)
+    error: ImageError | None = None
+
+
+class PairStylizer:
+    """Stylize a stream of `Job`s with one model; `run` yields (job, error or None) in input order.
+
+    batch_size: pairs fused per model call (pairs of one working size; a change of size starts a
+    new batch). workers: decoding threads (also the writing threads). cache_bytes: budget of each of
+    the three caches (decoded images, content tokens, style tokens), so a style applied to many contents
+    (or a content to many styles) is decoded and encoded once. cuda_graphs (default: on CUDA): replay the
+    encoders and the fusion from CUDA graphs for input shapes met more than once (`mambast.graphs`).
+    """
+
+    def __init__(self, model, size: int | None = 512, seed=None, shuffle: bool = True,
+                 autocast_dtype: torch.dtype | None = None, batch_size: int = 1, workers: int | None = None,
+                 cache_bytes: int = 1 << 30, cuda_graphs: bool | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.model, self.size, self.seed, self.shuffle = model, size, seed, shuffle
+        self.autocast_dtype, self.batch_size = autocast_dtype, batch_size
+        self.workers = workers or max(1, min(8, (os.cpu_count() or 2)))
+        self.param = next(model.parameters())
+        self.images = ByteLRU(cache_bytes)
+        self.content_tokens = ByteLRU(cache_bytes)
+        self.style_tokens = ByteLRU(cache_bytes)
+        self.stats = collections.Counter()
+        on_cuda = self.param.device.type == "cuda"
+        if cuda_graphs and not on_cuda:
+            raise ValueError("cuda_graphs needs the model on a CUDA device")
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
+        amp = lambda: autocast(self.param.device.type, self.autocast_dtype)  # noqa: E731
+
+        def encoder(f):
+            def run(x):
+                with amp():
+                    return f(x.to(self.param.dtype))
+            return run
+
+        def fuse(xc, xs, perms=None):
+            with amp():
+                return model.decode(xc, xs, shuffle=self.shuffle, perms=perms)
+        self._encoders = {"content": encoder(model.encode_content), "style": encoder(model.encode_style)}
+        self._fuse = fuse
+        if self.cuda_graphs:
+            from .graphs import GraphCache
+            self._encoders = {k: GraphCache(f, warmup=1, capture_after=2) for k, f in self._encoders.items()}
+            self._fuse = GraphCache(fuse, warmup=1, capture_after=2)
+
+    # -------------------------------------------------------------------------------- decoding (threads)
+
+    def _decode(self, path: Path) -> torch.Tensor:
+        img = self.images.get(path)
+        if img is None:
+            try:
+                a = np.asarray(load_image(path), dtype=np.uint8)
+                img = torch.from_numpy(a.copy()).permute(2, 0, 1)[None]    # [1, 3, H, W] uint8
+            except ImageError as e:
+                img = e
+            self.images.put(path, img)
+        if isinstance(img, Exception):
+            raise img
+        return img
+
+    def _load(self, job: Job) -> _Item:
+        try:
+            return _Item(job, self._decode(job.content), self._decode(job.style))
+        except ImageError as e:
+            return _Item(job, error=e)
+
+    # -------------------------------------------------------------------------------- model (main thread)
+
+    def _to_device(self, img: torch.Tensor) -> torch.Tensor:
+        return img.to(self.param.device, non_blocking=True).float().div_(255.0)
+
+    def _prepare(self, item: _Item):
+        """Working-size content (padded), the fitted and padded style, working size, original size: the
+        preprocessing of `mambast.infer.prepare_pair`, on the model's device."""
+        c = self._to_device(item.content)
+        orig = tuple(c.shape[-2:])
+        if self.size is not None:
+            c = resize_short_side(c, self.size)
+        h, w = c.shape[-2:]
+        p = self.model.config.patch_size
+        c, _ = pad_to_multiple(c, p)
+        s, _ = pad_to_multiple(fit_style(self._to_device(item.style), h, w), p)
+        return c, s, (h, w), orig
+
+    def _encode(self, cache: ByteLRU, keys: list, pixels: list, what: str) -> list:
+        """Token grids for `keys`, encoding (in one batch) only the images not cached."""
+        out = [cache.get(k) for k in keys]
+        todo = {}
+        for i, k in enumerate(keys):
+            if out[i] is None and k not in todo:
+                todo[k] = i
+        if todo:
+            tokens = self._encoders[what](torch.cat([pixels[i] for i in todo.values()]))
+            for j, k in enumerate(todo):
+                cache.put(k, tokens[j:j + 1])
+            fresh = {k: tokens[j:j + 1] for j, k in enumerate(todo)}
+            out = [fresh.get(k, o) if o is None else o for k, o in zip(keys, out)]
+        self.stats[f"{what}_encoded"] += len(todo)
+        self.stats[f"{what}_cached"] += len(keys) - len(todo)
+        return out
+
+    @torch.inference_mode()
+    def _stylize_batch(self, batch: list) -> list[torch.Tensor]:
+        """batch: [(item, (c, s, working, orig))] of one padded size -> uint8 images [3, H, W] on the CPU."""
+        key_c = [(it.job.content, self.size, tuple(c.shape)) for it, (c, s, hw, o) in batch]
+        key_s = [(it.job.style, hw, tuple(s.shape)) for it, (c, s, hw, o) in batch]
+        xc = torch.cat(self._encode(self.content_tokens, key_c, [b[1][0] for b in batch], "content"))
+        xs = torch.cat(self._encode(self.style_tokens, key_s, [b[1][1] for b in batch], "style"))
+        if self.shuffle:   # drawn here, as the model would draw them (see `mambast.model.draw_permutations`)
+            n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
+            perms = draw_permutations(n, L, as_generator(self.seed, xs.device)).to(xs.device)
+            y = self._fuse(xc, xs, perms)
+        else:
+            y = self._fuse(xc, xs)
+        outs = []
+        for i, (_, (_, _, hw, orig)) in enumerate(batch):
+            img = finish_output(y[i:i + 1], hw, orig)[0]
+            outs.append(img.mul(255.0).add_(0.5).to(torch.uint8).cpu())
+        return outs
+
+    # -------------------------------------------------------------------------------- the stream
+
+    @staticmethod
+    def _write(img: torch.Tensor, path: Path) -> None:
+        from PIL import Image
+        save_image(Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB"), path)
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, ImageError | None]]:
+        """Stylize every job; yields (job, None) once its output is written, or (job, error)."""
+        jobs = iter(jobs)
+        ahead = collections.deque()                       # futures of decoded items, in input order
+        writes = collections.deque()                      # (job, future of the write)
+        prefetch = 2 * self.batch_size + self.workers
+        with cf.ThreadPoolExecutor(self.workers, thread_name_prefix="mambast-io") as pool:
+            def fill():
+                while len(ahead) < prefetch:
+                    job = next(jobs, None)
+                    if job is None:
+                        return
+                    ahead.append(pool.submit(self._load, job))
+
+            def written(block: bool):
+                while writes and (block or writes[0][1].done() or len(writes) > prefetch):
+                    job, fut = writes.popleft()
+                    try:
+                        fut.result()
+                        yield job, None
+                    except ImageError as e:
+                        yield job, e
+
+            try:
+                batch, shape = [], None
+                fill()
+                while ahead or batch:
+                    item = ahead.popleft().result() if ahead else None
+                    fill()
+                    if item is not None and item.error is not None:
+                        yield item.job, item.error
+                        continue
+                    prepared = self._prepare(item) if item is not None else None
+                    if batch and (prepared is None or tuple(prepared[0].shape) != shape
+                                  or len(batch) == self.batch_size):
+                        for (it, _), img in zip(batch, self._stylize_batch(batch)):
+                            writes.append((it.job, pool.submit(self._write, img, it.job.output)))
+                        batch = []
+                        yield from written(block=False)
+                    if prepared is not None:
+                        batch.append((item, prepared))
+                        shape = tuple(prepared[0].shape)
+                yield from written(block=True)
+            except BaseException:   # an interrupt: decode nothing more; outputs already computed are still
+                for fut in ahead:     # written (atomically) before the pool closes
+                    fut.cancel()
+                raise

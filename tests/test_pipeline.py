@@ -1,0 +1,124 @@
+"""The many-pairs pipeline: same results as one call per pair, each image encoded once, bad files isolated."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mambast.cli import main
+from mambast.infer import stylize_tensor
+from mambast.io import load_image, pil_to_tensor
+from mambast.pipeline import ByteLRU, Job, PairStylizer
+
+
+def _img(path, w, h, seed):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """3 contents (two of one size, one of another) x 2 styles, and their output paths."""
+    contents = [_img(tmp_path / "c0.png", 24, 16, 0), _img(tmp_path / "c1.png", 24, 16, 1),
+                _img(tmp_path / "c2.png", 19, 29, 2)]
+    styles = [_img(tmp_path / "s0.png", 40, 33, 3), _img(tmp_path / "s1.png", 13, 20, 4)]
+    out = tmp_path / "out"
+    return [Job(c, s, out / f"{c.stem}_{s.stem}.png") for c in contents for s in styles]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_pipeline_matches_one_call_per_pair(tiny_model, pairs, batch_size):
+    stylizer = PairStylizer(tiny_model, size=16, seed=5, batch_size=batch_size, workers=2)
+    results = list(stylizer.run(pairs))
+    assert [j for j, _ in results] == pairs and all(e is None for _, e in results)
+    for job in pairs:
+        ref = stylize_tensor(tiny_model, pil_to_tensor(load_image(job.content)), pil_to_tensor(load_image(job.style)),
+                             size=16, seed=5)
+        ref = (ref[0] * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy().astype(int)
+        got = np.asarray(Image.open(job.output)).astype(int)
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 1, job
+
+
+def test_each_content_and_style_is_encoded_once(tiny_model, pairs):
+    stylizer = PairStylizer(tiny_model, size=16, seed=0, batch_size=4, workers=2)
+    assert all(e is None for _, e in stylizer.run(pairs))
+    # 3 contents; styles fitted to 2 working sizes: 2 styles x 2 sizes
+    assert stylizer.stats["content_encoded"] == 3 and stylizer.stats["content_cached"] == 3
+    assert stylizer.stats["style_encoded"] == 4 and stylizer.stats["style_cached"] == 2
+
+
+def test_without_cache_room_everything_is_encoded_per_pair(tiny_model, pairs):
+    stylizer = PairStylizer(tiny_model, size=16, seed=0, batch_size=1, workers=1, cache_bytes=0)
+    assert all(e is None for _, e in stylizer.run(pairs))
+    assert stylizer.stats["content_encoded"] == 6 and stylizer.stats["style_encoded"] == 6
+
+
+def test_a_bad_file_fails_only_its_pairs(tiny_model, pairs, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    jobs = pairs[:2] + [Job(bad, pairs[0].style, tmp_path / "out" / "bad.png")] + pairs[2:]
+    results = dict(PairStylizer(tiny_model, size=16, seed=0, batch_size=3, workers=2).run(jobs))
+    assert set(results) == set(jobs)
+    assert "bad.jpg" in str(results[jobs[2]]) and not (tmp_path / "out" / "bad.png").exists()
+    assert all(results[j] is None and j.output.exists() for j in pairs)
+
+
+def test_byte_lru_evicts_least_recently_used():
+    t = torch.zeros(4, dtype=torch.float32)  # 16 bytes
+    lru = ByteLRU(40)
+    lru.put("a", t), lru.put("b", t)
+    assert lru.get("a") is not None          # a is now the most recent
+    lru.put("c", t)                          # 48 bytes > 40: b goes
+    assert lru.get("b") is None and lru.get("a") is not None and lru.get("c") is not None
+    lru.put("big", torch.zeros(100))         # larger than the budget: not kept, nothing evicted
+    assert lru.get("big") is None and len(lru) == 2
+    lru.put("err", ValueError("x"))          # exceptions are kept and cost nothing
+    assert isinstance(lru.get("err"), ValueError) and lru.bytes == 32
+
+
+def test_cli_batch_size_must_be_positive(tmp_path, tiny_model, capsys):
+    tiny_model.save_pretrained(tmp_path / "w")
+    c, s = _img(tmp_path / "c.png", 16, 16, 0), _img(tmp_path / "s.png", 16, 16, 1)
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "w"),
+                 "--batch-size", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--batch-size" in err and len(err.strip().splitlines()) == 1
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@gpu
+@pytest.mark.gpu
+def test_graph_replay_matches_eager_forward(tiny_model):
+    from mambast.graphs import GraphCache
+    from mambast.model import draw_permutations
+    model = tiny_model.cuda()
+    runner = GraphCache(lambda c, s, perms: model(c, s, perms=perms), warmup=1)
+    with torch.inference_mode():
+        for seed in range(3):   # one capture, then replays with new inputs and permutations
+            c, s = torch.rand(2, 3, 32, 24, device="cuda"), torch.rand(2, 3, 32, 24, device="cuda")
+            perms = draw_permutations(len(model.decoder.layers), 12, torch.Generator().manual_seed(seed)).cuda()
+            ref = model(c, s, generator=seed)
+            got = runner(c, s, perms)
+            assert (got - ref).norm() / ref.norm() < 1e-5
+    assert runner.captures == 1
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_pipeline_with_cuda_graphs_matches_without(tiny_model, pairs, dtype, tmp_path):
+    model = tiny_model.cuda()
+    jobs = pairs * 2   # every shape comes back: graphs are captured and replayed
+    jobs = [Job(j.content, j.style, tmp_path / f"g{i}.png") for i, j in enumerate(jobs)]
+    plain = [Job(j.content, j.style, tmp_path / f"e{i}.png") for i, j in enumerate(jobs)]
+    graphed = PairStylizer(model, size=16, seed=1, batch_size=2, autocast_dtype=dtype, cuda_graphs=True)
+    assert all(e is None for _, e in graphed.run(jobs))
+    assert all(e is None for _, e in PairStylizer(model, size=16, seed=1, batch_size=2, autocast_dtype=dtype,
+                                                   cuda_graphs=False).run(plain))
+    assert graphed._fuse.captures >= 1
+    for a, b in zip(jobs, plain):
+        diff = np.abs(np.asarray(Image.open(a.output)).astype(int) - np.asarray(Image.open(b.output)).astype(int))
+        assert diff.max() <= 1
