@@ -72,6 +72,18 @@ class ByteLRU:
         return len(self._items)
 
 
+def _graphed(fn, pixels):
+    """fn replayed from CUDA graphs for calls small enough to be launch-bound (`mambast.graphs.graph_pays`),
+    eager otherwise; pixels(first input) -> (batch, height, width) of the images it stands for."""
+    from .graphs import GraphCache, graph_pays
+    graphs = GraphCache(fn, warmup=1, capture_after=2)
+
+    def run(x, *rest):
+        return graphs(x, *rest) if graph_pays(*pixels(x)) else fn(x, *rest)
+    run.graphs = graphs
+    return run
+
+
 @dataclass
 class _Item:
     job: Job
@@ -121,9 +133,10 @@ class PairStylizer:
         self._encoders = {"content": encoder(model.encode_content), "style": encoder(model.encode_style)}
         self._fuse = fuse
         if self.cuda_graphs:
-            from .graphs import GraphCache
-            self._encoders = {k: GraphCache(f, warmup=1, capture_after=2) for k, f in self._encoders.items()}
-            self._fuse = GraphCache(fuse, warmup=1, capture_after=2)
+            p = self.model.config.patch_size
+            self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]))   # [B, 3, H, W]
+                              for k, f in self._encoders.items()}
+            self._fuse = _graphed(fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p))  # [B, H', W', C]
 
     # -------------------------------------------------------------------------------- decoding (threads)
 

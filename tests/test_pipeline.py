@@ -118,7 +118,7 @@ def test_pipeline_with_cuda_graphs_matches_without(tiny_model, pairs, dtype, tmp
     assert all(e is None for _, e in graphed.run(jobs))
     assert all(e is None for _, e in PairStylizer(model, size=16, seed=1, batch_size=2, autocast_dtype=dtype,
                                                    cuda_graphs=False).run(plain))
-    assert graphed._fuse.captures >= 1
+    assert graphed._fuse.graphs.captures >= 1
     for a, b in zip(jobs, plain):
         diff = np.abs(np.asarray(Image.open(a.output)).astype(int) - np.asarray(Image.open(b.output)).astype(int))
         assert diff.max() <= 1
