@@ -115,6 +115,8 @@ def _is_oom(e: BaseException) -> bool:
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
+        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):   # workspaces of earlier cases' streams
+            torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
 
 

@@ -25,6 +25,16 @@ def graph_pays(batch: int, height: int, width: int) -> bool:
     return batch * height * width <= GRAPH_MAX_PIXELS
 
 
+_STREAMS: dict = {}
+
+
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    """One side stream per device for warm-ups and captures (each new stream gets its own cuBLAS workspace)."""
+    if device not in _STREAMS:
+        _STREAMS[device] = torch.cuda.Stream(device)
+    return _STREAMS[device]
+
+
 class GraphCache:
     """fn(*tensors) -> tensor, replayed from a CUDA graph captured per (shapes, dtypes) of the inputs.
 
@@ -48,7 +58,7 @@ class GraphCache:
 
     def _capture(self, tensors):
         static = [t.clone() for t in tensors]
-        stream = torch.cuda.Stream()
+        stream = _capture_stream(tensors[0].device)
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(self.warmup):
