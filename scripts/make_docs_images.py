@@ -2,7 +2,8 @@
 
 Usage: python scripts/make_docs_images.py [--out docs]
 Contents: photos from the scikit-image wheel on PyPI (fetched into the cache); styles: generated
-stroke paintings and the Hubble deep field image from the same wheel. Rows: contents; columns: styles.
+stroke paintings. samples.jpg: rows contents, columns styles; demo.jpg: the first pair; comparison.jpg:
+content | style | mambast | Magenta per row (needs onnxruntime).
 """
 
 from __future__ import annotations
@@ -53,6 +54,32 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     grid.save(args.out / "samples.jpg", quality=88)
     print(f"wrote {args.out / 'samples.jpg'} and {args.out / 'demo.jpg'}")
+    comparison(model, contents, styles, args)
+
+
+def comparison(model, contents, styles, args) -> None:
+    """comparison.jpg: rows of content | style | mambast | Magenta (the peer of benchmarks/quality.py; needs
+    onnxruntime), on the same public-domain pictures: the evaluation images are not ours to publish."""
+    from PIL import Image
+
+    from mambast.infer import stylize_tensor
+    from mambast.io import pil_to_tensor, tensor_to_pil
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from quality import Magenta
+
+    magenta = Magenta("cpu")
+    c = args.cell
+    thumb = lambda im: im.resize((c, c), Image.BICUBIC)  # noqa: E731
+    pairs = [(ct, styles[i % len(styles)]) for i, ct in enumerate(contents)]
+    sheet = Image.new("RGB", (4 * c, len(pairs) * c), "white")
+    for i, (ct, st) in enumerate(pairs):
+        x, s = pil_to_tensor(ct), pil_to_tensor(st)
+        ours = stylize_tensor(model, x, s, size=384, seed=0)
+        peer = magenta(x, s, seed=0)
+        for j, im in enumerate((ct, st, tensor_to_pil(ours), tensor_to_pil(peer))):
+            sheet.paste(thumb(im), (j * c, i * c))
+    sheet.save(args.out / "comparison.jpg", quality=88)
+    print(f"wrote {args.out / 'comparison.jpg'} (columns: content, style, mambast, Magenta)")
 
 
 if __name__ == "__main__":
