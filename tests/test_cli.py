@@ -104,3 +104,19 @@ def test_refuses_to_overwrite_an_input(tmp_path, weights, capsys):
 def test_console_help_runs():
     done = subprocess.run([sys.executable, "-m", "mambast", "stylize", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--size" in done.stdout and "mirror-tiled" in done.stdout
+
+
+def test_folder_run_batch_size_does_not_change_results(tmp_path, weights):
+    cdir, sdir = tmp_path / "c", tmp_path / "s"
+    cdir.mkdir(), sdir.mkdir()
+    _img(cdir / "a.png", 20, 16), _img(cdir / "b.png", 20, 16, 1), _img(cdir / "c.png", 17, 30, 2)
+    _img(sdir / "x.png", 30, 30, 3), _img(sdir / "y.jpg", 16, 40, 4)
+    outs = {}
+    for b in ("1", "4"):
+        odir = tmp_path / f"o{b}"
+        assert main(["stylize", str(cdir), str(sdir), "-o", str(odir), "--weights", str(weights), "--size", "16",
+                     "--seed", "7", "--batch-size", b, "--quiet"]) == 0
+        outs[b] = {p.name: np.asarray(Image.open(p)).astype(int) for p in odir.iterdir()}
+    assert sorted(outs["1"]) == sorted(outs["4"]) and len(outs["1"]) == 6
+    for name, img in outs["1"].items():
+        assert np.abs(img - outs["4"][name]).max() <= 1, name
