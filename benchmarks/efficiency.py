@@ -53,7 +53,8 @@ ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
     ("stylization only", "bf16"): "Mamba-ST stylization only, bf16 autocast",
 }
 WHAT = {
-    "ours": "MambaST forward (stylization only), fused scan, replayed from a CUDA graph (as folder runs do)",
+    "ours": "MambaST forward (stylization only), fused scan, replayed from a CUDA graph where graph_pays "
+            "(folder runs graph their encoder and fusion calls the same way), eager elsewhere",
     "ours-eager": "MambaST forward (stylization only), fused scan, kernels launched one by one from Python",
     "ours-reference-scan": "MambaST forward (stylization only), reference scan (Python loop over tokens)",
     "authors-work": "stylized pass + identity passes (Ic,Ic), (Is,Is) + VGG-19 features of 5 images + all losses",
@@ -486,8 +487,9 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
             if all(x is None for x in row):
                 continue
             lines.append(f"| {method}, {dtype} | " + " | ".join(_cell(x) for x in row) + " |")
-    lines += ["", "- ours: MambaST forward with the fused scan, replayed from a CUDA graph (what folder runs of "
-              "`mambast stylize` do for sizes that repeat). ours-eager: the same forward launched kernel by kernel "
+    lines += ["", "- ours: MambaST forward with the fused scan, replayed from one CUDA graph up to "
+              "`mambast.graphs.GRAPH_MAX_PIXELS` pixels per call and eager above (folder runs of `mambast stylize` "
+              "graph their encoder and fusion calls of repeated sizes under the same limit). ours-eager: the same forward launched kernel by kernel "
               "from Python (a single call). ours-reference-scan: eager with the Python reference scan (skipped "
               "cells: too slow to run there).",
               "- authors-work: stylized pass + two identity passes + VGG-19 features of the five images + all "

@@ -133,6 +133,13 @@ def _pairs(content: Path, style: Path, output: Path):
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
             raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
         triples = [(contents[0], styles[0], output)]
+    seen: dict[Path, tuple[Path, Path]] = {}
+    for c, s, out in triples:
+        if out in seen:
+            a, b = seen[out]
+            raise CLIError(f"{out.name}: both {a.name} + {b.name} and {c.name} + {s.name} would be written there; "
+                           "rename one of the inputs")
+        seen[out] = (c, s)
     inputs = {p.resolve() for p in contents + styles}
     for _, _, out in triples:
         if out.resolve() in inputs:
@@ -167,14 +174,19 @@ def cmd_stylize(args) -> int:
                             autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
-    for job, error in stylizer.run(Job(*t) for t in todo):
-        bar.update()
-        if error is not None:
-            failures += 1
-            if str(error) not in reported:   # a bad file is reported once, however many pairs it is in
-                reported.add(str(error))
-                tqdm.write(f"mambast: error: {error}", file=sys.stderr)
-    bar.close()
+    try:
+        for job, error in stylizer.run(Job(*t) for t in todo):
+            bar.update()
+            if error is not None:
+                failures += 1
+                if str(error) not in reported:   # a bad file is reported once, however many pairs it is in
+                    reported.add(str(error))
+                    tqdm.write(f"mambast: error: {error}", file=sys.stderr)
+    except torch.cuda.OutOfMemoryError:
+        raise CLIError(f"out of GPU memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
+                       "--batch-size or --size") from None
+    finally:
+        bar.close()
     if len(triples) > 1:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures} failed", file=sys.stderr)
     return 1 if failures else 0

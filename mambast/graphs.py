@@ -40,9 +40,9 @@ class GraphCache:
 
     max_graphs: captured shapes kept (each holds its inputs, output and activation memory); the least
     recently used is dropped beyond it. warmup: eager calls on a side stream before capturing (the
-    first calls compile Triton kernels and pick cuBLAS / cuDNN algorithms). capture_after: calls of a
-    shape run eagerly before it is captured (capturing costs about warmup + 1 calls, which pays only for
-    a shape that comes back).
+    first calls compile Triton kernels and pick cuBLAS / cuDNN algorithms). capture_after: the call of a
+    shape that captures it (the calls before run eagerly; capturing costs about warmup + 1 calls, which
+    pays only for a shape that comes back).
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], max_graphs: int = 4, warmup: int = 2,
@@ -57,16 +57,18 @@ class GraphCache:
         return tuple((tuple(t.shape), t.dtype, t.device) for t in tensors)
 
     def _capture(self, tensors):
-        static = [t.clone() for t in tensors]
-        stream = _capture_stream(tensors[0].device)
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(self.warmup):
-                self.fn(*static)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = self.fn(*static)
+        device = tensors[0].device
+        with torch.cuda.device(device):   # the inputs' device, whichever is current
+            static = [t.clone() for t in tensors]
+            stream = _capture_stream(device)
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(self.warmup):
+                    self.fn(*static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                out = self.fn(*static)
         self.captures += 1
         return graph, static, out
 
@@ -80,7 +82,8 @@ class GraphCache:
                 return self.fn(*tensors)
             self.graphs[key] = self._capture(tensors)
             while len(self.graphs) > self.max_graphs:
-                self.graphs.popitem(last=False)
+                old, _ = self.graphs.popitem(last=False)
+                self.seen.pop(old, None)    # an evicted shape runs eagerly again before a new capture
         self.graphs.move_to_end(key)
         graph, static, out = self.graphs[key]
         for s, t in zip(static, tensors):

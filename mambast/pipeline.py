@@ -72,6 +72,12 @@ class ByteLRU:
         return len(self._items)
 
 
+def _failed(error: Exception) -> cf.Future:
+    fut: cf.Future = cf.Future()
+    fut.set_exception(error)
+    return fut
+
+
 def _graphed(fn, pixels):
     """fn replayed from CUDA graphs for calls small enough to be launch-bound (`mambast.graphs.graph_pays`),
     eager otherwise; pixels(first input) -> (batch, height, width) of the images it stands for."""
@@ -96,7 +102,9 @@ class PairStylizer:
     """Stylize a stream of `Job`s with one model; `run` yields (job, error or None) in input order.
 
     batch_size: pairs fused per model call (pairs of one working size; a change of size starts a
-    new batch). workers: decoding threads (also the writing threads). cache_bytes: budget of each of
+    new batch; fewer where batch x working pixels would exceed max_batch_pixels, so large images run
+    one at a time). seed: an int gives every pair the permutations of one `stylize_tensor` call with
+    that seed; a torch.Generator is advanced once per batch. workers: decoding threads (also the writing threads). cache_bytes: budget of each of
     the three caches (decoded images, content tokens, style tokens), so a style applied to many contents
     (or a content to many styles) is decoded and encoded once. cuda_graphs (default: on CUDA): replay the
     encoders and the fusion from CUDA graphs for input shapes met more than once (`mambast.graphs`).
@@ -104,11 +112,12 @@ class PairStylizer:
 
     def __init__(self, model, size: int | None = 512, seed=None, shuffle: bool = True,
                  autocast_dtype: torch.dtype | None = None, batch_size: int = 1, workers: int | None = None,
-                 cache_bytes: int = 1 << 30, cuda_graphs: bool | None = None):
+                 cache_bytes: int = 1 << 30, cuda_graphs: bool | None = None,
+                 max_batch_pixels: int = 16 * 512 * 512):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.model, self.size, self.seed, self.shuffle = model, size, seed, shuffle
-        self.autocast_dtype, self.batch_size = autocast_dtype, batch_size
+        self.autocast_dtype, self.batch_size, self.max_batch_pixels = autocast_dtype, batch_size, max_batch_pixels
         self.workers = workers or max(1, min(8, (os.cpu_count() or 2)))
         self.param = next(model.parameters())
         self.images = ByteLRU(cache_bytes)
@@ -150,7 +159,7 @@ class PairStylizer:
                 img = e
             self.images.put(path, img)
         if isinstance(img, Exception):
-            raise img
+            raise ImageError(str(img)) from None   # a fresh one: re-raising the cached one grows its traceback
         return img
 
     def _load(self, job: Job) -> _Item:
@@ -186,9 +195,9 @@ class PairStylizer:
                 todo[k] = i
         if todo:
             tokens = self._encoders[what](torch.cat([pixels[i] for i in todo.values()]))
-            for j, k in enumerate(todo):
-                cache.put(k, tokens[j:j + 1])
-            fresh = {k: tokens[j:j + 1] for j, k in enumerate(todo)}
+            fresh = {k: tokens[j:j + 1].clone() for j, k in enumerate(todo)}   # clones: a cached slice would
+            for k, t in fresh.items():                                         # keep the whole batch alive
+                cache.put(k, t)
             out = [fresh.get(k, o) if o is None else o for k, o in zip(keys, out)]
         self.stats[f"{what}_encoded"] += len(todo)
         self.stats[f"{what}_cached"] += len(keys) - len(todo)
@@ -221,7 +230,8 @@ class PairStylizer:
         save_image(Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB"), path)
 
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[Job, ImageError | None]]:
-        """Stylize every job; yields (job, None) once its output is written, or (job, error)."""
+        """Stylize every job; yields, in input order, (job, None) once its output is written, or (job, error)
+        for a job whose image could not be read or whose output could not be written."""
         jobs = iter(jobs)
         ahead = collections.deque()                       # futures of decoded items, in input order
         writes = collections.deque()                      # (job, future of the write)
@@ -244,24 +254,28 @@ class PairStylizer:
                         yield job, e
 
             try:
-                batch, shape = [], None
+                batch, shape, n_ok = [], None, 0      # batch: (item, prepared or None if it failed), in order
                 fill()
                 while ahead or batch:
                     item = ahead.popleft().result() if ahead else None
                     fill()
-                    if item is not None and item.error is not None:
-                        yield item.job, item.error
-                        continue
-                    prepared = self._prepare(item) if item is not None else None
-                    if batch and (prepared is None or tuple(prepared[0].shape) != shape
-                                  or len(batch) == self.batch_size):
-                        for (it, _), img in zip(batch, self._stylize_batch(batch)):
-                            writes.append((it.job, pool.submit(self._write, img, it.job.output)))
-                        batch = []
+                    prepared = self._prepare(item) if item is not None and item.error is None else None
+                    full = n_ok == self.batch_size or (prepared is not None and n_ok > 0 and (
+                        tuple(prepared[0].shape) != shape
+                        or (n_ok + 1) * prepared[0].shape[-2] * prepared[0].shape[-1] > self.max_batch_pixels))
+                    if batch and (item is None or full):
+                        images = iter(self._stylize_batch([b for b in batch if b[1] is not None]) if n_ok else [])
+                        for it, prep in batch:
+                            fut = pool.submit(self._write, next(images), it.job.output) if prep is not None \
+                                else _failed(it.error)
+                            writes.append((it.job, fut))
+                        batch, n_ok = [], 0
                         yield from written(block=False)
-                    if prepared is not None:
+                    if item is not None:
                         batch.append((item, prepared))
-                        shape = tuple(prepared[0].shape)
+                        if prepared is not None:
+                            n_ok += 1
+                            shape = tuple(prepared[0].shape)
                 yield from written(block=True)
             except BaseException:   # an interrupt: decode nothing more; outputs already computed are still
                 for fut in ahead:     # written (atomically) before the pool closes

@@ -120,3 +120,14 @@ def test_folder_run_batch_size_does_not_change_results(tmp_path, weights):
     assert sorted(outs["1"]) == sorted(outs["4"]) and len(outs["1"]) == 6
     for name, img in outs["1"].items():
         assert np.abs(img - outs["4"][name]).max() <= 1, name
+
+
+def test_inputs_that_map_to_one_output_name_are_refused(tmp_path, weights, capsys):
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    _img(cdir / "a.png", 16, 16), _img(cdir / "a.jpg", 16, 16, 1)
+    s = _img(tmp_path / "s.png", 16, 16, 2)
+    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 1 and "a_stylized_s.png" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

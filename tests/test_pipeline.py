@@ -58,8 +58,9 @@ def test_a_bad_file_fails_only_its_pairs(tiny_model, pairs, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     jobs = pairs[:2] + [Job(bad, pairs[0].style, tmp_path / "out" / "bad.png")] + pairs[2:]
-    results = dict(PairStylizer(tiny_model, size=16, seed=0, batch_size=3, workers=2).run(jobs))
-    assert set(results) == set(jobs)
+    ordered = list(PairStylizer(tiny_model, size=16, seed=0, batch_size=3, workers=2).run(jobs))
+    assert [j for j, _ in ordered] == jobs, "results come in input order, failures included"
+    results = dict(ordered)
     assert "bad.jpg" in str(results[jobs[2]]) and not (tmp_path / "out" / "bad.png").exists()
     assert all(results[j] is None and j.output.exists() for j in pairs)
 
@@ -122,3 +123,20 @@ def test_pipeline_with_cuda_graphs_matches_without(tiny_model, pairs, dtype, tmp
     for a, b in zip(jobs, plain):
         diff = np.abs(np.asarray(Image.open(a.output)).astype(int) - np.asarray(Image.open(b.output)).astype(int))
         assert diff.max() <= 1
+
+
+def test_large_images_are_not_batched_beyond_the_pixel_budget(tiny_model, pairs):
+    stylizer = PairStylizer(tiny_model, size=16, seed=0, batch_size=8, workers=1, max_batch_pixels=2 * 16 * 24)
+    sizes = []
+    fuse = stylizer._fuse
+    stylizer._fuse = lambda xc, xs, *rest: sizes.append(xc.shape[0]) or fuse(xc, xs, *rest)
+    assert all(e is None for _, e in stylizer.run(pairs))
+    assert max(sizes) == 2 and sum(sizes) == len(pairs)
+
+
+def test_cached_tokens_do_not_keep_the_batch_alive(tiny_model, pairs):
+    stylizer = PairStylizer(tiny_model, size=16, seed=0, batch_size=4, workers=1)
+    assert all(e is None for _, e in stylizer.run(pairs))
+    for cache in (stylizer.content_tokens, stylizer.style_tokens):
+        for t in cache._items.values():
+            assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
