@@ -134,6 +134,12 @@ class Trainer:
                 group["lr"] = cfg.lr
             self.step = int(ckpt["step"])
             seen = dict(ckpt["data"]["seen"])
+            old_world = int(ckpt.get("world_size", self.dist.world_size))
+            old_batch = int(ckpt.get("train_config", {}).get("batch_size", cfg.batch_size))
+            if old_world * old_batch != per_step:
+                self._say(f"the checkpoint trained with {old_world} process(es) x batch {old_batch}, this run uses "
+                          f"{self.dist.world_size} x {cfg.batch_size}: the global batch changes from "
+                          f"{old_world * old_batch} to {per_step} images per step (the learning rate is not rescaled)")
             if len(ckpt["rng"]) == self.dist.world_size:
                 rng = ckpt["rng"][self.dist.rank]
             else:

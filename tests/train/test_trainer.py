@@ -173,3 +173,11 @@ def test_init_from_exported_weights_continues_step_numbering(tmp_path, capfd):
     assert trainer.step == 3 and trainer.content.seen == 3 * 2
     log = (tmp_path / "second/log.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in log[1:]] == ["3"]
+
+
+def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
+    assert Trainer(config(tmp_path, "b", steps=1), vgg=tiny_vgg()).run() == 0
+    capsys.readouterr()
+    assert Trainer(config(tmp_path, "b", steps=2, batch_size=3, resume="latest"), vgg=tiny_vgg()).run() == 0
+    out = capsys.readouterr()
+    assert "global batch changes from 2 to 3" in out.out + out.err
