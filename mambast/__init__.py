@@ -6,7 +6,7 @@ Heavy modules load on first use so that `import mambast` stays cheap.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["MambaST", "MambaSTConfig", "stylize", "__version__"]
+__all__ = ["MambaST", "MambaSTConfig", "stylize", "PairStylizer", "Job", "__version__"]
 
 
 def __getattr__(name):
@@ -19,4 +19,7 @@ def __getattr__(name):
     if name == "stylize":
         from .infer import stylize
         return stylize
+    if name in ("PairStylizer", "Job"):
+        from . import pipeline
+        return getattr(pipeline, name)
     raise AttributeError(f"module 'mambast' has no attribute {name!r}")

@@ -30,9 +30,14 @@ from .model import as_generator, draw_permutations
 
 @dataclass(frozen=True)
 class Job:
+    """One pair to stylize and where to write the result (paths or strings)."""
     content: Path
     style: Path
     output: Path
+
+    def __post_init__(self):
+        for name in ("content", "style", "output"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
 
 
 class ByteLRU:
