@@ -109,10 +109,11 @@ class PairStylizer:
     batch_size: pairs fused per model call (pairs of one working size; a change of size starts a
     new batch; fewer where batch x working pixels would exceed max_batch_pixels, so large images run
     one at a time). seed: an int gives every pair the permutations of one `stylize_tensor` call with
-    that seed; a torch.Generator is advanced once per batch. workers: decoding threads (also the writing threads). cache_bytes: budget of each of
-    the three caches (decoded images, content tokens, style tokens), so a style applied to many contents
-    (or a content to many styles) is decoded and encoded once. cuda_graphs (default: on CUDA): replay the
-    encoders and the fusion from CUDA graphs for input shapes met more than once (`mambast.graphs`).
+    that seed; a torch.Generator is advanced once per batch. workers: decoding threads (also the
+    writing threads). cache_bytes: budget of each of the three caches (decoded images, content tokens,
+    style tokens), so a style applied to many contents (or a content to many styles) is decoded and
+    encoded once. cuda_graphs (default: on CUDA): replay the encoders and the fusion from CUDA graphs
+    for input shapes met more than once (`mambast.graphs`).
     """
 
     def __init__(self, model, size: int | None = 512, seed=None, shuffle: bool = True,
@@ -265,7 +266,7 @@ class PairStylizer:
                     item = ahead.popleft().result() if ahead else None
                     fill()
                     prepared = self._prepare(item) if item is not None and item.error is None else None
-                    full = n_ok == self.batch_size or (prepared is not None and n_ok > 0 and (
+                    full = len(batch) == self.batch_size or (prepared is not None and n_ok > 0 and (
                         tuple(prepared[0].shape) != shape
                         or (n_ok + 1) * prepared[0].shape[-2] * prepared[0].shape[-1] > self.max_batch_pixels))
                     if batch and (item is None or full):
