@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 
 # Above this many pixels per call (batch x H x W) a replayed graph stopped paying on an H200 (bf16, random
-# weights): 2.1x faster than launching at 512 x 512 batch 1, equal at 512 x 512 batch 16, and 15-35 %
-# slower from 1024 x 1024 up (benchmarks/efficiency.py, "ours" against "ours-eager").
+# weights): 1.7-2.1x faster than launching at 512 x 512 batch 1, equal at 512 x 512 batch 16, and 15-35 %
+# slower from 1024 x 1024 up in one run (benchmarks/efficiency.py, "ours" against "ours-eager").
 GRAPH_MAX_PIXELS = 2 * 512 * 512
 
 
