@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/stylize_cpu.py [--weights PATH] [--size 512] [--threads 2] [--runs 5]
 Random weights of the reference configuration unless --weights is given (speed does not depend on values).
+Applies `mambast.keep_freed_memory()` as the `mambast` command does, unless --default-malloc.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from mambast import MambaST
+from mambast import MambaST, keep_freed_memory
 from mambast.infer import stylize_tensor
 
 
@@ -24,7 +25,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the non-scan layers")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (the mambast command calls keep_freed_memory)")
     args = ap.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
     torch.set_num_threads(args.threads)
     model = MambaST.from_pretrained(args.weights) if args.weights else MambaST().eval()
     g = torch.Generator().manual_seed(0)
@@ -40,7 +44,8 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.size}x{args.size} {'bf16 autocast' if args.bf16 else 'float32'}, {args.threads} threads: "
           f"median {statistics.median(times):.2f} s per image (min {min(times):.2f}, max {max(times):.2f}, "
-          f"{args.runs} runs after a warm-up); peak RSS {rss:.0f} MiB")
+          f"{args.runs} runs after a warm-up); peak RSS {rss:.0f} MiB; "
+          f"keep_freed_memory {'on' if kept else 'off'}")
 
 
 if __name__ == "__main__":

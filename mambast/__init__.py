@@ -6,7 +6,7 @@ Heavy modules load on first use so that `import mambast` stays cheap.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["MambaST", "MambaSTConfig", "stylize", "PairStylizer", "Job", "__version__"]
+__all__ = ["MambaST", "MambaSTConfig", "stylize", "PairStylizer", "Job", "keep_freed_memory", "__version__"]
 
 
 def __getattr__(name):
@@ -19,6 +19,9 @@ def __getattr__(name):
     if name == "stylize":
         from .infer import stylize
         return stylize
+    if name == "keep_freed_memory":
+        from .runtime import keep_freed_memory
+        return keep_freed_memory
     if name in ("PairStylizer", "Job"):
         from . import pipeline
         return getattr(pipeline, name)

@@ -221,6 +221,8 @@ def cmd_weights_fetch(args) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .runtime import keep_freed_memory
+    keep_freed_memory()   # about 20 % faster CPU inference (see mambast.runtime)
     try:
         return int(args.func(args) or 0)
     except MambastError as e:
