@@ -27,6 +27,8 @@ it is), aspect ratio kept, and the result is resized back to the content's origi
 Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
 brought to the content's working size without stretching: its short side is scaled to the
 content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
+A working size above 4096 x 4096 pixels (16.8 MP) is refused (a long strip at a large --size, a
+huge image with --size 0): lower --size.
 
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one

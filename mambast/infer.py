@@ -14,16 +14,31 @@ import torch.nn.functional as F
 from .io import load_image, pil_to_tensor, tensor_to_pil
 
 DEFAULT_SIZE = 512
+# Largest working size (pixels) stylized: 4096 x 4096 takes about 14 GiB on a GPU in bf16, more on a CPU.
+MAX_WORKING_PIXELS = 4096 * 4096
+
+
+def short_side_size(H: int, W: int, size: int) -> tuple[int, int]:
+    """(h, w) with short side `size` and the aspect ratio of H x W."""
+    s = size / min(H, W)
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def check_working_size(h: int, w: int) -> None:
+    """ValueError if an h x w working size is beyond MAX_WORKING_PIXELS (long strips at a large --size,
+    huge images at their original size)."""
+    if h * w > MAX_WORKING_PIXELS:
+        raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w / 1e6:.1f} MP, limit "
+                         f"{MAX_WORKING_PIXELS / 1e6:.1f} MP): use a smaller --size")
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
     """[B, 3, H, W] -> short side `size`, aspect ratio kept (antialiased when shrinking)."""
     H, W = x.shape[-2:]
-    s = size / min(H, W)
-    new = (max(1, round(H * s)), max(1, round(W * s)))
+    new = short_side_size(H, W, size)
     if new == (H, W):
         return x
-    return F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=s < 1).clamp_(0, 1)
+    return F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=size < min(H, W)).clamp_(0, 1)
 
 
 def _mirror_tile(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
@@ -59,6 +74,7 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, i
 
 def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int):
     """Working-size content and a fitted style, both padded to a multiple of `multiple`."""
+    check_working_size(*(short_side_size(*content.shape[-2:], size) if size is not None else content.shape[-2:]))
     if size is not None:
         content = resize_short_side(content, size)
     H, W = content.shape[-2:]

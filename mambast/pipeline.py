@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .errors import ImageError
-from .infer import autocast, finish_output, fit_style, pad_to_multiple, resize_short_side
+from .infer import (autocast, check_working_size, finish_output, fit_style, pad_to_multiple, resize_short_side,
+                    short_side_size)
 from .io import load_image, save_image
 from .model import as_generator, draw_permutations
 
@@ -182,8 +183,12 @@ class PairStylizer:
     def _prepare(self, item: _Item):
         """Working-size content (padded), the fitted and padded style, working size, original size: the
         preprocessing of `mambast.infer.prepare_pair`, on the model's device."""
+        orig = tuple(item.content.shape[-2:])
+        try:
+            check_working_size(*(short_side_size(*orig, self.size) if self.size is not None else orig))
+        except ValueError as e:
+            raise ImageError(f"{item.job.content}: {e}") from None
         c = self._to_device(item.content)
-        orig = tuple(c.shape[-2:])
         if self.size is not None:
             c = resize_short_side(c, self.size)
         h, w = c.shape[-2:]
@@ -265,7 +270,12 @@ class PairStylizer:
                 while ahead or batch:
                     item = ahead.popleft().result() if ahead else None
                     fill()
-                    prepared = self._prepare(item) if item is not None and item.error is None else None
+                    prepared = None
+                    if item is not None and item.error is None:
+                        try:
+                            prepared = self._prepare(item)
+                        except ImageError as e:   # e.g. a working size beyond MAX_WORKING_PIXELS
+                            item.error = e
                     full = len(batch) == self.batch_size or (prepared is not None and n_ok > 0 and (
                         tuple(prepared[0].shape) != shape
                         or (n_ok + 1) * prepared[0].shape[-2] * prepared[0].shape[-1] > self.max_batch_pixels))

@@ -131,3 +131,16 @@ def test_inputs_that_map_to_one_output_name_are_refused(tmp_path, weights, capsy
     err = capsys.readouterr().err
     assert code == 1 and "a_stylized_s.png" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weights, capsys):
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    _img(cdir / "strip.png", 20000, 1), _img(cdir / "ok.png", 16, 16, 1)
+    s = _img(tmp_path / "s.png", 16, 16, 2)
+    # --size 256 would make the 20000 x 1 strip 5,120,000 x 256 pixels: refused, the other image goes on
+    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights),
+                 "--size", "256", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "strip.png" in err and "too large" in err and "--size" in err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok_stylized_s.png"]

@@ -57,3 +57,10 @@ def test_training_mode_backward_runs():
     m(c, s, generator=0).square().mean().backward()
     grads = [p.grad for p in m.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_stylize_refuses_a_working_size_beyond_the_limit(tiny_model):
+    from mambast.infer import MAX_WORKING_PIXELS, stylize_tensor
+    strip = torch.rand(1, 3, 1, 64)
+    with pytest.raises(ValueError, match="too large"):
+        stylize_tensor(tiny_model, strip, torch.rand(1, 3, 8, 8), size=int(MAX_WORKING_PIXELS ** 0.5))
