@@ -6,6 +6,7 @@ The model itself needs equal content/style grids with sides multiple of 8; this 
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -56,6 +57,11 @@ def _centre_crop(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
 def fit_style(style: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """Bring the style to H x W keeping its stroke shapes: short side to min(H, W), then centre crop
     where it is larger, mirror-tile where it is smaller (never stretched)."""
+    hs, ws = style.shape[-2:]
+    scale = min(H, W) / min(hs, ws)
+    if hs * ws * scale * scale > 4 * H * W:   # a long strip: first crop to what the final crop keeps (plus a
+        style = _centre_crop(style, min(hs, math.ceil(H / scale) + 8),  # margin for the filter), so that
+                             min(ws, math.ceil(W / scale) + 8))         # its resized copy stays small
     style = resize_short_side(style, min(H, W))
     style = _mirror_tile(_mirror_tile(style, H, -2), W, -1)
     return _centre_crop(style, H, W)
