@@ -59,7 +59,7 @@ def fit_style(style: torch.Tensor, H: int, W: int) -> torch.Tensor:
     where it is larger, mirror-tile where it is smaller (never stretched)."""
     hs, ws = style.shape[-2:]
     scale = min(H, W) / min(hs, ws)
-    if hs * ws * scale * scale > 4 * H * W:   # a long strip: first crop to what the final crop keeps (plus a
+    if hs * ws * scale * scale > 16 * H * W:  # a long strip: first crop to what the final crop keeps (plus a
         style = _centre_crop(style, min(hs, math.ceil(H / scale) + 8),  # margin for the filter), so that
                              min(ws, math.ceil(W / scale) + 8))         # its resized copy stays small
     style = resize_short_side(style, min(H, W))
