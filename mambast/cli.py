@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -114,39 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pairs(content: Path, style: Path, output: Path):
-    """(content file, style file, output file) triples, and whether output is a folder."""
+def _pairs(content: Path, style: Path, output_arg: str):
+    """(content file, style file, output file) triples to stylize, and one-line errors for the pairs that
+    cannot be (two pairs whose outputs would share a name)."""
     from .io import list_images
+    output = Path(output_arg)
     for name, p in (("content", content), ("style", style)):
         if not p.exists():
             raise CLIError(f"{p}: no such file or folder ({name})")
     contents = list_images(content) if content.is_dir() else [content]
     styles = list_images(style) if style.is_dir() else [style]
+    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or output_arg.endswith(("/", "\\"))
+    if to_folder:
+        if output.exists() and not output.is_dir():
+            raise CLIError(f"{output}: exists and is not a folder")
+        # outputs of an earlier run into a folder that is also an input folder are not inputs
+        made = {(output / f"{c.stem}_stylized_{s.stem}.png").resolve() for c in contents for s in styles}
+        contents = [c for c in contents if c.resolve() not in made] if content.is_dir() else contents
+        styles = [s for s in styles if s.resolve() not in made] if style.is_dir() else styles
     if not contents:
         raise CLIError(f"{content}: folder has no images")
     if not styles:
         raise CLIError(f"{style}: folder has no images")
-    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or str(output).endswith(("/", "\\"))
     if to_folder:
-        if output.exists() and not output.is_dir():
-            raise CLIError(f"{output}: exists and is not a folder")
         triples = [(c, s, output / f"{c.stem}_stylized_{s.stem}.png") for c in contents for s in styles]
     else:
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
             raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
         triples = [(contents[0], styles[0], output)]
-    seen: dict[Path, tuple[Path, Path]] = {}
-    for c, s, out in triples:
-        if out in seen:
-            a, b = seen[out]
-            raise CLIError(f"{out.name}: both {a.name} + {b.name} and {c.name} + {s.name} would be written there; "
-                           "rename one of the inputs")
-        seen[out] = (c, s)
     inputs = {p.resolve() for p in contents + styles}
     for _, _, out in triples:
         if out.resolve() in inputs:
             raise CLIError(f"{out}: refusing to write over an input image")
-    return triples
+    by_output: dict[Path, list] = {}
+    for t in triples:
+        by_output.setdefault(t[2], []).append(t)
+    clashes = [(f"{out.name}: {' and '.join(f'{c.name} + {s.name}' for c, s, _ in ts)} would all be written "
+                "there: skipped (rename one of the inputs)", len(ts)) for out, ts in by_output.items() if len(ts) > 1]
+    return [ts[0] for ts in by_output.values() if len(ts) == 1], clashes
 
 
 def cmd_stylize(args) -> int:
@@ -159,18 +165,28 @@ def cmd_stylize(args) -> int:
 
     if args.size < 0:
         raise CLIError(f"--size must be >= 0; got {args.size}")
-    triples = _pairs(Path(args.content), Path(args.style), Path(args.output))
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
+    if args.seed is not None and not -2 ** 63 <= args.seed < 2 ** 64:
+        raise CLIError(f"--seed must fit in 64 bits; got {args.seed}")
+    device = args.device or default_device()
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise CLIError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: no CUDA device is available")
+    triples, clashes = _pairs(Path(args.content), Path(args.style), args.output)
+    for msg, _ in clashes:
+        print(f"mambast: error: {msg}", file=sys.stderr)
+    clashed = sum(n for _, n in clashes)
     todo = [t for t in triples if args.overwrite or not t[2].exists()]
     skipped = len(triples) - len(todo)
     if not todo:
+        if clashed:
+            print(f"0 stylized, {skipped} already present, {clashed} failed", file=sys.stderr)
+            return 1
         print(f"nothing to do: all {len(triples)} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
-    device = args.device or default_device()
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is available")
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
-    if batch_size < 1:
-        raise CLIError(f"--batch-size must be >= 1; got {batch_size}")
     model = MambaST.from_pretrained(args.weights, device=device)
     stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
                             autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size)
@@ -189,9 +205,10 @@ def cmd_stylize(args) -> int:
                        "--batch-size or --size") from None
     finally:
         bar.close()
-    if len(triples) > 1:
-        print(f"{len(todo) - failures} stylized, {skipped} already present, {failures} failed", file=sys.stderr)
-    return 1 if failures else 0
+    if len(triples) > 1 or clashed:
+        print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + clashed} failed",
+              file=sys.stderr)
+    return 1 if failures or clashed else 0
 
 
 def cmd_demo(args) -> int:
@@ -209,7 +226,10 @@ def cmd_demo(args) -> int:
 def cmd_convert(args) -> int:
     from .weights import load_official
     model = load_official(args.mamba, args.decoder, args.embedding)
-    model.save_pretrained(args.output)
+    try:
+        model.save_pretrained(args.output)
+    except OSError as e:
+        raise CLIError(f"{args.output}: cannot write the converted model ({e.strerror or e})") from None
     print(f"wrote {Path(args.output) / 'model.safetensors'} and config.json", file=sys.stderr)
     return 0
 

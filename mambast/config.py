@@ -29,8 +29,22 @@ class MambaSTConfig:
     decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])  # CNN decoder widths
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v, kind = getattr(self, f.name), {"int": int, "float": (int, float), "bool": bool}.get(str(f.type))
+            if kind is not None and (not isinstance(v, kind) or (kind is not bool and isinstance(v, bool))):
+                raise TypeError(f"{f.name} must be {f.type}; got {v!r}")
+        if not (isinstance(self.decoder_channels, list) and self.decoder_channels
+                and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.decoder_channels)):
+            raise ValueError(f"decoder_channels must be a list of positive ints; got {self.decoder_channels!r}")
         if self.dim <= 0 or self.d_state <= 0 or self.expand <= 0:
             raise ValueError("dim, d_state and expand must be positive")
+        for name in ("patch_size", "depth_encoder", "depth_decoder", "d_conv"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.dt_rank < 0 or not self.ln_eps > 0:
+            raise ValueError(f"dt_rank must be >= 0 and ln_eps > 0; got {self.dt_rank}, {self.ln_eps}")
+        if not (0 <= self.drop_path_decoder < 1 and 0 <= self.drop_path_encoder < 1):
+            raise ValueError("drop_path rates must be in [0, 1)")
         if self.d_conv % 2 == 0:
             raise ValueError(f"d_conv must be odd (same-size depthwise conv); got {self.d_conv}")
         if self.patch_size != 2 ** (len(self.decoder_channels)):

@@ -29,8 +29,8 @@ def check_working_size(h: int, w: int) -> None:
     """ValueError if an h x w working size is beyond MAX_WORKING_PIXELS (long strips at a large --size,
     huge images at their original size)."""
     if h * w > MAX_WORKING_PIXELS:
-        raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w / 1e6:.1f} MP, limit "
-                         f"{MAX_WORKING_PIXELS / 1e6:.1f} MP): use a smaller --size")
+        raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w:,} pixels, limit "
+                         f"{MAX_WORKING_PIXELS:,}): use a smaller --size")
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ def _to_rgb(img):
     """Any Pillow mode -> 8-bit RGB (16-bit and float scaled, alpha composited on white)."""
     from PIL import Image
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         hi = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
         if img.mode == "F" and a.max(initial=0) <= 1.0:
             hi = 1.0
@@ -47,20 +47,40 @@ def load_image(path):
         raise ImageError(f"{path}: is a folder, expected an image file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
+    _strict_bomb_guard()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+        with Image.open(path) as img:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and img.width * img.height > limit:   # checked here too: thread-safe, whatever the filters
+                raise ImageError(f"{path}: refused: too many pixels ({img.width} x {img.height} = "
+                                 f"{img.width * img.height:,}; the limit is {limit:,})")
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except ImageError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: refused: too many pixels ({e.args[0].split('.')[0]})") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not a recognised image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except Exception as e:   # Pillow's decoders raise many types on malformed files (OSError, ValueError, TypeError...)
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImageError(f"{path}: cannot decode image ({msg})") from None
+
+
+_filters_set = False
+
+
+def _strict_bomb_guard() -> None:
+    """Once per process (changing warning filters around each call is not thread-safe, and images are
+    decoded in threads): Pillow's decompression-bomb warning becomes an error, and its TIFF decoder's
+    metadata warnings about malformed tags are not printed (the image is decoded or refused anyway)."""
+    global _filters_set
+    if not _filters_set:
+        from PIL import Image
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        _filters_set = True
 
 
 def pil_to_tensor(img) -> torch.Tensor:
@@ -92,6 +112,8 @@ def save_image(img, path) -> None:
 
 
 def list_images(folder) -> list[Path]:
-    """Image files directly inside a folder (by suffix), sorted by name."""
+    """Image files directly inside a folder (by suffix; hidden files such as macOS's ._x.jpg left out),
+    sorted by name."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

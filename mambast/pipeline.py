@@ -246,7 +246,7 @@ class PairStylizer:
         jobs = iter(jobs)
         ahead = collections.deque()                       # futures of decoded items, in input order
         writes = collections.deque()                      # (job, future of the write)
-        prefetch = 2 * self.batch_size + self.workers
+        prefetch = min(2 * self.batch_size, 32) + self.workers   # decoded full-size images held ahead
         with cf.ThreadPoolExecutor(self.workers, thread_name_prefix="mambast-io") as pool:
             def fill():
                 while len(ahead) < prefetch:

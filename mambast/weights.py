@@ -60,8 +60,8 @@ def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
                 raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{what} checkpoint is not a state dict of tensors")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise WeightsError(f"{what} checkpoint is not a state dict of tensors (string keys, tensor values)")
     return sd
 
 
@@ -102,15 +102,21 @@ def infer_config(sd: dict[str, torch.Tensor]) -> MambaSTConfig:
         d_conv = sd["encoder_c.layers.0.self_attention.conv2d.weight"].shape[-1]
     except KeyError as e:
         raise WeightsError(f"checkpoint lacks key {e.args[0]}") from None
+    except IndexError:
+        raise WeightsError("checkpoint tensors have unexpected shapes (patch embedding, A_logs, in_proj, "
+                           "dt_projs_weight or conv2d of the first encoder layer)") from None
 
     def depth(prefix):
         return len({k.split(".")[2] for k in sd if k.startswith(prefix + ".layers.")})
 
     convs = [sd[f"cnn_decoder.{i}.weight"].shape[0] for i in (1, 14, 21) if f"cnn_decoder.{i}.weight" in sd]
     rank = 0 if rank == math.ceil(dim / 16) else rank  # 0 = the default rule
-    return MambaSTConfig(dim=dim, patch_size=patch, depth_encoder=depth("encoder_c"), depth_decoder=depth("decoder"),
-                         d_state=a.shape[1], expand=d_inner // dim, dt_rank=rank, d_conv=d_conv,
-                         decoder_channels=convs or MambaSTConfig().decoder_channels)
+    try:
+        return MambaSTConfig(dim=dim, patch_size=patch, depth_encoder=depth("encoder_c"),
+                             depth_decoder=depth("decoder"), d_state=a.shape[1], expand=d_inner // dim, dt_rank=rank,
+                             d_conv=d_conv, decoder_channels=convs or MambaSTConfig().decoder_channels)
+    except (ValueError, TypeError, IndexError) as e:
+        raise WeightsError(f"checkpoint sizes do not make a Mamba-ST model ({e})") from None
 
 
 def load_official(mamba, decoder, embedding, config: MambaSTConfig | None = None):
@@ -190,14 +196,14 @@ def load_pretrained(path="default", device=None, dtype=None):
             meta = f.metadata() or {}
     except Exception:
         meta = {}
-    if path.is_dir() and (path / CONFIG_NAME).exists():
-        cfg_text = (path / CONFIG_NAME).read_text()
-    else:
-        cfg_text = meta.get("config")
     try:
+        if path.is_dir() and (path / CONFIG_NAME).exists():
+            cfg_text = (path / CONFIG_NAME).read_text(encoding="utf-8")
+        else:
+            cfg_text = meta.get("config")
         config = MambaSTConfig.from_dict(json.loads(cfg_text)) if cfg_text else None
-    except (ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: bad config ({e})") from None
+    except (OSError, ValueError, TypeError) as e:   # unreadable, not UTF-8, not JSON, wrong keys or values
+        raise WeightsError(f"{path}: bad {CONFIG_NAME} ({type(e).__name__}: {e})") from None
     sd = dequantize(sd)
     model = MambaST(config or infer_config(sd))
     _check_and_load(model, sd, str(weights))

@@ -122,15 +122,46 @@ def test_folder_run_batch_size_does_not_change_results(tmp_path, weights):
         assert np.abs(img - outs["4"][name]).max() <= 1, name
 
 
-def test_inputs_that_map_to_one_output_name_are_refused(tmp_path, weights, capsys):
+def test_inputs_that_map_to_one_output_name_are_skipped_and_reported(tmp_path, weights, capsys):
     cdir = tmp_path / "c"
     cdir.mkdir()
-    _img(cdir / "a.png", 16, 16), _img(cdir / "a.jpg", 16, 16, 1)
+    _img(cdir / "a.png", 16, 16), _img(cdir / "a.jpg", 16, 16, 1), _img(cdir / "b.png", 16, 16, 3)
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights)])
+    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and "a_stylized_s.png" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "o").exists()
+    assert code == 1
+    assert [line for line in err.splitlines() if "error" in line] == [
+        "mambast: error: a_stylized_s.png: a.jpg + s.png and a.png + s.png would all be written there: skipped "
+        "(rename one of the inputs)"]
+    assert "1 stylized, 0 already present, 2 failed" in err
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["b_stylized_s.png"]
+
+
+def test_output_folder_that_is_also_the_input_folder_resumes(tmp_path, weights):
+    d = tmp_path / "d"
+    d.mkdir()
+    _img(d / "a.png", 16, 16), _img(d / "s.png", 16, 16, 1)
+    args = ["stylize", str(d), str(d / "s.png"), "-o", str(d), "--weights", str(weights), "--quiet"]
+    assert main(args) == 0
+    made = sorted(p.name for p in d.iterdir())
+    assert made == ["a.png", "a_stylized_s.png", "s.png", "s_stylized_s.png"]
+    assert main(args) == 0                      # earlier outputs are not taken for inputs
+    assert sorted(p.name for p in d.iterdir()) == made
+
+
+def test_trailing_slash_makes_the_output_a_folder(tmp_path, weights):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "new") + "/", "--weights", str(weights)]) == 0
+    assert (tmp_path / "new" / "c_stylized_s.png").exists()
+
+
+@pytest.mark.parametrize("flag", [["--device", "foo"], ["--device", "meta"], ["--seed", str(2 ** 70)],
+                                  ["--batch-size", "0"]])
+def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(weights)] + flag)
+    err = capsys.readouterr().err
+    assert code == 1 and flag[0] in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weights, capsys):

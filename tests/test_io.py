@@ -33,10 +33,30 @@ def bad_files(tmp_path):
     files["folder"] = tmp_path / "folder.jpg"
     files["folder"].mkdir()
     files["missing"] = tmp_path / "missing.jpg"
+    files["tiff_float_offsets"] = tmp_path / "odd.tif"        # Pillow raises TypeError, not OSError, on it
+    _tiff_with_float_strip_offsets(files["tiff_float_offsets"])
+    files["moderate_bomb"] = tmp_path / "moderate_bomb.png"   # above the limit, below Pillow's own error level
+    _png_header_only(files["moderate_bomb"], 10000, 9500)
     return files
 
 
-@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "bomb", "folder", "missing"])
+def _tiff_with_float_strip_offsets(path):
+    """An 8 x 8 TIFF whose StripOffsets entry (tag 273) claims the FLOAT type."""
+    import io
+    import struct
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, "TIFF")
+    d = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", d, 4)[0]
+    for i in range(struct.unpack_from("<H", d, ifd)[0]):
+        entry = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", d, entry)[0] == 273:
+            struct.pack_into("<H", d, entry + 2, 11)
+    path.write_bytes(bytes(d))
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "bomb", "folder", "missing", "tiff_float_offsets",
+                                  "moderate_bomb"])
 def test_bad_images_raise_one_line_error_naming_the_file(tmp_path, kind):
     path = bad_files(tmp_path)[kind]
     with pytest.raises(ImageError) as e:

@@ -82,3 +82,33 @@ def test_int8_roundtrip_is_close(tmp_path):
     for k in sd:
         err = (back[k] - sd[k]).abs().max() / sd[k].abs().max().clamp(min=1e-12)
         assert err < 1 / 127 + 1e-6, k
+
+
+@pytest.mark.parametrize("config", [b"\xff\xfe not utf-8", b'{"dt_rank": -3}', b'{"ln_eps": "x"}', b"[1, 2]",
+                                    b'{"decoder_channels": [16, "a", 8]}'])
+def test_bad_config_json_is_a_weights_error(tmp_path, tiny_model, config):
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_bytes(config)
+    with pytest.raises(WeightsError, match="config.json"):
+        MambaST.from_pretrained(tmp_path / "m")
+
+
+def test_official_checkpoint_with_odd_keys_or_shapes_is_a_weights_error(tiny_model):
+    mamba, decoder, embedding = to_official(tiny_model)
+    with pytest.raises(WeightsError, match="string keys"):
+        MambaST.from_official(mamba={**mamba, 1: torch.zeros(1)}, decoder=decoder, embedding=embedding)
+    bad = dict(mamba)
+    bad["encoder_c.layers.0.self_attention.A_logs"] = torch.zeros(7)
+    with pytest.raises(WeightsError):
+        MambaST.from_official(mamba=bad, decoder=decoder, embedding=embedding)
+
+
+def test_convert_onto_an_existing_file_is_a_one_line_error(tmp_path, official_files, capsys):
+    from mambast.cli import main
+    paths, _ = official_files
+    target = tmp_path / "taken"
+    target.write_text("x")
+    code = main(["convert", "--mamba", str(paths["mamba"]), "--decoder", str(paths["decoder"]),
+                 "--embedding", str(paths["embedding"]), "-o", str(target)])
+    err = capsys.readouterr().err
+    assert code == 1 and "taken" in err and len(err.strip().splitlines()) == 1
