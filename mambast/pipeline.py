@@ -181,8 +181,9 @@ class PairStylizer:
         return img.to(self.param.device, non_blocking=True).float().div_(255.0)
 
     def _prepare(self, item: _Item):
-        """Working-size content (padded), the fitted and padded style, working size, original size: the
-        preprocessing of `mambast.infer.prepare_pair`, on the model's device."""
+        """Working-size content (padded), a function making the fitted and padded style (called only if its
+        tokens are not cached), working size, original size: `mambast.infer.prepare_pair` on the model's
+        device."""
         orig = tuple(item.content.shape[-2:])
         try:
             check_working_size(*(short_side_size(*orig, self.size) if self.size is not None else orig))
@@ -194,18 +195,22 @@ class PairStylizer:
         h, w = c.shape[-2:]
         p = self.model.config.patch_size
         c, _ = pad_to_multiple(c, p)
-        s, _ = pad_to_multiple(fit_style(self._to_device(item.style), h, w), p)
-        return c, s, (h, w), orig
+        style = item.style
+
+        def fitted_style() -> torch.Tensor:        # same padded size as the content
+            return pad_to_multiple(fit_style(self._to_device(style), h, w), p)[0]
+        return c, fitted_style, (h, w), orig
 
     def _encode(self, cache: ByteLRU, keys: list, pixels: list, what: str) -> list:
-        """Token grids for `keys`, encoding (in one batch) only the images not cached."""
+        """Token grids for `keys`, encoding (in one batch) only the images not cached; pixels: functions
+        that make each key's padded image."""
         out = [cache.get(k) for k in keys]
         todo = {}
         for i, k in enumerate(keys):
             if out[i] is None and k not in todo:
                 todo[k] = i
         if todo:
-            tokens = self._encoders[what](torch.cat([pixels[i] for i in todo.values()]))
+            tokens = self._encoders[what](torch.cat([pixels[i]() for i in todo.values()]))
             fresh = {k: tokens[j:j + 1].clone() for j, k in enumerate(todo)}   # clones: a cached slice would
             for k, t in fresh.items():                                         # keep the whole batch alive
                 cache.put(k, t)
@@ -216,10 +221,10 @@ class PairStylizer:
 
     @torch.inference_mode()
     def _stylize_batch(self, batch: list) -> list[torch.Tensor]:
-        """batch: [(item, (c, s, working, orig))] of one padded size -> uint8 images [3, H, W] on the CPU."""
-        key_c = [(it.job.content, self.size, tuple(c.shape)) for it, (c, s, hw, o) in batch]
-        key_s = [(it.job.style, hw, tuple(s.shape)) for it, (c, s, hw, o) in batch]
-        xc = torch.cat(self._encode(self.content_tokens, key_c, [b[1][0] for b in batch], "content"))
+        """batch: [(item, (c, style, working, orig))] of one padded size -> uint8 images [3, H, W] on the CPU."""
+        key_c = [(it.job.content, self.size, tuple(c.shape)) for it, (c, _, hw, o) in batch]
+        key_s = [(it.job.style, hw, tuple(c.shape)) for it, (c, _, hw, o) in batch]   # style padded as content
+        xc = torch.cat(self._encode(self.content_tokens, key_c, [lambda c=b[1][0]: c for b in batch], "content"))
         xs = torch.cat(self._encode(self.style_tokens, key_s, [b[1][1] for b in batch], "style"))
         if self.shuffle:   # drawn here, as the model would draw them (see `mambast.model.draw_permutations`)
             n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
