@@ -149,23 +149,50 @@ class MetricNetworks:
         return nets
 
 
-def _mambast_stylizer(model) -> Stylizer:
-    from .infer import stylize_tensor
+def _mambast_stylizer(model, cache_tokens: bool = False) -> Stylizer:
+    """One `stylize_tensor` call per pair at the given size. cache_tokens: encode each content and each style
+    image once (an evaluation pairs every content with every style, and the caller passes the same tensor
+    for the same file); the results are those of `stylize_tensor`, bit for bit."""
+    from .infer import finish_output, prepare_pair, stylize_tensor
 
-    def run(content, style, seed):
-        return stylize_tensor(model, content, style, size=None, seed=seed)
-    return run
+    if not cache_tokens:
+        def run(content, style, seed):
+            return stylize_tensor(model, content, style, size=None, seed=seed)
+        return run
+
+    from .pipeline import ByteLRU
+    tokens = ByteLRU(1 << 30)   # (role, id(image), padded shape) -> (image, tokens); the image keeps its id valid
+
+    def encode(role, image, padded, encoder):
+        key = (role, id(image), tuple(padded.shape))
+        hit = tokens.get(key)
+        if hit is None or hit[0] is not image:
+            hit = (image, encoder(padded.to(next(model.parameters()).dtype)))
+            tokens.put(key, hit)
+        return hit[1]
+
+    @torch.inference_mode()
+    def run_cached(content, style, seed):
+        p = next(model.parameters())
+        c, s, hw = prepare_pair(content.to(p.device, torch.float32), style.to(p.device, torch.float32), None,
+                                model.config.patch_size)
+        y = model.decode(encode("content", content, c, model.encode_content),
+                         encode("style", style, s, model.encode_style), shuffle=True, generator=seed)
+        return finish_output(y, hw, tuple(content.shape[-2:]))
+    return run_cached
 
 
-def resolve_model(model, device) -> tuple[Stylizer | None, str]:
-    """model: None (score only), "default" / a weights path, a MambaST module, or a Stylizer callable."""
+def resolve_model(model, device, cache_tokens: bool = False) -> tuple[Stylizer | None, str]:
+    """model: None (score only), "default" / a weights path, a MambaST module, or a Stylizer callable.
+    cache_tokens: a MambaST encodes each image once (for stylizing all pairs; not for timing one call)."""
     if model is None:
         return None, "none (scoring existing images)"
     if isinstance(model, (str, os.PathLike)):
         from .model import MambaST
-        return _mambast_stylizer(MambaST.from_pretrained(model, device=device).eval()), str(model)
+        return (_mambast_stylizer(MambaST.from_pretrained(model, device=device).eval(), cache_tokens),
+                str(model))
     if isinstance(model, torch.nn.Module) and hasattr(model, "config"):
-        return _mambast_stylizer(model.eval()), type(model).__name__
+        return _mambast_stylizer(model.eval(), cache_tokens), type(model).__name__
     if callable(model):
         return model, getattr(model, "name", getattr(model, "__name__", type(model).__name__))
     raise EvaluationError(f"model must be 'default', a weights path, a MambaST, a callable or None; got {model!r}")
@@ -238,7 +265,8 @@ def stylize_pairs(stylizer: Stylizer, contents: list[Path], styles: list[Path], 
     return {"new_images": len(todo), "already_present": n_pairs - len(todo), "seconds": round(seconds, 3),
             "ms_per_image": round(1000 * seconds / len(todo), 2) if todo else None,
             "timing": "wall clock around each stylizer call (inputs decoded beforehand, synchronised on CUDA, "
-                      "no warm-up; first call includes start-up costs)"}
+                      "no warm-up; first call includes start-up costs; a mambast model encodes each content "
+                      "and style image once, so this is the cost per pair of the whole grid)"}
 
 
 def score_pairs(contents: list[Path], styles: list[Path], outputs_dir: Path, size: int, nets: MetricNetworks,
@@ -327,7 +355,7 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
     if model is None and not outputs_dir.is_dir():
         raise EvaluationError(f"{outputs_dir}: no such folder (outputs to score)")
     device = resolve_device(device)
-    stylizer, model_name = resolve_model(model, device)
+    stylizer, model_name = resolve_model(model, device, cache_tokens=True)
 
     nets = networks if networks is not None else MetricNetworks.load(metrics, device, cache)   # fail early
     for metric, net in (("fid", nets.inception), ("lpips", nets.lpips), ("cfsd", nets.vgg)):

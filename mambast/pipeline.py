@@ -42,8 +42,8 @@ class Job:
 
 
 class ByteLRU:
-    """A thread-safe least-recently-used map that evicts once its values exceed `max_bytes` (tensors and
-    exceptions; an exception counts as nothing)."""
+    """A thread-safe least-recently-used map that evicts once its values exceed `max_bytes` (tensors, tuples
+    of tensors, exceptions; an exception counts as nothing)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.bytes = max_bytes, 0
@@ -52,6 +52,8 @@ class ByteLRU:
 
     @staticmethod
     def _size(v) -> int:
+        if isinstance(v, tuple):
+            return sum(ByteLRU._size(x) for x in v)
         return v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 0
 
     def get(self, key):

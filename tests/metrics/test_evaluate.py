@@ -217,3 +217,21 @@ def test_eval_subcommand_parses_and_reports_bad_input_in_one_line(tmp_path, caps
     code = main(["eval", "--content", str(tmp_path / "missing"), "--style", str(tmp_path), "--model", "none"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "missing: no such folder (content)" in err
+
+
+def test_cached_encodings_give_the_results_of_one_call_per_pair(tiny_model):
+    from mambast.evaluate import _mambast_stylizer
+    g = torch.Generator().manual_seed(0)
+    contents = [torch.rand(1, 3, 24, 24, generator=g) for _ in range(2)]
+    styles = [torch.rand(1, 3, 24, 24, generator=g) for _ in range(3)]
+    plain, cached = _mambast_stylizer(tiny_model), _mambast_stylizer(tiny_model, cache_tokens=True)
+    calls = {"content": 0, "style": 0}
+    for role in calls:
+        f = getattr(tiny_model, f"encode_{role}")
+        setattr(tiny_model, f"encode_{role}", lambda x, f=f, role=role: calls.__setitem__(role, calls[role] + 1) or f(x))
+    for i, c in enumerate(contents):
+        for j, s in enumerate(styles):
+            a, b = cached(c, s, 10 * i + j), plain(c, s, 10 * i + j)
+            assert torch.equal(a, b)
+    # plain: 6 pairs encode both; cached: 2 contents + 3 styles once each
+    assert calls == {"content": 6 + 2, "style": 6 + 3}
