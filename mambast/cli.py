@@ -174,6 +174,8 @@ def cmd_stylize(args) -> int:
         raise CLIError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError(f"--device {device}: no CUDA device is available")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     triples, clashes = _pairs(Path(args.content), Path(args.style), args.output)
     for msg, _ in clashes:
         print(f"mambast: error: {msg}", file=sys.stderr)

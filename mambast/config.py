@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 
 
@@ -29,13 +30,23 @@ class MambaSTConfig:
     decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64])  # CNN decoder widths
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v, kind = getattr(self, f.name), {"int": int, "float": (int, float), "bool": bool}.get(str(f.type))
-            if kind is not None and (not isinstance(v, kind) or (kind is not bool and isinstance(v, bool))):
-                raise TypeError(f"{f.name} must be {f.type}; got {v!r}")
-        if not (isinstance(self.decoder_channels, list) and self.decoder_channels
-                and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.decoder_channels)):
+        def integral(v) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        for f in dataclasses.fields(self):   # numbers of any kind (numpy too) in, plain Python values kept
+            v, kind = getattr(self, f.name), str(f.type)
+            if kind == "int" and integral(v):
+                setattr(self, f.name, int(v))
+            elif kind == "float" and isinstance(v, numbers.Real) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
+            elif kind == "bool" and isinstance(v, (bool, numbers.Integral)) and v in (0, 1):
+                setattr(self, f.name, bool(v))
+            elif kind in ("int", "float", "bool"):
+                raise TypeError(f"{f.name} must be {kind}; got {v!r}")
+        if not (isinstance(self.decoder_channels, (list, tuple)) and self.decoder_channels
+                and all(integral(c) and c > 0 for c in self.decoder_channels)):
             raise ValueError(f"decoder_channels must be a list of positive ints; got {self.decoder_channels!r}")
+        self.decoder_channels = [int(c) for c in self.decoder_channels]
         if self.dim <= 0 or self.d_state <= 0 or self.expand <= 0:
             raise ValueError("dim, d_state and expand must be positive")
         for name in ("patch_size", "depth_encoder", "depth_decoder", "d_conv"):

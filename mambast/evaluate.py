@@ -161,10 +161,11 @@ def _mambast_stylizer(model, cache_tokens: bool = False) -> Stylizer:
         return run
 
     from .pipeline import ByteLRU
-    tokens = ByteLRU(1 << 30)   # (role, id(image), padded shape) -> (image, tokens); the image keeps its id valid
+    tokens = ByteLRU(1 << 30)   # (role, id(image), padded shape, working size) -> (image, tokens); the image
+    #                             held in the value keeps its id from being reused
 
-    def encode(role, image, padded, encoder):
-        key = (role, id(image), tuple(padded.shape))
+    def encode(role, image, padded, encoder, working):
+        key = (role, id(image), tuple(padded.shape), working)   # a fitted style depends on the working size
         hit = tokens.get(key)
         if hit is None or hit[0] is not image:
             hit = (image, encoder(padded.to(next(model.parameters()).dtype)))
@@ -176,8 +177,8 @@ def _mambast_stylizer(model, cache_tokens: bool = False) -> Stylizer:
         p = next(model.parameters())
         c, s, hw = prepare_pair(content.to(p.device, torch.float32), style.to(p.device, torch.float32), None,
                                 model.config.patch_size)
-        y = model.decode(encode("content", content, c, model.encode_content),
-                         encode("style", style, s, model.encode_style), shuffle=True, generator=seed)
+        y = model.decode(encode("content", content, c, model.encode_content, hw),
+                         encode("style", style, s, model.encode_style, hw), shuffle=True, generator=seed)
         return finish_output(y, hw, tuple(content.shape[-2:]))
     return run_cached
 

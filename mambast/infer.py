@@ -60,8 +60,11 @@ def fit_style(style: torch.Tensor, H: int, W: int) -> torch.Tensor:
     hs, ws = style.shape[-2:]
     scale = min(H, W) / min(hs, ws)
     if hs * ws * scale * scale > 16 * H * W:  # a long strip: first crop to what the final crop keeps (plus a
-        style = _centre_crop(style, min(hs, math.ceil(H / scale) + 8),  # margin for the filter), so that
-                             min(ws, math.ceil(W / scale) + 8))         # its resized copy stays small
+        # margin for the filter) so that its resized copy stays small; same parity as the strip, so that the
+        # crop is centred exactly where the final centre crop will be
+        keep = [min(n, math.ceil(m / scale) + 8) for n, m in ((hs, H), (ws, W))]
+        keep = [k + 1 if (n - k) % 2 else k for k, n in zip(keep, (hs, ws))]
+        style = _centre_crop(style, *keep)
     style = resize_short_side(style, min(H, W))
     style = _mirror_tile(_mirror_tile(style, H, -2), W, -1)
     return _centre_crop(style, H, W)

@@ -22,7 +22,9 @@ def _to_rgb(img):
     """Any Pillow mode -> 8-bit RGB (16-bit and float scaled, alpha composited on white)."""
     from PIL import Image
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        a = np.asarray(img, dtype=np.float64)
+        finite = a[np.isfinite(a)]
+        a = np.nan_to_num(a, nan=0.0, posinf=finite.max(initial=0.0), neginf=finite.min(initial=0.0))
         hi = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
         if img.mode == "F" and a.max(initial=0) <= 1.0:
             hi = 1.0

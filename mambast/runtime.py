@@ -12,7 +12,10 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2     # glibc mallopt parameters (malloc.h)
 _applied: bool | None = None
 
 
-def keep_freed_memory(top_pad: int = 512 << 20, trim_threshold: int = 2 << 30) -> bool:
+_INT_MAX = 2 ** 31 - 1   # mallopt takes a C int
+
+
+def keep_freed_memory(top_pad: int = 512 << 20, trim_threshold: int = _INT_MAX) -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel.
 
     A 512 x 512 stylization allocates and frees about 1.4 GB of activations; with glibc's defaults the
@@ -32,5 +35,6 @@ def keep_freed_memory(top_pad: int = 512 << 20, trim_threshold: int = 2 << 30) -
         except (OSError, AttributeError):   # not glibc (e.g. musl has no mallopt)
             return False
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        top_pad, trim_threshold = (max(0, min(int(v), _INT_MAX)) for v in (top_pad, trim_threshold))
         _applied = bool(mallopt(_M_TOP_PAD, top_pad)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     return _applied

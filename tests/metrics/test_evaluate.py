@@ -235,3 +235,15 @@ def test_cached_encodings_give_the_results_of_one_call_per_pair(tiny_model):
             assert torch.equal(a, b)
     # plain: 6 pairs encode both; cached: 2 contents + 3 styles once each
     assert calls == {"content": 6 + 2, "style": 6 + 3}
+
+
+def test_cached_style_tokens_depend_on_the_content_working_size(tiny_model):
+    """Two contents of different sizes that pad to one shape fit the same style differently."""
+    from mambast.evaluate import _mambast_stylizer
+    from mambast.infer import stylize_tensor
+    g = torch.Generator().manual_seed(1)
+    style = torch.rand(1, 3, 40, 30, generator=g)
+    cached = _mambast_stylizer(tiny_model, cache_tokens=True)
+    for w in (18, 21):   # both pad to 24
+        c = torch.rand(1, 3, 16, w, generator=g)
+        assert torch.equal(cached(c, style, 3), stylize_tensor(tiny_model, c, style, size=None, seed=3))
