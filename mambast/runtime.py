@@ -9,10 +9,8 @@ import ctypes.util
 import sys
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD = -1, -2     # glibc mallopt parameters (malloc.h)
+_INT_MAX = 2 ** 31 - 1                     # mallopt takes a C int
 _applied: bool | None = None
-
-
-_INT_MAX = 2 ** 31 - 1   # mallopt takes a C int
 
 
 def keep_freed_memory(top_pad: int = 512 << 20, trim_threshold: int = _INT_MAX) -> bool:
