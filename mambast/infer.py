@@ -81,16 +81,25 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, i
     return F.pad(x, (0, pw, 0, ph), mode=mode), (H, W)
 
 
-def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int):
-    """Working-size content and a fitted style, both padded to a multiple of `multiple`."""
+def prepare_content(content: torch.Tensor, size: int | None, multiple: int):
+    """The content at its working size (short side `size`, None: as is) padded to a multiple of `multiple`,
+    and the working size; ValueError beyond MAX_WORKING_PIXELS (checked before resizing)."""
     check_working_size(*(short_side_size(*content.shape[-2:], size) if size is not None else content.shape[-2:]))
     if size is not None:
         content = resize_short_side(content, size)
-    H, W = content.shape[-2:]
-    style = fit_style(style, H, W)
-    content, _ = pad_to_multiple(content, multiple)
-    style, _ = pad_to_multiple(style, multiple)
-    return content, style, (H, W)
+    working = tuple(content.shape[-2:])
+    return pad_to_multiple(content, multiple)[0], working
+
+
+def prepare_style(style: torch.Tensor, working: tuple[int, int], multiple: int) -> torch.Tensor:
+    """The style fitted to the content's working size, padded as the content."""
+    return pad_to_multiple(fit_style(style, *working), multiple)[0]
+
+
+def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int):
+    """Working-size content and a fitted style, both padded to a multiple of `multiple`, and the working size."""
+    content, working = prepare_content(content, size, multiple)
+    return content, prepare_style(style, working, multiple), working
 
 
 @torch.inference_mode()

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ImageError
-from .infer import (autocast, check_working_size, finish_output, fit_style, pad_to_multiple, resize_short_side,
-                    short_side_size)
+from .infer import autocast, finish_output, prepare_content, prepare_style
 from .io import load_image, save_image
 from .model import as_generator, draw_permutations
 
@@ -187,20 +186,15 @@ class PairStylizer:
         tokens are not cached), working size, original size: `mambast.infer.prepare_pair` on the model's
         device."""
         orig = tuple(item.content.shape[-2:])
-        try:
-            check_working_size(*(short_side_size(*orig, self.size) if self.size is not None else orig))
-        except ValueError as e:
-            raise ImageError(f"{item.job.content}: {e}") from None
-        c = self._to_device(item.content)
-        if self.size is not None:
-            c = resize_short_side(c, self.size)
-        h, w = c.shape[-2:]
         p = self.model.config.patch_size
-        c, _ = pad_to_multiple(c, p)
+        try:
+            c, (h, w) = prepare_content(self._to_device(item.content), self.size, p)
+        except ValueError as e:   # a working size beyond MAX_WORKING_PIXELS
+            raise ImageError(f"{item.job.content}: {e}") from None
         style = item.style
 
         def fitted_style() -> torch.Tensor:        # same padded size as the content
-            return pad_to_multiple(fit_style(self._to_device(style), h, w), p)[0]
+            return prepare_style(self._to_device(style), (h, w), p)
         return c, fitted_style, (h, w), orig
 
     def _encode(self, cache: ByteLRU, keys: list, pixels: list, what: str) -> list:
