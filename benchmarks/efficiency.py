@@ -5,6 +5,7 @@ Usage (CUDA machine, repository root): python benchmarks/efficiency.py --out DIR
 CPU smoke test of the script itself: python benchmarks/efficiency.py --device cpu --quick --tiny --out DIR
 Methods (random weights; speed does not depend on values; inputs torch.rand on the device):
   ours                 MambaST forward, fused scan (impl "auto"), bf16 autocast and fp32, shuffle on
+  ours-compiled        ours with torch.compile (inductor; the scan stays one opaque operator), bf16 only
   ours-reference-scan  the same model with every layer's scan_impl = "ref" (Python loop over tokens)
   authors-work         what the authors' test script computes per image: stylized pass, the identity passes
                        (content, content) and (style, style), VGG-19 features of the five images and all losses
@@ -36,8 +37,8 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/efficiency.py` from a
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
-METHODS = ("ours", "ours-eager", "ours-reference-scan", "authors-work", "cross-attention")
-RUN_ORDER = ("ours", "ours-eager", "authors-work", "cross-attention", "ours-reference-scan")  # slowest, least important last
+METHODS = ("ours", "ours-compiled", "ours-eager", "ours-reference-scan", "authors-work", "cross-attention")
+RUN_ORDER = ("ours", "ours-compiled", "ours-eager", "authors-work", "cross-attention", "ours-reference-scan")  # slowest, least important last
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 GIB = 2 ** 30
 SLOW_CALL_S = 0.2       # calls slower than this get fewer timed runs (at least MIN_SLOW_RUNS)
@@ -55,6 +56,8 @@ ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
 WHAT = {
     "ours": "MambaST forward (stylization only), fused scan, replayed from a CUDA graph where graph_pays "
             "(folder runs graph their encoder and fusion calls the same way), eager elsewhere",
+    "ours-compiled": "ours with the non-scan layers compiled by torch.compile (inductor, compile time excluded), "
+                     "replayed from a CUDA graph where graph_pays",
     "ours-eager": "MambaST forward (stylization only), fused scan, kernels launched one by one from Python",
     "ours-reference-scan": "MambaST forward (stylization only), reference scan (Python loop over tokens)",
     "authors-work": "stylized pass + identity passes (Ic,Ic), (Is,Is) + VGG-19 features of 5 images + all losses",
@@ -202,7 +205,7 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
     return fn
 
 
-def setup_ours_graph(ctx, res, batch, dtype):
+def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     """The forward replayed from a CUDA graph (`mambast.graphs.GraphCache`) where `graph_pays`, eager elsewhere
     and on a CPU device; the style permutations are drawn on the CPU and copied in every call, as the eager
     forward does."""
@@ -218,8 +221,14 @@ def setup_ours_graph(ctx, res, batch, dtype):
     def forward(c, s, perms):
         with _autocast(ctx.device, dtype):
             return model(c, s, shuffle=True, perms=perms)
+    if compile:
+        forward = torch.compile(forward, dynamic=False)
     if not graph_pays(batch, res, res):   # as folder runs do: eager where a graph does not pay
-        fn = setup_ours(ctx, res, batch, dtype)
+        if not compile:
+            fn = setup_ours(ctx, res, batch, dtype)
+        else:
+            perms = draw_permutations(n, L).to(ctx.device)
+            fn = lambda: forward(c, s, perms)  # noqa: E731
         fn.graph = False
         return fn
     runner = GraphCache(forward, max_graphs=1)
@@ -305,7 +314,7 @@ class Context:
         return self._get(("attention",), make)
 
 
-NETS = {"ours": [("mambast", "auto")], "ours-eager": [("mambast", "auto")], "authors-work": [("mambast", "auto"), ("vgg",)],
+NETS = {"ours": [("mambast", "auto")], "ours-compiled": [("mambast", "auto")], "ours-eager": [("mambast", "auto")], "authors-work": [("mambast", "auto"), ("vgg",)],
         "cross-attention": [("attention",)], "ours-reference-scan": [("mambast", "ref")]}
 
 
@@ -319,6 +328,8 @@ def plan(args) -> list[dict]:
         if method not in args.methods:
             continue
         dtypes = args.dtypes if method in ("ours", "ours-eager", "ours-reference-scan") else ["fp32"]
+        if method == "ours-compiled":
+            dtypes = ["bf16"]
         for dtype in dtypes:
             sizes = [(r, 1) for r in args.resolutions] + ([big] if args.big_batch > 1 else [])
             for res, batch in sizes:
@@ -333,7 +344,8 @@ def plan(args) -> list[dict]:
 def run_case(ctx: Context, case: dict, args) -> dict:
     rec = dict(case)
     rec.update(ms_per_image=None, peak_mem_bytes=None)
-    setup = {"ours": setup_ours_graph, "ours-eager": setup_ours, "authors-work": setup_authors, "cross-attention": setup_attention,
+    setup = {"ours": setup_ours_graph, "ours-eager": setup_ours,
+             "ours-compiled": lambda c, r, b, d: setup_ours_graph(c, r, b, d, compile=True), "authors-work": setup_authors, "cross-attention": setup_attention,
              "ours-reference-scan": lambda c, r, b, d: setup_ours(c, r, b, d, "ref")}[case["method"]]
     fixed = case["method"] == "ours-reference-scan"
     runs, warmup = (min(args.runs, REF_SCAN_RUNS), 1) if fixed else (args.runs, args.warmup)
@@ -538,15 +550,19 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
     lines += ["", "## Targets", ""]
     ours_bf = by.get(("ours", "bf16", 512, 1))
     aw = by.get(("authors-work", "fp32", 512, 1))
-    sp = mem = None
-    if ours_bf and aw and ours_bf.get("ms_per_image") and aw.get("ms_per_image"):
-        sp = aw["ms_per_image"] / ours_bf["ms_per_image"]
-        mem = _ratio(ours_bf.get("peak_mem_bytes"), aw.get("peak_mem_bytes"))
-    lines += ["| target | measured | verdict |", "|---|---|---|",
-              f"| 512², batch 1: ours bf16 ≥ 10x faster than authors-work (fp32, here) | {_fmt(sp, 'x', 1)} | "
-              f"{_check(None if sp is None else sp >= 10)} |",
-              f"| 512², batch 1: ours bf16 peak memory ≤ 1/3 of authors-work's | {_fmt(mem, 'x')} | "
-              f"{_check(None if mem is None else mem <= 1 / 3)} |"]
+    lines += ["| target | measured | verdict |", "|---|---|---|"]
+    for method in ("ours", "ours-compiled"):
+        o = by.get((method, "bf16", 512, 1))
+        sp = mem = None
+        if o and aw and o.get("ms_per_image") and aw.get("ms_per_image"):
+            sp = aw["ms_per_image"] / o["ms_per_image"]
+            mem = _ratio(o.get("peak_mem_bytes"), aw.get("peak_mem_bytes"))
+        elif method != "ours":
+            continue
+        lines += [f"| 512², batch 1: {method} bf16 ≥ 10x faster than authors-work (fp32, here) | {_fmt(sp, 'x', 1)} | "
+                  f"{_check(None if sp is None else sp >= 10)} |",
+                  f"| 512², batch 1: {method} bf16 peak memory ≤ 1/3 of authors-work's | {_fmt(mem, 'x')} | "
+                  f"{_check(None if mem is None else mem <= 1 / 3)} |"]
     if anchors:
         a = anchors.get(("official test forward", "fp32", 512, 1))
         if a and ours_bf and ours_bf.get("ms_per_image"):
@@ -557,11 +573,13 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
                       f"| 512², batch 1: ours bf16 peak memory ≤ 1/3 of the official test forward's (anchor, "
                       f"{a['peak_mem_bytes'] / GIB:.2f} GiB) | {_fmt(mem_a, 'x')} | "
                       f"{_check(None if mem_a is None else mem_a <= 1 / 3)} |"]
-    for dtype in DTYPES if args.big_batch > 1 else ():
-        r = by.get(("ours", dtype, args.batch_res, args.big_batch))
+    for method, dtype in (("ours", "bf16"), ("ours", "fp32"), ("ours-compiled", "bf16")):
+        r = by.get((method, dtype, args.batch_res, args.big_batch))
+        if args.big_batch <= 1 or (r is None and method != "ours"):
+            continue
         ips = 1e3 / r["ms_per_image"] if r and r.get("ms_per_image") else None
         target = dtype == "bf16" and (args.batch_res, args.big_batch) == (512, 16)
-        lines.append(f"| {args.batch_res}², batch {args.big_batch}: ours {dtype} images/s"
+        lines.append(f"| {args.batch_res}², batch {args.big_batch}: {method} {dtype} images/s"
                      f"{' ≥ 500' if target else ' (for information)'} | {_fmt(ips, '', 0)} | "
                      f"{_check(None if ips is None or not target else ips >= 500)} |")
     ours_growth = _exponent([r for r in records if r["method"] == "ours" and r["dtype"] == "bf16"],

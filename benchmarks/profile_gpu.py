@@ -53,7 +53,7 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -
         torch.cuda.synchronize()
     events = prof.key_averages()
     print(f"\n=== res {res}, batch {batch}, dtype {dtype or 'fp32'}: 5 forwards ===")
-    print(events.table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70))
+    print(events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70))
     total = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") or 1
     print(f"sum of kernel time per forward: {total / 5 / 1000:.2f} ms ({total / 5 / 1000 / batch:.2f} ms per image)")
     for part in PARTS:
@@ -62,12 +62,34 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -
             print(f"  {part:12s} {ev[0].device_time_total / 5 / 1000:8.2f} ms per forward (CUDA)")
 
 
+def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None) -> None:
+    """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format."""
+    import copy
+
+    import triton.testing
+
+    x = torch.randn(batch, model.config.dim, res // model.config.patch_size, res // model.config.patch_size,
+                    device="cuda")
+    amp = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
+    for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        dec = copy.deepcopy(model.cnn_decoder).to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt)
+
+        def run():
+            with amp, torch.inference_mode():
+                return dec(xi)
+
+        ms = triton.testing.do_bench(run, warmup=10, rep=200, return_mode="median")
+        print(f"cnn decoder alone, res {res}, batch {batch}, {name}: {ms:.3f} ms ({ms / batch:.3f} ms per image)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--res", type=int, default=512)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--cnn-layouts", action="store_true", help="also time the CNN decoder alone in NCHW and NHWC")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
@@ -77,6 +99,8 @@ def main(argv=None) -> int:
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     for b in args.batch:
         profile(model, args.res, b, dtype, args.rows)
+        if args.cnn_layouts:
+            cnn_decoder_layouts(model, args.res, b, dtype)
     return 0
 
 

@@ -157,6 +157,7 @@ def main() -> int:
     ap.add_argument("--peak-gbps", type=float, default=3000.0, help="memory bandwidth to compare with (H100 ~3 TB/s)")
     ap.add_argument("--sweep", action="store_true", help="also time a few tile configurations at --sweep-l")
     ap.add_argument("--sweep-l", type=int, default=SWEEP_L, help="sequence length (a square) of the sweep")
+    ap.add_argument("--sweep-batches", default="1,2,16", help="batch sizes of the forward sweep")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only smoke-tests this script (TRITON_INTERPRET=1)")
     ap.add_argument("--check-sizes", default="32x32,13x40", help="grids H x W of the correctness checks")
     args = ap.parse_args()
@@ -251,27 +252,38 @@ def main() -> int:
                         parts.append(f"x{b / t:,.1f} vs {base}")
                 print(f"  {name:5} L={L:6d} {pas:8} " + ", ".join(parts))
 
-    # ---- a few tile configurations (same chunk for both passes, since the saved states depend on it)
+    # ---- forward tile configurations at each --sweep-batches (inference), then a few for forward + backward
     if args.sweep:
         side = int(math.isqrt(args.sweep_l))
-        configs = [DEFAULT_CONFIG,
-                   ScanKernelConfig(chunk=16, block_d_fwd=16, block_d_bwd=16, warps_fwd=4, warps_bwd=8),
-                   ScanKernelConfig(chunk=16, block_d_fwd=32, block_d_bwd=8, warps_fwd=8, warps_bwd=4),
-                   ScanKernelConfig(chunk=8, block_d_fwd=16, block_d_bwd=16, warps_fwd=4, warps_bwd=8),
-                   ScanKernelConfig(chunk=8, block_d_fwd=32, block_d_bwd=8, warps_fwd=4, warps_bwd=4),
-                   ScanKernelConfig(chunk=32, block_d_fwd=16, block_d_bwd=8, warps_fwd=8, warps_bwd=8)]
-        print(f"\ntile sweep at L={side * side} ({dtypes[0]}): ms forward, ms forward+backward")
+        L = side * side
+        C = ScanKernelConfig
+        fwd_configs = [C(tile_fwd=t, block_d_fwd=bd, warps_fwd=w, lanes_fwd=nl) for t, bd, w, nl in (
+            (4, 128, 4, 1), (2, 128, 4, 1), (4, 64, 2, 1), (4, 32, 1, 1), (4, 256, 8, 1),
+            (4, 64, 2, 2), (4, 128, 4, 2), (4, 32, 4, 4), (4, 64, 4, 4), (2, 64, 4, 4), (8, 32, 4, 4),
+            (4, 128, 8, 4), (4, 16, 4, 8), (4, 32, 8, 8), (2, 16, 4, 8), (4, 8, 4, 16),
+            (8, 32, 1, 1), (8, 64, 2, 1), (16, 32, 4, 4), (8, 16, 4, 8), (8, 64, 8, 4), (8, 64, 4, 2))]
+        sweep_dtype = DTYPES[dtypes[-1]]
+        print(f"\nforward tile sweep at L={L} ({dtypes[-1]}): ms per call, G state updates per second")
+        for bt in (int(b) for b in args.sweep_batches.split(",")):
+            xs = make_inputs(bt, Dm, N, side, side, sweep_dtype)
+            updates = bt * 4 * L * Dm * N
+            for cfg in fwd_configs:
+                fwd, _ = fwd_and_fwdbwd(lambda *a, cfg=cfg: selective_scan_2d_triton(*a, config=cfg), xs, side, side)
+                ms = time_ms(fwd)
+                report["sweep"].append({"pass": "fwd", "Bt": bt, "config": dataclasses.asdict(cfg), "ms": ms,
+                                        "g_updates_per_s": updates / ms / 1e6})
+                print(f"  Bt={bt:3d} T{cfg.tile_fwd} D{cfg.block_d_fwd} w{cfg.warps_fwd} lanes{cfg.lanes_fwd}: "
+                      f"{ms:8.3f} ms  {updates / ms / 1e6:8.1f} G/s")
+            best = min((r for r in report["sweep"] if r["Bt"] == bt), key=lambda r: r["ms"])
+            print(f"  fastest forward at Bt={bt}: {best['config']} ({best['ms']:.3f} ms)")
+            del xs
         xs = make_inputs(1, Dm, N, side, side, DTYPES[dtypes[0]])
-        for cfg in configs:
-            fn = lambda *a, cfg=cfg: selective_scan_2d_triton(*a, config=cfg)  # noqa: E731
-            fwd, fwdbwd = fwd_and_fwdbwd(fn, xs, side, side)
-            t0 = time.perf_counter()
-            ms_f, ms_fb = time_ms(fwd), time_ms(fwdbwd)
-            report["sweep"].append({"config": dataclasses.asdict(cfg), "fwd_ms": ms_f, "fwdbwd_ms": ms_fb})
-            print(f"  {cfg}: {ms_f:.3f}  {ms_fb:.3f}   ({time.perf_counter() - t0:.0f} s incl. compile)")
-        best_f = min(report["sweep"], key=lambda r: r["fwd_ms"])
-        best_fb = min(report["sweep"], key=lambda r: r["fwdbwd_ms"])
-        print(f"fastest forward: {best_f['config']}\nfastest forward+backward: {best_fb['config']}")
+        for cfg in (DEFAULT_CONFIG, C(chunk=16, block_d_bwd=16, warps_bwd=8), C(chunk=8, block_d_bwd=16),
+                    C(chunk=16, block_d_bwd=32, warps_bwd=4), C(chunk=16, block_d_bwd=8, warps_bwd=2)):
+            _, fwdbwd = fwd_and_fwdbwd(lambda *a, cfg=cfg: selective_scan_2d_triton(*a, config=cfg), xs, side, side)
+            ms = time_ms(fwdbwd)
+            report["sweep"].append({"pass": "fwd+bwd", "Bt": 1, "config": dataclasses.asdict(cfg), "ms": ms})
+            print(f"  fwd+bwd Bt=1 {dtypes[0]} chunk {cfg.chunk} D{cfg.block_d_bwd} w{cfg.warps_bwd}: {ms:.3f} ms")
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "scan_benchmark.json"

@@ -60,6 +60,9 @@ def _add_stylize(sub) -> None:
                         "CUDA, float32 on CPU")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pairs of one working size stylized per model call (default 8 on CUDA, 1 on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the layers around the scan: faster on CUDA, but each new working "
+                        "size first compiles for about 20 s (for large folders)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)
@@ -191,7 +194,8 @@ def cmd_stylize(args) -> int:
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
     model = MambaST.from_pretrained(args.weights, device=device)
     stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
-                            autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size)
+                            autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size,
+                            compile=args.compile)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
     try:
@@ -219,6 +223,7 @@ def cmd_demo(args) -> int:
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
     args.content, args.style = str(content), str(style)
     args.no_shuffle, args.overwrite, args.quiet, args.dtype, args.batch_size = False, True, True, None, None
+    args.compile = False
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)

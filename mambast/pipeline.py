@@ -115,13 +115,15 @@ class PairStylizer:
     writing threads). cache_bytes: budget of each of the three caches (decoded images, content tokens,
     style tokens), so a style applied to many contents (or a content to many styles) is decoded and
     encoded once. cuda_graphs (default: on CUDA): replay the encoders and the fusion from CUDA graphs
-    for input shapes met more than once (`mambast.graphs`).
+    for input shapes met more than once (`mambast.graphs`). compile: run the encoders and the fusion through
+    torch.compile (inductor fuses the layers around the scan; each new input shape compiles for about
+    20 s on the first call, so it pays for long runs of few sizes).
     """
 
     def __init__(self, model, size: int | None = 512, seed=None, shuffle: bool = True,
                  autocast_dtype: torch.dtype | None = None, batch_size: int = 1, workers: int | None = None,
                  cache_bytes: int = 1 << 30, cuda_graphs: bool | None = None,
-                 max_batch_pixels: int = 16 * 512 * 512):
+                 max_batch_pixels: int = 16 * 512 * 512, compile: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.model, self.size, self.seed, self.shuffle = model, size, seed, shuffle
@@ -137,23 +139,28 @@ class PairStylizer:
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs
         amp = lambda: autocast(self.param.device.type, self.autocast_dtype)  # noqa: E731
+        maybe_compiled = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
 
         def encoder(f):
+            f = maybe_compiled(f)
+
             def run(x):
                 with amp():
                     return f(x.to(self.param.dtype))
             return run
 
+        decode = maybe_compiled(lambda xc, xs, perms: model.decode(xc, xs, shuffle=self.shuffle, perms=perms))
+
         def fuse(xc, xs, perms=None):
             with amp():
-                return model.decode(xc, xs, shuffle=self.shuffle, perms=perms)
+                return decode(xc, xs, perms)
         self._encoders = {"content": encoder(model.encode_content), "style": encoder(model.encode_style)}
         self._fuse = fuse
         if self.cuda_graphs:
             p = self.model.config.patch_size
             self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]))   # [B, 3, H, W]
                               for k, f in self._encoders.items()}
-            self._fuse = _graphed(fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p))  # [B, H', W', C]
+            self._fuse = _graphed(self._fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p))  # [B, H', W', C]
 
     # -------------------------------------------------------------------------------- decoding (threads)
 

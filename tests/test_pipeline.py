@@ -140,3 +140,26 @@ def test_cached_tokens_do_not_keep_the_batch_alive(tiny_model, pairs):
     for cache in (stylizer.content_tokens, stylizer.style_tokens):
         for t in cache._items.values():
             assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def _compiled_matches_plain(model, pairs, tmp_path, dtype, cuda_graphs):
+    jobs = [Job(j.content, j.style, tmp_path / "out" / f"compiled{i}.png") for i, j in enumerate(pairs)]
+    plain = [Job(j.content, j.style, tmp_path / "out" / f"plain{i}.png") for i, j in enumerate(pairs)]
+    compiled = PairStylizer(model, size=16, seed=2, batch_size=2, autocast_dtype=dtype, cuda_graphs=cuda_graphs,
+                            compile=True)
+    assert all(e is None for _, e in compiled.run(jobs))
+    assert all(e is None for _, e in PairStylizer(model, size=16, seed=2, batch_size=2, autocast_dtype=dtype,
+                                                   cuda_graphs=False).run(plain))
+    for a, b in zip(jobs, plain):
+        diff = np.abs(np.asarray(Image.open(a.output)).astype(int) - np.asarray(Image.open(b.output)).astype(int))
+        assert diff.max() <= 1
+
+
+def test_compiled_pipeline_matches_plain(tiny_model, pairs, tmp_path):
+    _compiled_matches_plain(tiny_model, pairs[:2], tmp_path, None, False)
+
+
+@pytest.mark.gpu
+@gpu
+def test_compiled_pipeline_with_cuda_graphs_matches_plain(tiny_model, pairs, tmp_path):
+    _compiled_matches_plain(tiny_model.cuda(), pairs * 2, tmp_path, None, True)

@@ -40,6 +40,13 @@ def selective_scan_2d_cpu(u, delta, A, B, C, D, delta_bias, H: int, W: int) -> t
     returns y: [Bt, L, Dm] float32. Inference only: raises if autograd would need gradients.
     """
     _check_args(u, delta, A, B, C, D, delta_bias, H, W)
+    return _scan_cpu(u, delta, A, B, C, D, delta_bias, int(H), int(W))
+
+
+@torch.library.custom_op("mambast::selective_scan_2d_cpu", mutates_args=())
+def _scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+              D: torch.Tensor, delta_bias: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """The scan as one opaque operator (torch.compile keeps it whole instead of tracing into numba)."""
     kernel = _get_kernel()
     if kernel is False or not bool(torch.isfinite(A).all() and (A <= 0).all()):
         # no numba, or A outside the model's range (the kernel's exp assumes dt * A <= 0)
@@ -67,6 +74,11 @@ def selective_scan_2d_cpu(u, delta, A, B, C, D, delta_bias, H: int, W: int) -> t
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
     return y[..., :Dm].contiguous() if pad else y
+
+
+@_scan_cpu.register_fake
+def _(u, delta, A, B, C, D, delta_bias, H, W):
+    return u.new_empty(u.shape, dtype=torch.float32)
 
 
 def kernel_available() -> bool:

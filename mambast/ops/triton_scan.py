@@ -46,7 +46,7 @@ written as per-(batch, order, channel) partial sums and reduced in torch (determ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 import triton
@@ -60,27 +60,42 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 @dataclass(frozen=True)
 class ScanKernelConfig:
-    """Tile sizes and warps; `chunk` is also the interval between saved states (shared by both passes).
+    """Tile sizes and warps of the two kernels.
 
-    A tile holds CHUNK x BLOCK_D x N float32 values per live tensor (time in registers of one thread,
-    N across lanes); the defaults keep the kernels free of register spills on sm_90 (80 and ~200
-    registers per thread). `python benchmarks/scan.py --sweep` times a few alternatives.
+    Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each thread holding tile_fwd x N float32
+    values per live tensor for its channel. Backward: tiles of `chunk` steps x `block_d_bwd` channels
+    (time in registers, N across lanes); `chunk` is also the interval between the states the forward saves
+    for it, so it must be a multiple of tile_fwd. `python benchmarks/scan.py --sweep` times alternatives.
     """
 
-    chunk: int = 16         # time steps per tile (power of two)
-    block_d_fwd: int = 16   # channels per forward program (power of two)
+    chunk: int = 16         # backward time steps per tile and interval between saved states (power of two)
+    tile_fwd: int = 8       # forward time steps per tile (power of two, <= chunk)
+    block_d_fwd: int = 32   # channels per forward program (power of two)
+    lanes_fwd: int = 1      # lanes sharing one channel's state in the forward (power of two, <= N)
     block_d_bwd: int = 16   # channels per backward program (power of two)
-    warps_fwd: int = 8
-    warps_bwd: int = 8
+    warps_fwd: int = 1
+    warps_bwd: int = 4
 
     def __post_init__(self):
-        for name in ("chunk", "block_d_fwd", "block_d_bwd", "warps_fwd", "warps_bwd"):
+        for name in ("chunk", "tile_fwd", "block_d_fwd", "lanes_fwd", "block_d_bwd", "warps_fwd", "warps_bwd"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
+        if self.tile_fwd > self.chunk:
+            raise ValueError(f"ScanKernelConfig.tile_fwd ({self.tile_fwd}) must not exceed chunk ({self.chunk})")
 
 
 DEFAULT_CONFIG = ScanKernelConfig()
+# Few sequences (batch x 4 orders x channels) leave most of the GPU idle with one thread per channel: then
+# four lanes share each channel's state. Both configurations were the fastest of a sweep on an H200
+# (benchmarks/scan.py --sweep) at L = 4096, Dm = 1024, N = 16, batch 16 and batch 1 respectively.
+FEW_SEQUENCES_CONFIG = ScanKernelConfig(tile_fwd=16, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
+FEW_SEQUENCES = 16384
+
+
+def default_config(batch: int, channels: int) -> ScanKernelConfig:
+    """The kernel configuration used when none is given, from the number of sequences to scan."""
+    return FEW_SEQUENCES_CONFIG if batch * N_ORDERS * channels < FEW_SEQUENCES else DEFAULT_CONFIG
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -119,61 +134,75 @@ def _rows(base, p, s_row, cols, s_col, mask):
 @triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr,
-    L, H, W, Dm, N, n_chunks,
+    L, H, W, Dm, N, n_tiles, n_chunks,
     su_b, su_l, su_d,
     sd_b, sd_k, sd_l, sd_d,
     sB_b, sB_k, sB_l, sB_n,
     sC_b, sC_k, sC_l, sC_n,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STORE_STATES: tl.constexpr,
+    TILE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr,
+    STORE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr,
 ):
+    # Tensors are [TILE, NI, BLOCK_D, N_LANES] with state index n = i * N_LANES + j: the last axis spreads
+    # each channel's state over N_LANES lanes (more threads for small batches), the channels over the other
+    # lanes and the warps; time and the NI = BLOCK_N / N_LANES other states sit in each thread's registers,
+    # so the scan along time needs no exchange between threads and the sum over the state only
+    # log2(N_LANES) shuffles. B_t and C_t, shared by all channels, are broadcast.
+    NI: tl.constexpr = BLOCK_N // N_LANES
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    rows = tl.arange(0, CHUNK)
+    rows = tl.arange(0, TILE)
     d_ok = d < Dm
-    n_ok = n < N
-    dn_ok = d_ok[:, None] & n_ok[None, :]
+    n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]   # [NI, 1, NL]
+    d3 = d[None, :, None]                                                                   # [1, BD, 1]
+    nd_ok = (n3 < N) & (d3 < Dm)                                                            # [NI, BD, NL]
+    nt = tl.reshape(n3, (1, NI, N_LANES))                                                   # [1, NI, NL]
+    nt_ok = nt < N
 
-    A2 = tl.load(A2_ptr + (k * Dm + d[:, None]) * N + n[None, :], mask=dn_ok, other=0.0)  # A log2(e) [BD, BN]
-    Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)                               # [BD]
-    bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)                          # [BD]
+    A2 = tl.load(A2_ptr + (k * Dm + d3) * N + n3, mask=nd_ok, other=0.0)   # A log2(e) [NI, BD, NL]
+    Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)                 # [BD]
+    bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)            # [BD]
 
     u_base = u_ptr + b * su_b
     dl_base = delta_ptr + b * sd_b + k * sd_k
     B_base = B_ptr + b * sB_b + k * sB_k
     C_base = C_ptr + b * sC_b + k * sC_k
     out_base = out_ptr + b * L * Dm
-    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N
+    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
 
     # tile c's inputs are loaded while tile c - 1 is computed, so their latency overlaps the scan
-    p, t_ok = _steps(0, k, L, H, W, CHUNK)
-    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
-    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
-    Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
-    Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    p, t_ok = _steps(0, k, L, H, W, TILE)
+    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                          # [T, BD]
+    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                         # [T, BD]
+    Bt = tl.load(B_base + p[:, None, None] * sB_l + nt * sB_n, mask=t_ok[:, None, None] & nt_ok,
+                 other=0.0).to(tl.float32)                                                      # [T, NI, NL]
+    Ct = tl.load(C_base + p[:, None, None] * sC_l + nt * sC_n, mask=t_ok[:, None, None] & nt_ok,
+                 other=0.0).to(tl.float32)
+    h = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
     c = 0
-    while c < n_chunks:
-        if STORE_STATES:  # the state entering tile c
-            tl.store(st_base + (c * Dm + d[:, None]) * N + n[None, :], h, mask=dn_ok)
-        p_nx, t_ok_nx = _steps((c + 1) * CHUNK, k, L, H, W, CHUNK)   # past the end: all masked
+    while c < n_tiles:
+        if STORE_STATES:  # the state entering every backward chunk (STATE_EVERY forward tiles)
+            if c % STATE_EVERY == 0:
+                tl.store(st_base + (c // STATE_EVERY) * Dm * N, h, mask=nd_ok)
+        p_nx, t_ok_nx = _steps((c + 1) * TILE, k, L, H, W, TILE)   # past the end: all masked
         u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
         x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
-        B_nx = _rows(B_base, p_nx, sB_l, n, sB_n, t_ok_nx[:, None] & n_ok[None, :])
-        C_nx = _rows(C_base, p_nx, sC_l, n, sC_n, t_ok_nx[:, None] & n_ok[None, :])
+        B_nx = tl.load(B_base + p_nx[:, None, None] * sB_l + nt * sB_n, mask=t_ok_nx[:, None, None] & nt_ok,
+                       other=0.0).to(tl.float32)
+        C_nx = tl.load(C_base + p_nx[:, None, None] * sC_l + nt * sC_n, mask=t_ok_nx[:, None, None] & nt_ok,
+                       other=0.0).to(tl.float32)
 
         td_ok = t_ok[:, None] & d_ok[None, :]
-        dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                             # [T, BD]
-        a = tl.exp2(dt[:, :, None] * A2[None, :, :])                                        # [T, BD, BN]
-        bx = (dt * u)[:, :, None] * Bt[:, None, :]                                          # [T, BD, BN]
-        bx = tl.where((rows == 0)[:, None, None], bx + a * h[None, :, :], bx)               # carry in
-        _, hs = tl.associative_scan((a, bx), 0, _compose)                                   # h_t
-        y = tl.sum(hs * Ct[:, None, :], axis=2) + Dk[None, :] * u                           # [T, BD]
+        dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                                 # [T, BD]
+        a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                                   # [T, NI, BD, NL]
+        bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]
+        bx = tl.where((rows == 0)[:, None, None, None], bx + a * h[None, :, :, :], bx)          # carry in
+        _, hs = tl.associative_scan((a, bx), 0, _compose)                                       # h_t
+        y = tl.sum(tl.sum(hs * Ct[:, :, None, :], axis=1), axis=2) + Dk[None, :] * u           # [T, BD]
         tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")
         # padded rows are identity steps (dt = 0), so the last row holds the state leaving the tile
-        h = tl.sum(tl.where((rows == CHUNK - 1)[:, None, None], hs, 0.0), axis=0)
+        h = tl.sum(tl.where((rows == TILE - 1)[:, None, None, None], hs, 0.0), axis=0)
 
         p, t_ok, u, x, Bt, Ct = p_nx, t_ok_nx, u_nx, x_nx, B_nx, C_nx
         c += 1
@@ -295,7 +324,7 @@ def _scan_bwd_kernel(
 # ---------------------------------------------------------------------------------------- autograd
 
 def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
-    """out [Bt, L, Dm] float32 and the states entering each tile (a placeholder unless store_states)."""
+    """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states)."""
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
@@ -303,12 +332,13 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
     shape = (Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,)
     states = torch.empty(shape, device=u.device, dtype=torch.float32)
     grid = (triton.cdiv(Dm, cfg.block_d_fwd), N_ORDERS, Bt)
+    block_n = triton.next_power_of_2(N)
     _scan_fwd_kernel[grid](
         u, delta, A2, B, C, D, bias, out, states,
-        L, H, W, Dm, N, n_chunks,
+        L, H, W, Dm, N, triton.cdiv(L, cfg.tile_fwd), n_chunks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
-        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_fwd, BLOCK_N=triton.next_power_of_2(N),
-        STORE_STATES=store_states, num_warps=cfg.warps_fwd,
+        TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
+        STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, num_warps=cfg.warps_fwd,
     )
     return out, states
 
@@ -340,14 +370,12 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
 
 class _SelectiveScan2D(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, H, W, cfg, store):
-        A2 = (A.float() * LOG2E).contiguous()                      # [4, Dm, N]: exp(dt A) = exp2(dt A2)
-        D32, bias32 = D.float().contiguous(), delta_bias.float().contiguous()
-        out, states = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, cfg, store)
-        if store:
-            ctx.save_for_backward(u, delta, A2, B, C, D32, bias32, states)
-            ctx.H, ctx.W, ctx.cfg = H, W, cfg
-            ctx.dtypes = tuple(t.dtype for t in (u, delta, A, B, C, D, delta_bias))
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, H, W, cfg):
+        A2, D32, bias32 = _inputs32(A, D, delta_bias)
+        out, states = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, cfg, True)
+        ctx.save_for_backward(u, delta, A2, B, C, D32, bias32, states)
+        ctx.H, ctx.W, ctx.cfg = H, W, cfg
+        ctx.dtypes = tuple(t.dtype for t in (u, delta, A, B, C, D, delta_bias))
         return out
 
     @staticmethod
@@ -357,7 +385,26 @@ class _SelectiveScan2D(torch.autograd.Function):
                                                         ctx.H, ctx.W, ctx.cfg)
         grads = tuple(g.to(dt) if need else None for g, dt, need in
                       zip((du, ddelta, dA, dB, dC, dD, dbias), ctx.dtypes, ctx.needs_input_grad))
-        return (*grads, None, None, None, None)
+        return (*grads, None, None, None)
+
+
+def _inputs32(A, D, delta_bias):
+    """A log2(e) (exp(dt A) = exp2(dt A2)), D and delta_bias as contiguous float32 [4, Dm(, N)]."""
+    return (A.float() * LOG2E).contiguous(), D.float().contiguous(), delta_bias.float().contiguous()
+
+
+@torch.library.custom_op("mambast::selective_scan_2d", mutates_args=())
+def _scan_no_grad(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                  D: torch.Tensor, delta_bias: torch.Tensor, H: int, W: int, config: list[int]) -> torch.Tensor:
+    """The forward without autograd, as one opaque operator: torch.compile keeps it whole in its graphs."""
+    A2, D32, bias32 = _inputs32(A, D, delta_bias)
+    out, _ = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, ScanKernelConfig(*config), False)
+    return out
+
+
+@_scan_no_grad.register_fake
+def _(u, delta, A, B, C, D, delta_bias, H, W, config):
+    return u.new_empty(u.shape, dtype=torch.float32)
 
 
 def _check(u, delta, A, B, C, D, delta_bias, H, W):
@@ -389,9 +436,12 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
     L = H * W. Inputs may be float32, bfloat16 or float16 (the state is always float32) and any
     strides; any N works (padded to a power of two; tuned for N <= 16). Returns [Bt, L, Dm] float32
     and supports autograd for every tensor argument (gradients in the arguments' dtypes).
-    config: tile sizes (default DEFAULT_CONFIG); the result does not depend on it beyond rounding.
+    config: tile sizes (default: `default_config(Bt, Dm)`); the result does not depend on it beyond rounding.
     """
     _check(u, delta, A, B, C, D, delta_bias, H, W)
     tensors = (u, delta, A, B, C, D, delta_bias)
     store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
-    return _SelectiveScan2D.apply(*tensors, int(H), int(W), config or DEFAULT_CONFIG, store)
+    config = config or default_config(u.shape[0], u.shape[2])
+    if store:
+        return _SelectiveScan2D.apply(*tensors, int(H), int(W), config)
+    return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)))

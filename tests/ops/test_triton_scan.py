@@ -25,7 +25,7 @@ if INTERPRETED:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 was set: set it in the environment "
                     "(or in tests/conftest.py) to run these tests without CUDA", allow_module_level=True)
 # small tiles so that tiny shapes still span several tiles and channel blocks, with ragged ends
-SMALL = ScanKernelConfig(chunk=4, block_d_fwd=8, block_d_bwd=8)
+SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8)
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 SHAPES = [  # (Bt, Dm, N, H, W)
     (2, 6, 4, 3, 5),
@@ -194,13 +194,15 @@ def test_grid_must_match_length():
 
 # ------------------------------------------------------------------------------- GPU (compiled) tests
 
-GPU_CONFIGS = [DEFAULT_CONFIG, ScanKernelConfig(chunk=8, block_d_fwd=32, block_d_bwd=16, warps_fwd=4, warps_bwd=4),
-               ScanKernelConfig(chunk=32, block_d_fwd=8, block_d_bwd=8, warps_fwd=4, warps_bwd=8)]
+GPU_CONFIGS = [DEFAULT_CONFIG,
+               ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
+               ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
+               ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4)]
 
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"T{c.chunk}-D{c.block_d_fwd}-{c.block_d_bwd}")
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"T{c.chunk}-{c.tile_fwd}-D{c.block_d_fwd}-{c.block_d_bwd}-lanes{c.lanes_fwd}")
 def test_gpu_model_sized_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (2, 1024, 16, 16, 24)     # the model's inner width and state size
     xs = make_inputs(*shape, seed=20)
