@@ -117,10 +117,10 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _free(device: torch.device) -> None:
+    # cuBLAS workspaces are kept (a few tens of MiB per stream): freeing them between cases made the next
+    # case's CUDA-graph capture fail with "unspecified launch failure" on an H200 (torch 2.11)
     gc.collect()
     if device.type == "cuda":
-        if hasattr(torch._C, "_cuda_clearCublasWorkspaces"):   # workspaces of earlier cases' streams
-            torch._C._cuda_clearCublasWorkspaces()
         torch.cuda.empty_cache()
 
 
