@@ -195,7 +195,7 @@ def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto
 
 
 def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
-    model = ctx.model(scan_impl)
+    model = ctx.model(scan_impl, dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
 
@@ -213,7 +213,7 @@ def setup_ours_graph(ctx, res, batch, dtype, compile=False):
         return setup_ours(ctx, res, batch, dtype)
     from mambast.graphs import GraphCache, graph_pays
     from mambast.model import draw_permutations
-    model = ctx.model("auto")
+    model = ctx.model("auto", dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
     n, L = len(model.decoder.layers), (res // model.config.patch_size) ** 2
@@ -294,8 +294,14 @@ class Context:
             del self._nets[k]
         _free(self.device)
 
-    def model(self, scan_impl):
-        return self._get(("mambast", scan_impl), lambda: build_model(self.cfg, self.device, scan_impl))
+    def model(self, scan_impl, dtype="fp32"):
+        """The model; for bf16 its Linear and Conv2d weights stored in bf16 (`cast_autocast_weights`: the same
+        results under autocast, as `mambast stylize` runs it)."""
+        from mambast.infer import cast_autocast_weights
+
+        def make():
+            return cast_autocast_weights(build_model(self.cfg, self.device, scan_impl), DTYPES[dtype] if dtype != "fp32" else None)
+        return self._get(("mambast", scan_impl, dtype), make)
 
     def vgg(self):
         from mambast.networks.vgg import VGG19Features
@@ -351,7 +357,7 @@ def run_case(ctx: Context, case: dict, args) -> dict:
     runs, warmup = (min(args.runs, REF_SCAN_RUNS), 1) if fixed else (args.runs, args.warmup)
     error = None
     try:
-        ctx.keep_only(NETS[case["method"]])
+        ctx.keep_only([k + (case["dtype"],) if k[0] == "mambast" else k for k in NETS[case["method"]]])
         with torch.inference_mode():
             fn = setup(ctx, case["resolution"], case["batch"], case["dtype"])
             rec.update(measure(fn, case["batch"], ctx.device, runs, warmup, fixed))

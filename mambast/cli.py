@@ -162,7 +162,7 @@ def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import autocast_dtype, default_device
+    from .infer import autocast_dtype, cast_autocast_weights, default_device
     from .model import MambaST
     from .pipeline import Job, PairStylizer
 
@@ -192,9 +192,10 @@ def cmd_stylize(args) -> int:
         print(f"nothing to do: all {len(triples)} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
-    model = MambaST.from_pretrained(args.weights, device=device)
+    amp = autocast_dtype(args.dtype, device)
+    model = cast_autocast_weights(MambaST.from_pretrained(args.weights, device=device), amp)
     stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
-                            autocast_dtype=autocast_dtype(args.dtype, device), batch_size=batch_size,
+                            autocast_dtype=amp, batch_size=batch_size,
                             compile=args.compile)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)

@@ -129,6 +129,20 @@ def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, in
     return y
 
 
+def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
+    """Store the weights and biases of Linear and Conv2d layers in `dtype` (in place; returns the model).
+
+    Autocast to `dtype` casts exactly these to `dtype` before every use, so results are unchanged while
+    the float32 copies and autocast's per-forward cache of cast weights are no longer held (less memory,
+    no cast kernels). Everything else (LayerNorms, the scan's A, D and dt bias) stays float32.
+    """
+    if dtype is not None:
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.to(dtype)
+    return model
+
+
 def autocast(device_type: str, dtype: torch.dtype | None):
     """torch.autocast for a compute dtype, or a no-op context for float32 (None)."""
     return torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext()

@@ -1,0 +1,16 @@
+
+
+def test_weights_stored_in_the_autocast_dtype_give_the_same_output(tiny_model):
+    import copy
+
+    import torch
+
+    from mambast.infer import cast_autocast_weights
+    c, s = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
+    cast = cast_autocast_weights(copy.deepcopy(tiny_model), torch.bfloat16)
+    assert cast.encoder_c.layers[0].self_attention.in_proj.weight.dtype == torch.bfloat16
+    assert cast.encoder_c.layers[0].self_attention.A_logs.dtype == torch.float32
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = tiny_model(c, s, generator=3)
+        got = cast(c, s, generator=3)
+    assert torch.equal(got, want)
