@@ -10,17 +10,24 @@ row-major position read at step t; every order k has its own delta, B, C, A, D, 
     h_t  = a_t * h_{t-1} + dt_t * u[p_t] * B_t  (h_{-1} = 0)
     y_t  = <C_t, h_t> + D * u[p_t]              out[p_t] += y_t  (summed over the four orders)
 
-Forward. One program per (batch, order, block of BLOCK_D channels) walks its order in tiles of
-CHUNK steps, the state [BLOCK_D, N] carried in registers in float32 whatever the input dtype. In a
-tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t, and b_0 += a_0 h_in for the carried state)
-are composed by `tl.associative_scan` along time, which gives every h_t of the tile at once.
-Positions are index arithmetic on t (reversed orders read s = L-1-t; column-major step s reads
-p = (s % H) * W + s // H): nothing is transposed or flipped in memory, and each step's row of
-BLOCK_D channels is one contiguous load. The next tile's inputs are loaded before the current
-tile is computed. When gradients are needed the state entering every tile is saved (float32,
-[Bt, 4, L/CHUNK, Dm, N]: N/CHUNK times the size of a float32 delta).
+Forward. One program per (batch, order, block of BLOCK_D channels) walks its order in tiles of TILE
+steps. Each channel's state (N float32 values, whatever the input dtype) sits in the registers of
+N_LANES threads (N / N_LANES values each), and the channels are spread over the other lanes and the
+warps, so the recurrence along time runs inside each thread and the sum over the state needs at most
+log2(N_LANES) shuffles; with N_LANES = 1 (large batches) it needs none. Small batches use N_LANES = 4
+to occupy more threads (`default_config`). In a tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t,
+and b_0 += a_0 h_in for the carried state) are composed by `tl.associative_scan` along time, which
+gives every h_t of the tile at once; B_t and C_t, shared by all channels, are broadcast to every
+thread. Positions are index arithmetic on t (reversed orders read s = L-1-t; column-major step s reads
+p = (s % H) * W + s // H): nothing is transposed or flipped in memory, and each step's row of BLOCK_D
+channels is one contiguous load. The next tile's inputs are loaded before the current tile is
+computed. When gradients are needed the state entering every backward chunk (CHUNK steps, a multiple
+of TILE) is saved (float32, [Bt, 4, L/CHUNK, Dm, N]: N/CHUNK times the size of a float32 delta).
+Without gradients the forward is one opaque torch operator (`mambast::selective_scan_2d`), so
+torch.compile keeps it whole.
 
-Backward. With g_t = dL/dh_t (through all later steps) and gy_t = dL/dout[p_t]:
+Backward (tiles of CHUNK steps; time in registers, the state across lanes). With g_t = dL/dh_t
+(through all later steps) and gy_t = dL/dout[p_t]:
 
     g_t        = gy_t C_t + a_{t+1} g_{t+1}                      (g_L = 0: a reverse linear scan)
     dC_t       = sum_d gy_t h_t
@@ -62,8 +69,8 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 class ScanKernelConfig:
     """Tile sizes and warps of the two kernels.
 
-    Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each thread holding tile_fwd x N float32
-    values per live tensor for its channel. Backward: tiles of `chunk` steps x `block_d_bwd` channels
+    Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each channel's state shared by
+    `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor). Backward: tiles of `chunk` steps x `block_d_bwd` channels
     (time in registers, N across lanes); `chunk` is also the interval between the states the forward saves
     for it, so it must be a multiple of tile_fwd. `python benchmarks/scan.py --sweep` times alternatives.
     """

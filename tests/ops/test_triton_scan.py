@@ -3,6 +3,7 @@
 Without CUDA the kernels run in Triton's CPU interpreter on tiny shapes; `gpu` tests need a CUDA device.
 """
 
+import dataclasses
 import os
 
 import pytest
@@ -15,7 +16,8 @@ triton = pytest.importorskip("triton")
 
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
-from mambast.ops.triton_scan import DEFAULT_CONFIG, ScanKernelConfig, selective_scan_2d_triton  # noqa: E402
+from mambast.ops.triton_scan import (  # noqa: E402
+    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ScanKernelConfig, default_config, selective_scan_2d_triton)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -145,15 +147,30 @@ def test_backward_bf16_inputs_give_bf16_gradients():
         assert rel_err(g, w) < 1e-2, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
-def test_default_config_forward_and_backward():
-    Bt, Dm, N, H, W = shape = (1, 20, 4, 5, 4)
+@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG], ids=["auto", "default", "few"])
+def test_default_configs_forward_and_backward(config):
+    Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
     xs = make_inputs(*shape, seed=4)
     gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W), xs, gy)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=config), xs, gy)
     y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
     assert rel_err(y, y_ref) < 1e-5
     for name, g, w in zip(NAMES, got, want):
         assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
+def test_default_config_gives_small_batches_more_threads():
+    assert default_config(1, 1024) == FEW_SEQUENCES_CONFIG      # 4096 sequences: 4 lanes per channel
+    assert default_config(16, 1024) == DEFAULT_CONFIG           # 65536 sequences: one thread per channel
+
+
+def test_no_grad_forward_is_one_operator():
+    """Without autograd the scan is the custom operator torch.compile keeps whole (and gives the same result)."""
+    Bt, Dm, N, H, W = shape = (1, 8, 4, 3, 2)
+    xs = make_inputs(*shape, seed=6)
+    with torch.no_grad():
+        y = torch.ops.mambast.selective_scan_2d(*xs, H, W, list(dataclasses.astuple(SMALL)))
+        assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-5
 
 
 def test_strided_inputs_and_partial_requires_grad():
@@ -194,7 +211,7 @@ def test_grid_must_match_length():
 
 # ------------------------------------------------------------------------------- GPU (compiled) tests
 
-GPU_CONFIGS = [DEFAULT_CONFIG,
+GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG,
                ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
                ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
                ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4)]
