@@ -8,6 +8,8 @@ Random-weight reference model (speed does not depend on values) unless --weights
   pipeline b1 plain   `PairStylizer`, batch 1, no token caches, no CUDA graphs (decode/write overlap only)
   pipeline bN         `PairStylizer` as `mambast stylize` runs it: batch N, content/style token caches, CUDA
                       graphs on CUDA
+  pipeline bN compiled  the same with `--compile` (only with --compile; its warm-up run includes compiling)
+With --dtype the Linear and Conv2d weights are stored in that dtype, as `mambast stylize` does (same results).
 Each mode runs once untimed on a few pairs first (kernel compilation), then timed on all pairs.
 """
 
@@ -29,7 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mambast.config import MambaSTConfig  # noqa: E402
-from mambast.infer import autocast_dtype, stylize_tensor  # noqa: E402
+from mambast.infer import autocast_dtype, cast_autocast_weights, stylize_tensor  # noqa: E402
 from mambast.io import load_image, pil_to_tensor, save_image, tensor_to_pil  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 from mambast.pipeline import Job, PairStylizer  # noqa: E402
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-sizes", default="8,16", help="batch sizes of the full pipeline")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
+    ap.add_argument("--compile", action="store_true", help="also time the pipeline with --compile")
     ap.add_argument("--out", default=None, help="folder for folder.json")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -85,6 +88,7 @@ def main(argv=None) -> int:
                if args.tiny else MambaSTConfig())
         model = MambaST(cfg).to(args.device).eval()
     amp = autocast_dtype(args.dtype, args.device)
+    model = cast_autocast_weights(model, amp)
     tmp = Path(tempfile.mkdtemp(prefix="mambast-folder-"))
     try:
         contents = make_images(tmp / "content", args.contents, args.size, 0)
@@ -95,6 +99,9 @@ def main(argv=None) -> int:
                                                              cache_bytes=0, cuda_graphs=False))]
         for b in [int(x) for x in args.batch_sizes.split(",") if x.strip()]:
             modes.append((f"pipeline b{b}", lambda jobs, b=b: pipeline(model, jobs, amp, args.size, batch_size=b)))
+            if args.compile:
+                modes.append((f"pipeline b{b} compiled",
+                               lambda jobs, b=b: pipeline(model, jobs, amp, args.size, batch_size=b, compile=True)))
         records = []
         for name, run in modes:
             out = tmp / "out" / name.replace(" ", "_")
