@@ -207,9 +207,9 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
 
 def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     """The forward replayed from a CUDA graph (`mambast.graphs.GraphCache`) where `graph_pays`, eager elsewhere
-    and on a CPU device; the style permutations are drawn on the CPU and copied in every call, as the eager
-    forward does."""
-    if ctx.device.type != "cuda":
+    and on a CPU device; compile: the forward through torch.compile first. The style permutations are drawn
+    on the CPU and copied in every call, as the eager forward does."""
+    if ctx.device.type != "cuda" and not compile:
         return setup_ours(ctx, res, batch, dtype)
     from mambast.graphs import GraphCache, graph_pays
     from mambast.model import draw_permutations
@@ -223,12 +223,11 @@ def setup_ours_graph(ctx, res, batch, dtype, compile=False):
             return model(c, s, shuffle=True, perms=perms)
     if compile:
         forward = torch.compile(forward, dynamic=False)
-    if not graph_pays(batch, res, res):   # as folder runs do: eager where a graph does not pay
+    if ctx.device.type != "cuda" or not graph_pays(batch, res, res):   # as folder runs: no graph where it does not pay
         if not compile:
             fn = setup_ours(ctx, res, batch, dtype)
-        else:
-            perms = draw_permutations(n, L).to(ctx.device)
-            fn = lambda: forward(c, s, perms)  # noqa: E731
+        else:   # permutations drawn in every call, as the eager forward draws them
+            fn = lambda: forward(c, s, draw_permutations(n, L).to(ctx.device))  # noqa: E731
         fn.graph = False
         return fn
     runner = GraphCache(forward, max_graphs=1)
@@ -419,9 +418,11 @@ def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
             f"warm-ups and max({MIN_SLOW_RUNS}, {CASE_BUDGET_S:.0f} s / call) runs; the reference scan 1 warm-up and "
             f"{REF_SCAN_RUNS} runs, at {', '.join(map(str, REF_SCAN_RES))} batch 1 only. "
             "ms_per_image = median call / batch. peak_mem_bytes = torch.cuda.max_memory_allocated() over one "
-            "extra call after reset_peak_memory_stats (absolute: weights + inputs + activations; "
-            "mem_before_call_bytes is what was resident before it); only the networks of the method are "
-            "resident. fp32: matmul TF32 off, cuDNN TF32 at PyTorch's default (on), as the anchors; "
+            "extra call after reset_peak_memory_stats (absolute: weights + inputs + activations, and from the "
+            "first CUDA-graph case on the cuBLAS workspaces of its capture stream and the default stream, "
+            "about 2 x 32 MiB, kept for every later case alike; mem_before_call_bytes is what was resident "
+            "before it); only the networks of the method are resident. bf16: the model's Linear and Conv2d "
+            "weights stored in bf16 (same results under autocast). fp32: matmul TF32 off, cuDNN TF32 at PyTorch's default (on), as the anchors; "
             "bf16: torch.autocast bfloat16 (the selective scan state stays fp32). "
             "ours: MambaST.forward, scan impl 'auto' (Triton on CUDA). ours-reference-scan: every layer's "
             "scan_impl = 'ref'. authors-work: f(Ic,Is), f(Ic,Ic), f(Is,Is), VGG-19 features of the five "

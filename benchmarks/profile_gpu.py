@@ -1,8 +1,9 @@
 """Where the GPU time of one Mamba-ST forward goes: torch.profiler's CUDA kernel table, grouped by model part.
 
 Usage (CUDA machine, repository root): python benchmarks/profile_gpu.py [--res 512] [--batch 1 16] [--dtype bf16]
-Random weights (speed does not depend on values). Prints, per batch size, the kernels with the largest total
-CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN decoder).
+Random weights (speed does not depend on values). Prints, per batch size, the operators and kernels with the
+largest own (self) CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN
+decoder); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC.
 """
 
 from __future__ import annotations

@@ -132,9 +132,10 @@ def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, in
 def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
     """Store the weights and biases of Linear and Conv2d layers in `dtype` (in place; returns the model).
 
-    Autocast to `dtype` casts exactly these to `dtype` before every use, so results are unchanged while
-    the float32 copies and autocast's per-forward cache of cast weights are no longer held (less memory,
-    no cast kernels). Everything else (LayerNorms, the scan's A, D and dt bias) stays float32.
+    Autocast to `dtype` casts exactly these to `dtype` before every use, so results under autocast are
+    unchanged, while their float32 copies and autocast's per-forward cache of them (most of the
+    parameters) are no longer held. Everything else (LayerNorms, the per-order projection matrices, the
+    scan's A, D and dt bias) stays float32. The model then needs autocast to `dtype` to run.
     """
     if dtype is not None:
         for m in model.modules():

@@ -1,11 +1,14 @@
+"""Inference helpers."""
+
+
+import copy
+
+import torch
+
+from mambast.infer import cast_autocast_weights
 
 
 def test_weights_stored_in_the_autocast_dtype_give_the_same_output(tiny_model):
-    import copy
-
-    import torch
-
-    from mambast.infer import cast_autocast_weights
     c, s = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
     cast = cast_autocast_weights(copy.deepcopy(tiny_model), torch.bfloat16)
     assert cast.encoder_c.layers[0].self_attention.in_proj.weight.dtype == torch.bfloat16

@@ -50,7 +50,7 @@ def _scan_cpu(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Te
     kernel = _get_kernel()
     if kernel is False or not bool(torch.isfinite(A).all() and (A <= 0).all()):
         # no numba, or A outside the model's range (the kernel's exp assumes dt * A <= 0)
-        return selective_scan_2d_ref(u, delta, A, B, C, D, delta_bias, H, W)
+        return selective_scan_2d_ref(u, delta, A, B, C, D, delta_bias, H, W).contiguous()   # as the fake says
 
     Bt, L, Dm = u.shape
     N = A.shape[-1]

@@ -133,3 +133,14 @@ def test_without_numba_falls_back_to_the_reference_with_a_warning(monkeypatch):
     with pytest.warns(RuntimeWarning, match="numba is not installed"):
         y = selective_scan_2d_cpu(**x, H=2, W=2)
     torch.testing.assert_close(y, selective_scan_2d_ref(**x, H=2, W=2))
+
+
+@pytest.mark.parametrize("positive_A", [False, True], ids=["kernel", "reference-fallback"])
+def test_operator_agrees_with_its_fake(positive_A):
+    """The scan is a custom operator for torch.compile: its real and fake (shape-only) results must agree."""
+    x = make_inputs(2, 20, 4, 3, 5, seed=11)
+    if positive_A:
+        x["A"] = x["A"].abs()
+    args = tuple(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")) + (3, 5)
+    torch.library.opcheck(torch.ops.mambast.selective_scan_2d_cpu.default, args,
+                          test_utils=("test_schema", "test_faketensor"))

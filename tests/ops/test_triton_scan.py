@@ -164,13 +164,21 @@ def test_default_config_gives_small_batches_more_threads():
     assert default_config(16, 1024) == DEFAULT_CONFIG           # 65536 sequences: one thread per channel
 
 
-def test_no_grad_forward_is_one_operator():
-    """Without autograd the scan is the custom operator torch.compile keeps whole (and gives the same result)."""
+def test_no_grad_forward_is_one_operator_that_compile_keeps_whole(monkeypatch):
+    """Without autograd the scan runs as a custom operator (same result); torch.compile traces it whole."""
     Bt, Dm, N, H, W = shape = (1, 8, 4, 3, 2)
     xs = make_inputs(*shape, seed=6)
+    want = selective_scan_2d_ref(*xs, H, W)
+    calls = []
+    op = triton_scan._scan_no_grad
+    monkeypatch.setattr(triton_scan, "_scan_no_grad", lambda *a: calls.append(1) or op(*a))
     with torch.no_grad():
-        y = torch.ops.mambast.selective_scan_2d(*xs, H, W, list(dataclasses.astuple(SMALL)))
-        assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-5
+        assert rel_err(selective_scan_2d_triton(*xs, H, W, config=SMALL), want) < 1e-5
+        assert calls == [1]
+        monkeypatch.undo()
+        # fullgraph=True raises at any graph break, so the operator is traced as one node
+        compiled = torch.compile(lambda *a: selective_scan_2d_triton(*a, H, W, config=SMALL) * 2.0, fullgraph=True)
+        assert rel_err(compiled(*xs), 2.0 * want) < 1e-5
 
 
 def test_strided_inputs_and_partial_requires_grad():
