@@ -265,6 +265,7 @@ def main() -> int:
             (4, 64, 2, 2), (4, 128, 4, 2), (4, 32, 4, 4), (4, 64, 4, 4), (2, 64, 4, 4), (8, 32, 4, 4),
             (4, 128, 8, 4), (4, 16, 4, 8), (4, 32, 8, 8), (2, 16, 4, 8), (4, 8, 4, 16),
             (8, 32, 1, 1), (8, 64, 2, 1), (16, 32, 4, 4), (8, 16, 4, 8), (8, 64, 8, 4), (8, 64, 4, 2))]
+        fwd_configs += [dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=n) for n in (2, 4, 8)]
         sweep_dtype = DTYPES[dtypes[-1]]
         print(f"\nforward tile sweep at L={L} ({dtypes[-1]}): ms per call, G state updates per second")
         for bt in (int(b) for b in args.sweep_batches.split(",")):
@@ -275,7 +276,8 @@ def main() -> int:
                 ms = time_ms(fwd)
                 report["sweep"].append({"pass": "fwd", "Bt": bt, "config": dataclasses.asdict(cfg), "ms": ms,
                                         "g_updates_per_s": updates / ms / 1e6})
-                print(f"  Bt={bt:3d} T{cfg.tile_fwd} D{cfg.block_d_fwd} w{cfg.warps_fwd} lanes{cfg.lanes_fwd}: "
+                print(f"  Bt={bt:3d} T{cfg.tile_fwd} D{cfg.block_d_fwd} w{cfg.warps_fwd} lanes{cfg.lanes_fwd} "
+                      f"segments{cfg.segments_fwd}: "
                       f"{ms:8.3f} ms  {updates / ms / 1e6:8.1f} G/s")
             best = min((r for r in report["sweep"] if r["Bt"] == bt), key=lambda r: r["ms"])
             print(f"  fastest forward at Bt={bt}: {best['config']} ({best['ms']:.3f} ms)")

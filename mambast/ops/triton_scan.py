@@ -72,13 +72,16 @@ class ScanKernelConfig:
     Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each channel's state shared by
     `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor). Backward: tiles of `chunk` steps x `block_d_bwd` channels
     (time in registers, N across lanes); `chunk` is also the interval between the states the forward saves
-    for it, so it must be a multiple of tile_fwd. `python benchmarks/scan.py --sweep` times alternatives.
+    for it, so it must be a multiple of tile_fwd. `segments_fwd` > 1 splits each order of an inference
+    forward over that many programs (a summary launch, then the scan; not yet timed on a GPU, so no
+    default uses it). `python benchmarks/scan.py --sweep` times alternatives.
     """
 
     chunk: int = 16         # backward time steps per tile and interval between saved states (power of two)
     tile_fwd: int = 8       # forward time steps per tile (power of two, <= chunk)
     block_d_fwd: int = 32   # channels per forward program (power of two)
     lanes_fwd: int = 1      # lanes sharing one channel's state in the forward (power of two, <= N)
+    segments_fwd: int = 1   # programs splitting each order's steps in an inference forward (two launches if > 1)
     block_d_bwd: int = 16   # channels per backward program (power of two)
     warps_fwd: int = 1
     warps_bwd: int = 4
@@ -88,6 +91,8 @@ class ScanKernelConfig:
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
+        if self.segments_fwd < 1:
+            raise ValueError(f"ScanKernelConfig.segments_fwd must be >= 1; got {self.segments_fwd}")
         if self.tile_fwd > self.chunk:
             raise ValueError(f"ScanKernelConfig.tile_fwd ({self.tile_fwd}) must not exceed chunk ({self.chunk})")
 
@@ -140,23 +145,28 @@ def _rows(base, p, s_row, cols, s_col, mask):
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr,
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr, seg_ptr,
     L, H, W, Dm, N, n_tiles, n_chunks,
     su_b, su_l, su_d,
     sd_b, sd_k, sd_l, sd_d,
     sB_b, sB_k, sB_l, sB_n,
     sC_b, sC_k, sC_l, sC_n,
     TILE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr,
-    STORE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr,
+    STORE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SEGMENTS: tl.constexpr, SUMMARY: tl.constexpr,
 ):
     # Tensors are [TILE, NI, BLOCK_D, N_LANES] with state index n = i * N_LANES + j: the last axis spreads
     # each channel's state over N_LANES lanes (more threads for small batches), the channels over the other
     # lanes and the warps; time and the NI = BLOCK_N / N_LANES other states sit in each thread's registers,
     # so the scan along time needs no exchange between threads and the sum over the state only
     # log2(N_LANES) shuffles. B_t and C_t, shared by all channels, are broadcast.
+    # SEGMENTS > 1 splits each order into that many runs of tiles, scanned by separate programs (more
+    # parallelism for small batches): a SUMMARY launch scans every segment but the last from a zero state
+    # and stores [state leaving it, product of its decays] in seg_ptr ([Bt, 4, SEGMENTS, 2, Dm, N]); the
+    # second launch starts segment s from the state composed of the summaries of segments 0 .. s - 1.
     NI: tl.constexpr = BLOCK_N // N_LANES
     pid_d = tl.program_id(0)
-    k = tl.program_id(1)
+    k = tl.program_id(1) // SEGMENTS
+    seg = tl.program_id(1) % SEGMENTS
     b = tl.program_id(2).to(tl.int64)
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     rows = tl.arange(0, TILE)
@@ -177,18 +187,31 @@ def _scan_fwd_kernel(
     C_base = C_ptr + b * sC_b + k * sC_k
     out_base = out_ptr + b * L * Dm
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
+    sg_base = seg_ptr + ((b * 4 + k) * SEGMENTS) * 2 * Dm * N + d3 * N + n3
+
+    per_seg = tl.cdiv(n_tiles, SEGMENTS)
+    c = seg * per_seg                                   # this program's tiles: c .. c_end - 1
+    c_end = tl.minimum(c + per_seg, n_tiles)
+    h = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
+    decay = tl.full([NI, BLOCK_D, N_LANES], 1.0, dtype=tl.float32)   # product of a_t over the segment
+    if SUMMARY:
+        c_end = tl.where(seg == SEGMENTS - 1, c, c_end)   # nothing follows the last segment
+    elif SEGMENTS > 1:
+        j = 0
+        while j < seg:                                  # the state entering segment seg
+            h = (tl.load(sg_base + (2 * j + 1) * Dm * N, mask=nd_ok, other=1.0) * h
+                 + tl.load(sg_base + 2 * j * Dm * N, mask=nd_ok, other=0.0))
+            j += 1
 
     # tile c's inputs are loaded while tile c - 1 is computed, so their latency overlaps the scan
-    p, t_ok = _steps(0, k, L, H, W, TILE)
+    p, t_ok = _steps(c * TILE, k, L, H, W, TILE)
     u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                          # [T, BD]
     x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                         # [T, BD]
     Bt = tl.load(B_base + p[:, None, None] * sB_l + nt * sB_n, mask=t_ok[:, None, None] & nt_ok,
                  other=0.0).to(tl.float32)                                                      # [T, NI, NL]
     Ct = tl.load(C_base + p[:, None, None] * sC_l + nt * sC_n, mask=t_ok[:, None, None] & nt_ok,
                  other=0.0).to(tl.float32)
-    h = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
-    c = 0
-    while c < n_tiles:
+    while c < c_end:
         if STORE_STATES:  # the state entering every backward chunk (STATE_EVERY forward tiles)
             if c % STATE_EVERY == 0:
                 tl.store(st_base + (c // STATE_EVERY) * Dm * N, h, mask=nd_ok)
@@ -205,14 +228,21 @@ def _scan_fwd_kernel(
         a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                                   # [T, NI, BD, NL]
         bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]
         bx = tl.where((rows == 0)[:, None, None, None], bx + a * h[None, :, :, :], bx)          # carry in
-        _, hs = tl.associative_scan((a, bx), 0, _compose)                                       # h_t
-        y = tl.sum(tl.sum(hs * Ct[:, :, None, :], axis=1), axis=2) + Dk[None, :] * u           # [T, BD]
-        tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")
+        a_cum, hs = tl.associative_scan((a, bx), 0, _compose)                                   # h_t
+        last = (rows == TILE - 1)[:, None, None, None]
+        if SUMMARY:
+            decay = decay * tl.sum(tl.where(last, a_cum, 0.0), axis=0)
+        else:
+            y = tl.sum(tl.sum(hs * Ct[:, :, None, :], axis=1), axis=2) + Dk[None, :] * u       # [T, BD]
+            tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")
         # padded rows are identity steps (dt = 0), so the last row holds the state leaving the tile
-        h = tl.sum(tl.where((rows == TILE - 1)[:, None, None, None], hs, 0.0), axis=0)
+        h = tl.sum(tl.where(last, hs, 0.0), axis=0)
 
         p, t_ok, u, x, Bt, Ct = p_nx, t_ok_nx, u_nx, x_nx, B_nx, C_nx
         c += 1
+    if SUMMARY:
+        tl.store(sg_base + 2 * seg * Dm * N, h, mask=nd_ok)
+        tl.store(sg_base + (2 * seg + 1) * Dm * N, decay, mask=nd_ok)
 
 
 @triton.jit
@@ -335,18 +365,23 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
+    segments = 1 if store_states else cfg.segments_fwd    # the saved states need one program per order
     out = torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32)
-    shape = (Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,)
-    states = torch.empty(shape, device=u.device, dtype=torch.float32)
-    grid = (triton.cdiv(Dm, cfg.block_d_fwd), N_ORDERS, Bt)
+    states = torch.empty((Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,), device=u.device,
+                         dtype=torch.float32)
+    summaries = torch.empty((Bt, N_ORDERS, segments, 2, Dm, N) if segments > 1 else (1,), device=u.device,
+                            dtype=torch.float32)
+    grid = (triton.cdiv(Dm, cfg.block_d_fwd), N_ORDERS * segments, Bt)
     block_n = triton.next_power_of_2(N)
-    _scan_fwd_kernel[grid](
-        u, delta, A2, B, C, D, bias, out, states,
-        L, H, W, Dm, N, triton.cdiv(L, cfg.tile_fwd), n_chunks,
-        *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
-        TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
-        STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, num_warps=cfg.warps_fwd,
-    )
+    for summary in (True, False) if segments > 1 else (False,):
+        _scan_fwd_kernel[grid](
+            u, delta, A2, B, C, D, bias, out, states, summaries,
+            L, H, W, Dm, N, triton.cdiv(L, cfg.tile_fwd), n_chunks,
+            *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
+            TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
+            STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, SEGMENTS=segments,
+            SUMMARY=summary, num_warps=cfg.warps_fwd,
+        )
     return out, states
 
 

@@ -159,6 +159,24 @@ def test_default_configs_forward_and_backward(config):
         assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
+@pytest.mark.parametrize("segments", [2, 3, 5])
+def test_forward_split_into_segments(segments):
+    """Each order's steps scanned by several programs (summaries, then the segments from composed states);
+    with gradients the split is not used (the saved states need one program per order)."""
+    Bt, Dm, N, H, W = shape = (2, 10, 4, 3, 5)
+    xs = make_inputs(*shape, seed=12)
+    cfg = dataclasses.replace(SMALL, segments_fwd=segments)
+    want = selective_scan_2d_ref(*xs, H, W)
+    with torch.no_grad():
+        assert rel_err(selective_scan_2d_triton(*xs, H, W, config=cfg), want) < 1e-5
+    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=cfg), xs, gy)
+    _, ref = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    assert rel_err(y, want) < 1e-5
+    for name, g, w in zip(NAMES, got, ref):
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+
+
 def test_default_config_gives_small_batches_more_threads():
     assert default_config(1, 1024) == FEW_SEQUENCES_CONFIG      # 4096 sequences: 4 lanes per channel
     assert default_config(16, 1024) == DEFAULT_CONFIG           # 65536 sequences: one thread per channel
@@ -219,7 +237,7 @@ def test_grid_must_match_length():
 
 # ------------------------------------------------------------------------------- GPU (compiled) tests
 
-GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG,
+GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4),
                ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
                ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
                ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4)]
@@ -237,6 +255,8 @@ def test_gpu_model_sized_forward_and_backward(config):
     assert rel_err(y, y_ref) < 1e-5
     for name, g, w in zip(NAMES, got, want):
         assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    with torch.no_grad():   # the inference forward (the operator; segments_fwd applies here)
+        assert rel_err(selective_scan_2d_triton(*xs, H, W, config=config), y_ref) < 1e-5
 
 
 @pytest.mark.gpu
