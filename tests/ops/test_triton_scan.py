@@ -104,6 +104,19 @@ def grads(fn, xs, gy):
     return y, torch.autograd.grad(y, xs, gy)
 
 
+def assert_forward_and_backward_match(xs, H, W, config, seed=0):
+    """The Triton scan with `config` against autograd through the reference: output and every gradient."""
+    torch.manual_seed(seed)
+    gy = torch.randn(xs[0].shape[0], H * W, xs[0].shape[2], device=DEVICE)
+    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=config), xs, gy)
+    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
+    assert rel_err(y, y_ref) < 1e-5
+    for name, g, w in zip(NAMES, got, want):
+        assert g.shape == w.shape, name
+        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    return y_ref
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_matches_reference(shape):
     Bt, Dm, N, H, W = shape
@@ -127,13 +140,7 @@ def test_forward_low_precision_inputs(dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_backward_matches_autograd_through_reference(shape):
     Bt, Dm, N, H, W = shape
-    xs = make_inputs(*shape, seed=10 + sum(shape))
-    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    _, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=SMALL), xs, gy)
-    _, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
-    for name, g, w in zip(NAMES, got, want):
-        assert g.shape == w.shape, name
-        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    assert_forward_and_backward_match(make_inputs(*shape, seed=10 + sum(shape)), H, W, SMALL)
 
 
 def test_backward_bf16_inputs_give_bf16_gradients():
@@ -150,13 +157,7 @@ def test_backward_bf16_inputs_give_bf16_gradients():
 @pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG], ids=["auto", "default", "few"])
 def test_default_configs_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
-    xs = make_inputs(*shape, seed=4)
-    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=config), xs, gy)
-    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
-    assert rel_err(y, y_ref) < 1e-5
-    for name, g, w in zip(NAMES, got, want):
-        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)
 
 
 @pytest.mark.parametrize("segments", [2, 3, 5])
@@ -166,15 +167,9 @@ def test_forward_split_into_segments(segments):
     Bt, Dm, N, H, W = shape = (2, 10, 4, 3, 5)
     xs = make_inputs(*shape, seed=12)
     cfg = dataclasses.replace(SMALL, segments_fwd=segments)
-    want = selective_scan_2d_ref(*xs, H, W)
+    want = assert_forward_and_backward_match(xs, H, W, cfg)
     with torch.no_grad():
         assert rel_err(selective_scan_2d_triton(*xs, H, W, config=cfg), want) < 1e-5
-    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=cfg), xs, gy)
-    _, ref = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
-    assert rel_err(y, want) < 1e-5
-    for name, g, w in zip(NAMES, got, ref):
-        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
 def test_default_config_gives_small_batches_more_threads():
@@ -249,12 +244,7 @@ GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, dataclasses.replace(FEW_SEQ
 def test_gpu_model_sized_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (2, 1024, 16, 16, 24)     # the model's inner width and state size
     xs = make_inputs(*shape, seed=20)
-    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W, config=config), xs, gy)
-    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
-    assert rel_err(y, y_ref) < 1e-5
-    for name, g, w in zip(NAMES, got, want):
-        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    y_ref = assert_forward_and_backward_match(xs, H, W, config)
     with torch.no_grad():   # the inference forward (the operator; segments_fwd applies here)
         assert rel_err(selective_scan_2d_triton(*xs, H, W, config=config), y_ref) < 1e-5
 
@@ -263,13 +253,7 @@ def test_gpu_model_sized_forward_and_backward(config):
 @gpu
 def test_gpu_long_sequence_odd_sizes():
     Bt, Dm, N, H, W = shape = (1, 100, 16, 61, 67)      # L = 4087: ragged last tile, Dm not a multiple
-    xs = make_inputs(*shape, seed=21)
-    gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    y, got = grads(lambda *a: selective_scan_2d_triton(*a, H, W), xs, gy)
-    y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W), xs, gy)
-    assert rel_err(y, y_ref) < 1e-5
-    for name, g, w in zip(NAMES, got, want):
-        assert rel_err(g, w) < 1e-4, f"d{name}: rel err {rel_err(g, w):.2e}"
+    assert_forward_and_backward_match(make_inputs(*shape, seed=21), H, W, None)
 
 
 @pytest.mark.gpu
