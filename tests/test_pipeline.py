@@ -163,3 +163,19 @@ def test_compiled_pipeline_matches_plain(tiny_model, pairs, tmp_path):
 @gpu
 def test_compiled_pipeline_with_cuda_graphs_matches_plain(tiny_model, pairs, tmp_path):
     _compiled_matches_plain(tiny_model.cuda(), pairs * 2, tmp_path, None, True)
+
+
+def test_weights_cast_to_the_autocast_dtype_give_the_same_images(tiny_model, pairs, tmp_path):
+    """`mambast stylize` stores Linear / Conv2d weights in the autocast dtype: the pipeline's images do not change."""
+    import copy
+
+    from mambast.infer import cast_autocast_weights
+    cast = cast_autocast_weights(copy.deepcopy(tiny_model), torch.bfloat16)
+    outs = []
+    for name, model in (("plain", tiny_model), ("cast", cast)):
+        jobs = [Job(j.content, j.style, tmp_path / name / j.output.name) for j in pairs[:3]]
+        stylizer = PairStylizer(model, size=16, seed=4, batch_size=2, autocast_dtype=torch.bfloat16)
+        assert all(e is None for _, e in stylizer.run(jobs))
+        outs.append([np.asarray(Image.open(j.output)) for j in jobs])
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
