@@ -140,6 +140,7 @@ def measure(fn, batch: int, device: torch.device, runs: int, warmup: int, fixed:
         return y
 
     y = call()                                           # first warm-up (compiles / autotunes)
+    first_call_ms = times[0]
     n_warm = 1
     while n_warm < warmup:
         del y
@@ -155,7 +156,8 @@ def measure(fn, batch: int, device: torch.device, runs: int, warmup: int, fixed:
     finite = bool(torch.isfinite(y.float()).all())
     del y
     rec = {"ms_per_image": statistics.median(times) / batch, "ms_per_call": statistics.median(times),
-           "n_runs": runs, "warmup": n_warm, "ms_min": min(times), "ms_max": max(times),
+           "n_runs": runs, "warmup": n_warm, "first_call_ms": first_call_ms, "ms_min": min(times),
+           "ms_max": max(times),
            "samples_ms": [round(t, 3) for t in times], "output_finite": finite,
            "peak_mem_bytes": None, "mem_before_call_bytes": None}
     if device.type == "cuda":

@@ -62,7 +62,7 @@ def _add_stylize(sub) -> None:
                    help="pairs of one working size stylized per model call (default 8 on CUDA, 1 on CPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the layers around the scan: faster on CUDA, but each new working "
-                        "size or batch count first compiles for about 20 s (for large folders of few sizes)")
+                        "size or batch count first compiles for 10-25 s (for large folders of few sizes)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)

@@ -117,7 +117,7 @@ class PairStylizer:
     encoded once. cuda_graphs (default: on CUDA): replay the encoders and the fusion from CUDA graphs
     for input shapes met more than once (`mambast.graphs`). compile: run the encoders and the fusion through
     torch.compile (inductor fuses the layers around the scan). Each new input shape (working size, or
-    number of images in a call, such as a smaller last batch) compiles for about 20 s on its first call,
+    number of images in a call, such as a smaller last batch) compiles for 10-25 s on its first call,
     and beyond torch's recompilation limit (8 shapes per function) calls run uncompiled: it pays for long
     runs of few sizes.
     """
