@@ -61,7 +61,7 @@ def _add_stylize(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="pairs of one working size stylized per model call (default 8 on CUDA, 1 on CPU)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the layers around the scan: faster on CUDA, but each new working "
+                   help="CUDA only: torch.compile the layers around the scan; faster, but each new working "
                         "size or batch count first compiles for 10-25 s (for large folders of few sizes)")
     p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -177,6 +177,8 @@ def cmd_stylize(args) -> int:
         raise CLIError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CLIError(f"--device {device}: no CUDA device is available")
+    if args.compile and not device.startswith("cuda"):
+        raise CLIError("--compile is for CUDA devices (on the CPU compiling gained nothing; leave it off)")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     triples, clashes = _pairs(Path(args.content), Path(args.style), args.output)
