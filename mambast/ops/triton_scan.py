@@ -70,11 +70,12 @@ class ScanKernelConfig:
     """Tile sizes and warps of the two kernels.
 
     Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each channel's state shared by
-    `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor). Backward: tiles of `chunk` steps x `block_d_bwd` channels
-    (time in registers, N across lanes); `chunk` is also the interval between the states the forward saves
-    for it, so it must be a multiple of tile_fwd. `segments_fwd` > 1 splits each order of an inference
-    forward over that many programs (a summary launch, then the scan; not yet timed on a GPU, so no
-    default uses it). `python benchmarks/scan.py --sweep` times alternatives.
+    `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor).
+    Backward: tiles of `chunk` steps x `block_d_bwd` channels (time in registers, N across lanes);
+    `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
+    of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
+    (a summary launch, then the scan; not yet timed on a GPU, so no default uses it).
+    `python benchmarks/scan.py --sweep` times alternatives.
     """
 
     chunk: int = 16         # backward time steps per tile and interval between saved states (power of two)
@@ -144,6 +145,13 @@ def _rows(base, p, s_row, cols, s_col, mask):
 
 
 @triton.jit
+def _state_rows(base, p, s_row, nt, s_col, t_ok, nt_ok):
+    """[T, NI, NL] float32 tile of B or C: row i at base + p[i] * s_row, state columns nt (0 where masked)."""
+    return tl.load(base + p[:, None, None] * s_row + nt * s_col, mask=t_ok[:, None, None] & nt_ok,
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr, seg_ptr,
     L, H, W, Dm, N, n_tiles, n_chunks,
@@ -207,10 +215,8 @@ def _scan_fwd_kernel(
     p, t_ok = _steps(c * TILE, k, L, H, W, TILE)
     u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                          # [T, BD]
     x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                         # [T, BD]
-    Bt = tl.load(B_base + p[:, None, None] * sB_l + nt * sB_n, mask=t_ok[:, None, None] & nt_ok,
-                 other=0.0).to(tl.float32)                                                      # [T, NI, NL]
-    Ct = tl.load(C_base + p[:, None, None] * sC_l + nt * sC_n, mask=t_ok[:, None, None] & nt_ok,
-                 other=0.0).to(tl.float32)
+    Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                                   # [T, NI, NL]
+    Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)
     while c < c_end:
         if STORE_STATES:  # the state entering every backward chunk (STATE_EVERY forward tiles)
             if c % STATE_EVERY == 0:
@@ -218,10 +224,8 @@ def _scan_fwd_kernel(
         p_nx, t_ok_nx = _steps((c + 1) * TILE, k, L, H, W, TILE)   # past the end: all masked
         u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
         x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
-        B_nx = tl.load(B_base + p_nx[:, None, None] * sB_l + nt * sB_n, mask=t_ok_nx[:, None, None] & nt_ok,
-                       other=0.0).to(tl.float32)
-        C_nx = tl.load(C_base + p_nx[:, None, None] * sC_l + nt * sC_n, mask=t_ok_nx[:, None, None] & nt_ok,
-                       other=0.0).to(tl.float32)
+        B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)
+        C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
 
         td_ok = t_ok[:, None] & d_ok[None, :]
         dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                                 # [T, BD]
