@@ -1,9 +1,11 @@
 """Where the GPU time of one Mamba-ST forward goes: torch.profiler's CUDA kernel table, grouped by model part.
 
 Usage (CUDA machine, repository root): python benchmarks/profile_gpu.py [--res 512] [--batch 1 16] [--dtype bf16]
+[--compile] [--cnn-layouts]
 Random weights (speed does not depend on values). Prints, per batch size, the operators and kernels with the
 largest own (self) CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN
-decoder); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC.
+decoder; with --compile, as `mambast stylize --compile` runs it: content encoder, style encoder, fusion and
+decoding, each through torch.compile); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mambast.config import MambaSTConfig  # noqa: E402
-from mambast.model import MambaST  # noqa: E402
+from mambast.infer import cast_autocast_weights  # noqa: E402
+from mambast.model import MambaST, draw_permutations  # noqa: E402
 
 PARTS = ("patch_embed", "encoder_c", "encoder_s", "decoder", "cnn_decoder")
+COMPILED_PARTS = ("encode_content", "encode_style", "decode")
 
 
-def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -> None:
+def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int, compiled: dict | None = None) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile, record_function
 
     c = torch.rand(batch, 3, res, res, device="cuda")
@@ -34,6 +38,14 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -
 
     def forward():
         with amp, torch.inference_mode():
+            if compiled:
+                with record_function("encode_content"):
+                    xc = compiled["encode_content"](c)
+                with record_function("encode_style"):
+                    xs = compiled["encode_style"](s)
+                perms = draw_permutations(model.config.depth_decoder, xs.shape[1] * xs.shape[2])
+                with record_function("decode"):
+                    return compiled["decode"](xc, xs, perms)
             with record_function("patch_embed"):
                 pc, ps = model.patch_embed(c), model.patch_embed(s)
             with record_function("encoder_c"):
@@ -53,11 +65,11 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int) -
             forward()
         torch.cuda.synchronize()
     events = prof.key_averages()
-    print(f"\n=== res {res}, batch {batch}, dtype {dtype or 'fp32'}: 5 forwards ===")
+    print(f"\n=== res {res}, batch {batch}, dtype {dtype or 'fp32'}{', compiled' if compiled else ''}: 5 forwards ===")
     print(events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70))
     total = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") or 1
     print(f"sum of kernel time per forward: {total / 5 / 1000:.2f} ms ({total / 5 / 1000 / batch:.2f} ms per image)")
-    for part in PARTS:
+    for part in COMPILED_PARTS if compiled else PARTS:
         ev = [e for e in events if e.key == part]
         if ev:
             print(f"  {part:12s} {ev[0].device_time_total / 5 / 1000:8.2f} ms per forward (CUDA)")
@@ -90,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--compile", action="store_true", help="profile the parts through torch.compile, as --compile runs")
     ap.add_argument("--cnn-layouts", action="store_true", help="also time the CNN decoder alone in NCHW and NHWC")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -98,8 +111,16 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = MambaST(MambaSTConfig()).cuda().eval()
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    compiled = None
+    if args.compile:
+        if dtype:
+            cast_autocast_weights(model, dtype)
+        compiled = {"encode_content": torch.compile(model.encode_content, dynamic=False),
+                    "encode_style": torch.compile(model.encode_style, dynamic=False),
+                    "decode": torch.compile(lambda xc, xs, perms: model.decode(xc, xs, shuffle=True, perms=perms),
+                                            dynamic=False)}
     for b in args.batch:
-        profile(model, args.res, b, dtype, args.rows)
+        profile(model, args.res, b, dtype, args.rows, compiled)
         if args.cnn_layouts:
             cnn_decoder_layouts(model, args.res, b, dtype)
     return 0

@@ -50,6 +50,12 @@ class _SS2DBase(nn.Module):
         self.A_logs.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(K * Di, 1))
         self.Ds.fill_(1.0)
 
+    def _in_proj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """in_proj as two products, one per half of its rows, so that the scanned half comes out dense
+        (a chunk of one product would be strided, and the depthwise convolution would first copy it)."""
+        w = self.in_proj.weight
+        return F.linear(x, w[:self.d_inner]), F.linear(x, w[self.d_inner:])   # x, z: [B, H, W, Di] each
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """[B, H, W, Di] -> SiLU(depthwise conv) -> [B, H*W, Di]."""
         B, H, W, Di = x.shape
@@ -85,7 +91,7 @@ class SS2D(_SS2DBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:                   # x: [B, H, W, C]
         B, H, W, _ = x.shape
-        x, z = self.in_proj(x).chunk(2, dim=-1)                            # [B, H, W, Di] each
+        x, z = self._in_proj(x)
         u = self._conv(x)                                                  # [B, L, Di]
         dt_raw, Bm, Cm = self._project(u, self.x_proj_weight).split(
             [self.dt_rank, self.d_state, self.d_state], dim=-1)            # [B, K, L, R|N|N]
@@ -103,7 +109,7 @@ class CrossSS2D(_SS2DBase):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # x, s: [B, H, W, C]
         B, H, W, _ = x.shape
-        x, z = self.in_proj(x).chunk(2, dim=-1)
+        x, z = self._in_proj(x)
         xc = self._conv(x)                                                 # [B, L, Di] content
         u = self._conv(self.in_style_proj(s))                              # [B, L, Di] style (shared conv)
         dt_raw, Bm = self._project(u, self.style_proj_weight).split([self.dt_rank, self.d_state], dim=-1)
