@@ -54,10 +54,11 @@ ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
     ("stylization only", "bf16"): "Mamba-ST stylization only, bf16 autocast",
 }
 WHAT = {
-    "ours": "MambaST forward (stylization only), fused scan, replayed from a CUDA graph where graph_pays "
-            "(folder runs graph their encoder and fusion calls the same way), eager elsewhere",
-    "ours-compiled": "ours with the non-scan layers compiled by torch.compile (inductor, compile time excluded), "
-                     "replayed from a CUDA graph where graph_pays",
+    "ours": "stylization only, as mambast stylize runs a batch: content and style encoder calls, style "
+            "permutations drawn on the CPU meanwhile, fusion call; fused scan; each call replayed from a CUDA "
+            "graph where graph_pays, eager elsewhere",
+    "ours-compiled": "ours with each call compiled by torch.compile (mambast stylize --compile; inductor, compile "
+                     "time excluded)",
     "ours-eager": "MambaST forward (stylization only), fused scan, kernels launched one by one from Python",
     "ours-reference-scan": "MambaST forward (stylization only), reference scan (Python loop over tokens)",
     "authors-work": "stylized pass + identity passes (Ic,Ic), (Is,Is) + VGG-19 features of 5 images + all losses",
@@ -208,35 +209,27 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
 
 
 def setup_ours_graph(ctx, res, batch, dtype, compile=False):
-    """The forward replayed from a CUDA graph (`mambast.graphs.GraphCache`) where `graph_pays`, eager elsewhere
-    and on a CPU device; compile: the forward through torch.compile first. The style permutations are drawn
-    on the CPU and copied in every call, as the eager forward does."""
+    """What `mambast stylize` runs per batch (`mambast.pipeline.PairStylizer`'s encoder and fusion calls): content
+    and style encoders, then the style permutations drawn on the CPU while the GPU encodes, then the fusion;
+    each call replayed from a CUDA graph where `graph_pays`; compile: each through torch.compile (--compile).
+    Eager on a CPU device (without compile)."""
     if ctx.device.type != "cuda" and not compile:
         return setup_ours(ctx, res, batch, dtype)
-    from mambast.graphs import GraphCache, graph_pays
+    from mambast.graphs import graph_pays
     from mambast.model import draw_permutations
+    from mambast.pipeline import PairStylizer
     model = ctx.model("auto", dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
     n, L = len(model.decoder.layers), (res // model.config.patch_size) ** 2
+    stylizer = PairStylizer(model, autocast_dtype=DTYPES[dtype] if dtype != "fp32" else None, compile=compile)
+    encode_content, encode_style, fuse = stylizer._encoders["content"], stylizer._encoders["style"], stylizer._fuse
 
-    def forward(c, s, perms):
-        with _autocast(ctx.device, dtype):
-            return model(c, s, shuffle=True, perms=perms)
-    if compile:
-        forward = torch.compile(forward, dynamic=False)
-    if ctx.device.type != "cuda" or not graph_pays(batch, res, res):   # as folder runs: no graph where it does not pay
-        if not compile:
-            fn = setup_ours(ctx, res, batch, dtype)
-        else:   # permutations drawn in every call, as the eager forward draws them
-            fn = lambda: forward(c, s, draw_permutations(n, L).to(ctx.device))  # noqa: E731
-        fn.graph = False
-        return fn
-    runner = GraphCache(forward, max_graphs=1)
-
+    @torch.inference_mode()
     def fn():
-        return runner(c, s, draw_permutations(n, L).to(ctx.device))
-    fn.graph = True
+        xc, xs = encode_content(c), encode_style(s)
+        return fuse(xc, xs, draw_permutations(n, L).to(ctx.device))
+    fn.graph = stylizer.cuda_graphs and graph_pays(batch, res, res)
     return fn
 
 
@@ -508,10 +501,11 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
             if all(x is None for x in row):
                 continue
             lines.append(f"| {method}, {dtype} | " + " | ".join(_cell(x) for x in row) + " |")
-    lines += ["", "- ours: MambaST forward with the fused scan, replayed from one CUDA graph up to "
-              "`mambast.graphs.GRAPH_MAX_PIXELS` pixels per call and eager above (folder runs of `mambast stylize` "
-              "graph their encoder and fusion calls of repeated sizes under the same limit). ours-eager: the same forward launched kernel by kernel "
-              "from Python (a single call). ours-reference-scan: eager with the Python reference scan (skipped "
+    lines += ["", "- ours: what `mambast stylize` runs per batch: the content and style encoder calls, the style "
+              "permutations drawn on the CPU while the GPU encodes, the fusion call; fused scan; each call replayed "
+              "from a CUDA graph up to `mambast.graphs.GRAPH_MAX_PIXELS` pixels and eager above. ours-compiled: "
+              "the same calls through torch.compile (`--compile`). ours-eager: the model's forward launched kernel "
+              "by kernel from Python (a single call). ours-reference-scan: eager with the Python reference scan (skipped "
               "cells: too slow to run there).",
               "- authors-work: stylized pass + two identity passes + VGG-19 features of the five images + all "
               "losses, as the authors' test script computes per image, but with our fused scan and layers: a "
