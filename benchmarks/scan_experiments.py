@@ -1,0 +1,167 @@
+"""Experiments behind the notes on the scan's speed (CUDA machine, repository root). Timing only.
+
+    python benchmarks/scan_experiments.py variants    # what limits the forward: variants of the kernel
+    python benchmarks/scan_experiments.py registers   # ptxas register caps (maxnreg) per tile configuration
+    python benchmarks/scan_experiments.py graphs      # 512² batch 16 bf16: compiled calls launched vs graphed
+
+`variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
+constants), so those variants compute wrong results: they only show how much each part costs. For the
+hardware's view (registers, warps per scheduler, issue rate, stall reasons), Nsight Compute on one call:
+
+    ncu -k regex:_scan_fwd -c 1 --section SchedulerStats --section Occupancy \\
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio" \\
+        python benchmarks/scan_experiments.py one 16
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+for p in (REPO, REPO / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import scan as bench  # noqa: E402
+
+bench.DEVICE = "cuda"
+SIDE, DM, N = 64, 1024, 16          # L = 4096 tokens (512² at patch 8), model width
+
+
+def _inputs(bt):
+    from mambast.ops import triton_scan as ts
+    xs = bench.make_inputs(bt, DM, N, SIDE, SIDE, torch.bfloat16)
+    u, delta, A, B, C, D, bias = xs
+    A2, D32, b32 = ts._inputs32(A, D, bias)
+    return xs, (u, delta, A2, B, C, D32, b32)
+
+
+def _ms(f):
+    import triton.testing
+    f()
+    return triton.testing.do_bench(f, warmup=20, rep=300, return_mode="median")
+
+
+VARIANTS = {
+    "as is": [],
+    "stores instead of atomic adds": [
+        ('tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")',
+         'tl.store(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok)')],
+    "no exp2": [('a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])',
+                 'a = 1.0 + dt[:, None, :, None] * A2[None, :, :, :]')],
+    "no B, C loads": [
+        ('Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)', 'Bt = tl.zeros([TILE, NI, N_LANES], tl.float32) + 0.5'),
+        ('Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)', 'Ct = tl.zeros([TILE, NI, N_LANES], tl.float32) + 0.25'),
+        ('B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)', 'B_nx = Bt * 1.01'),
+        ('C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)', 'C_nx = Ct * 0.99')],
+}
+
+
+def variants() -> None:
+    from mambast.ops import triton_scan as ts
+    src = Path(ts.__file__).read_text()
+    tmp = Path(tempfile.mkdtemp())
+    mods = {}
+    for i, (name, subs) in enumerate(VARIANTS.items()):
+        s = src.replace('"mambast::selective_scan_2d"', f'"mambast::scan_variant_{i}"')
+        for a, b in subs:
+            if a not in s:
+                raise SystemExit(f"variant {name!r}: the kernel source no longer contains {a!r}")
+            s = s.replace(a, b)
+        path = tmp / f"scan_variant_{i}.py"
+        path.write_text(s)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = mods[name]
+        spec.loader.exec_module(mods[name])
+    for bt in (16, 1):
+        _, args = _inputs(bt)
+        for name, m in mods.items():
+            cfg = m.default_config(bt, DM)
+            with torch.no_grad():
+                ms = _ms(lambda: m._launch_fwd(*args, SIDE, SIDE, cfg, False))
+            print(f"batch {bt:2d} {name:32s} {ms:.3f} ms", flush=True)
+
+
+def registers() -> None:
+    import triton
+    from mambast.ops import triton_scan as ts
+
+    def launch(u, delta, A2, B, C, D, bias, cfg, maxnreg):
+        Bt, _, L, Dm = delta.shape
+        out = torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32)
+        dummy = torch.empty(1, device=u.device)
+        kw = dict(maxnreg=maxnreg) if maxnreg else {}
+        ts._scan_fwd_kernel[(triton.cdiv(Dm, cfg.block_d_fwd), 4, Bt)](
+            u, delta, A2, B, C, D, bias, out, dummy, dummy, L, SIDE, SIDE, Dm, N,
+            triton.cdiv(L, cfg.tile_fwd), triton.cdiv(L, cfg.chunk),
+            *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
+            TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=N, N_LANES=cfg.lanes_fwd, STORE_STATES=False,
+            STATE_EVERY=1, SEGMENTS=1, SUMMARY=False, num_warps=cfg.warps_fwd, **kw)
+        return out
+
+    for bt, tiles in ((16, [(8, 32, 1, 1), (4, 32, 1, 1), (8, 64, 2, 1)]), (1, [(16, 32, 4, 4), (8, 32, 4, 4)])):
+        xs, args = _inputs(bt)
+        ref = ts.selective_scan_2d_triton(*xs, SIDE, SIDE)
+        for t, bd, lanes, w in tiles:
+            cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w, chunk=max(16, t))
+            for maxnreg in (0, 232, 200, 168, 128):
+                f = lambda: launch(*args, cfg, maxnreg)  # noqa: E731
+                err = ((f() - ref).abs().max() / ref.abs().max()).item()
+                print(f"batch {bt:2d} tile {t} channels {bd} lanes {lanes} warps {w} maxnreg {maxnreg or '-':>4}: "
+                      f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
+
+
+def graphs(bt: int = 16) -> None:
+    from mambast.config import MambaSTConfig
+    from mambast.graphs import GraphCache
+    from mambast.infer import cast_autocast_weights
+    from mambast.model import MambaST, draw_permutations
+    torch.manual_seed(0)
+    m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
+    c, s = torch.rand(bt, 3, 512, 512, device="cuda"), torch.rand(bt, 3, 512, 512, device="cuda")
+    enc_c, enc_s = torch.compile(m.encode_content, dynamic=False), torch.compile(m.encode_style, dynamic=False)
+    dec = torch.compile(lambda xc, xs, perms: m.decode(xc, xs, shuffle=True, perms=perms), dynamic=False)
+
+    def forward(c, s, perms):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return dec(enc_c(c), enc_s(s), perms)
+
+    def ms_per_image(f, n=20):
+        for _ in range(3):
+            f(c, s, draw_permutations(3, SIDE * SIDE).cuda())
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(n):
+            perms = draw_permutations(3, SIDE * SIDE).cuda()
+            t = time.perf_counter()
+            f(c, s, perms)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[n // 2] * 1000 / bt
+    print(f"compiled, launched: {ms_per_image(forward):.3f} ms per image", flush=True)
+    print(f"compiled, one CUDA graph: {ms_per_image(GraphCache(forward, max_graphs=1)):.3f} ms per image", flush=True)
+
+
+def one(bt: int = 16) -> None:
+    """Two default forwards (for Nsight Compute)."""
+    from mambast.ops import triton_scan as ts
+    xs, _ = _inputs(bt)
+    with torch.no_grad():
+        for _ in range(2):
+            ts.selective_scan_2d_triton(*xs, SIDE, SIDE)
+    torch.cuda.synchronize()
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    runs = {"variants": variants, "registers": registers, "graphs": graphs, "one": one}
+    if what not in runs or not torch.cuda.is_available():
+        raise SystemExit(__doc__)
+    runs[what](*(int(a) for a in sys.argv[2:]))
