@@ -4,9 +4,11 @@ and a cross-attention fusion, across resolutions; writes JSON, a Markdown table 
 Usage (CUDA machine, repository root): python benchmarks/efficiency.py --out DIR
 CPU smoke test of the script itself: python benchmarks/efficiency.py --device cpu --quick --tiny --out DIR
 Methods (random weights; speed does not depend on values; inputs torch.rand on the device):
-  ours                 MambaST forward, fused scan (impl "auto"), bf16 autocast and fp32, shuffle on
-  ours-compiled        ours with torch.compile (inductor; the scan stays one opaque operator), bf16 only
-  ours-reference-scan  the same model with every layer's scan_impl = "ref" (Python loop over tokens)
+  ours                 what `mambast stylize` runs per batch (PairStylizer's content encoder, style encoder and
+                       fusion calls, CUDA graphs where they pay), fused scan, bf16 autocast and fp32, shuffle on
+  ours-compiled        the same calls through torch.compile (--compile; the scan stays one opaque operator), bf16
+  ours-eager           the model's forward, launched kernel by kernel, bf16 and fp32
+  ours-reference-scan  the model with every layer's scan_impl = "ref" (Python loop over tokens)
   authors-work         what the authors' test script computes per image: stylized pass, the identity passes
                        (content, content) and (style, style), VGG-19 features of the five images and all losses
   cross-attention      3 layers of softmax(Q K^T / sqrt(d)) V between content and style tokens (materialised)

@@ -75,6 +75,14 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int, c
             print(f"  {part:12s} {ev[0].device_time_total / 5 / 1000:8.2f} ms per forward (CUDA)")
 
 
+def compiled_parts(model) -> dict:
+    """The content encoder, the style encoder and decode(xc, xs, perms), each through torch.compile."""
+    return {"encode_content": torch.compile(model.encode_content, dynamic=False),
+            "encode_style": torch.compile(model.encode_style, dynamic=False),
+            "decode": torch.compile(lambda xc, xs, perms: model.decode(xc, xs, shuffle=True, perms=perms),
+                                    dynamic=False)}
+
+
 def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None) -> None:
     """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format."""
     import copy
@@ -115,10 +123,7 @@ def main(argv=None) -> int:
     if args.compile:
         if dtype:
             cast_autocast_weights(model, dtype)
-        compiled = {"encode_content": torch.compile(model.encode_content, dynamic=False),
-                    "encode_style": torch.compile(model.encode_style, dynamic=False),
-                    "decode": torch.compile(lambda xc, xs, perms: model.decode(xc, xs, shuffle=True, perms=perms),
-                                            dynamic=False)}
+        compiled = compiled_parts(model)
     for b in args.batch:
         profile(model, args.res, b, dtype, args.rows, compiled)
         if args.cnn_layouts:

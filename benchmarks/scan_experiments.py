@@ -90,29 +90,15 @@ def variants() -> None:
 
 
 def registers() -> None:
-    import triton
     from mambast.ops import triton_scan as ts
-
-    def launch(u, delta, A2, B, C, D, bias, cfg, maxnreg):
-        Bt, _, L, Dm = delta.shape
-        out = torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32)
-        dummy = torch.empty(1, device=u.device)
-        kw = dict(maxnreg=maxnreg) if maxnreg else {}
-        ts._scan_fwd_kernel[(triton.cdiv(Dm, cfg.block_d_fwd), 4, Bt)](
-            u, delta, A2, B, C, D, bias, out, dummy, dummy, L, SIDE, SIDE, Dm, N,
-            triton.cdiv(L, cfg.tile_fwd), triton.cdiv(L, cfg.chunk),
-            *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
-            TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=N, N_LANES=cfg.lanes_fwd, STORE_STATES=False,
-            STATE_EVERY=1, SEGMENTS=1, SUMMARY=False, num_warps=cfg.warps_fwd, **kw)
-        return out
-
     for bt, tiles in ((16, [(8, 32, 1, 1), (4, 32, 1, 1), (8, 64, 2, 1)]), (1, [(16, 32, 4, 4), (8, 32, 4, 4)])):
         xs, args = _inputs(bt)
         ref = ts.selective_scan_2d_triton(*xs, SIDE, SIDE)
         for t, bd, lanes, w in tiles:
             cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w, chunk=max(16, t))
             for maxnreg in (0, 232, 200, 168, 128):
-                f = lambda: launch(*args, cfg, maxnreg)  # noqa: E731
+                launch = dict(maxnreg=maxnreg) if maxnreg else {}
+                f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False, **launch)[0]  # noqa: E731
                 err = ((f() - ref).abs().max() / ref.abs().max()).item()
                 print(f"batch {bt:2d} tile {t} channels {bd} lanes {lanes} warps {w} maxnreg {maxnreg or '-':>4}: "
                       f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
@@ -123,15 +109,15 @@ def graphs(bt: int = 16) -> None:
     from mambast.graphs import GraphCache
     from mambast.infer import cast_autocast_weights
     from mambast.model import MambaST, draw_permutations
+    from profile_gpu import compiled_parts
     torch.manual_seed(0)
     m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
     c, s = torch.rand(bt, 3, 512, 512, device="cuda"), torch.rand(bt, 3, 512, 512, device="cuda")
-    enc_c, enc_s = torch.compile(m.encode_content, dynamic=False), torch.compile(m.encode_style, dynamic=False)
-    dec = torch.compile(lambda xc, xs, perms: m.decode(xc, xs, shuffle=True, perms=perms), dynamic=False)
+    parts = compiled_parts(m)
 
     def forward(c, s, perms):
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            return dec(enc_c(c), enc_s(s), perms)
+            return parts["decode"](parts["encode_content"](c), parts["encode_style"](s), perms)
 
     def ms_per_image(f, n=20):
         for _ in range(3):

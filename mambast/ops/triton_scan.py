@@ -78,7 +78,8 @@ class ScanKernelConfig:
     Backward: tiles of `chunk` steps x `block_d_bwd` channels (time in registers, N across lanes);
     `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
-    (a summary launch, then the scan; not yet timed on a GPU, so no default uses it).
+    (a summary launch, then the scan; on an H200 at batch 1 slower than one program per order, so no
+    default uses it).
     `python benchmarks/scan.py --sweep` times alternatives.
     """
 
@@ -373,8 +374,9 @@ def _scan_bwd_kernel(
 
 # ---------------------------------------------------------------------------------------- autograd
 
-def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
-    """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states)."""
+def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, **launch):
+    """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states).
+    launch: extra Triton launch options (e.g. maxnreg, for benchmarks/scan_experiments.py)."""
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
@@ -393,7 +395,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states):
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
             TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
             STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, SEGMENTS=segments,
-            SUMMARY=summary, num_warps=cfg.warps_fwd,
+            SUMMARY=summary, num_warps=cfg.warps_fwd, **launch,
         )
     return out, states
 
