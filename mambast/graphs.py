@@ -42,12 +42,16 @@ class GraphCache:
     recently used is dropped beyond it. warmup: eager calls on a side stream before capturing (the
     first calls compile Triton kernels and pick cuBLAS / cuDNN algorithms). capture_after: the call of a
     shape that captures it (the calls before run eagerly; capturing costs about warmup + 1 calls, which
-    pays only for a shape that comes back).
+    pays only for a shape that comes back). pool: a CUDA-graph memory pool (`torch.cuda.graph_pool_handle()`)
+    shared with other GraphCaches, so that their graphs' activations take the memory of the largest instead
+    of their sum. Safe when all their calls run on one stream, one after another: a graph may overwrite
+    another's memory, but every replay's output is cloned before anything else runs.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], max_graphs: int = 4, warmup: int = 2,
-                 capture_after: int = 1):
+                 capture_after: int = 1, pool=None):
         self.fn, self.max_graphs, self.warmup, self.capture_after = fn, max_graphs, warmup, capture_after
+        self.pool = pool
         self.graphs: collections.OrderedDict = collections.OrderedDict()
         self.seen: collections.Counter = collections.Counter()
         self.captures = 0
@@ -67,7 +71,7 @@ class GraphCache:
                     self.fn(*static)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=stream):
+            with torch.cuda.graph(graph, pool=self.pool, stream=stream):
                 out = self.fn(*static)
         self.captures += 1
         return graph, static, out

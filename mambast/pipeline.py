@@ -85,11 +85,12 @@ def _failed(error: Exception) -> cf.Future:
     return fut
 
 
-def _graphed(fn, pixels):
+def _graphed(fn, pixels, pool):
     """fn replayed from CUDA graphs for calls small enough to be launch-bound (`mambast.graphs.graph_pays`),
-    eager otherwise; pixels(first input) -> (batch, height, width) of the images it stands for."""
+    eager otherwise; pixels(first input) -> (batch, height, width) of the images it stands for; pool: the
+    graph memory pool shared by one stylizer's calls (they run one after another on one stream)."""
     from .graphs import GraphCache, graph_pays
-    graphs = GraphCache(fn, warmup=1, capture_after=2)
+    graphs = GraphCache(fn, warmup=1, capture_after=2, pool=pool)
 
     def run(x, *rest):
         return graphs(x, *rest) if graph_pays(*pixels(x)) else fn(x, *rest)
@@ -160,9 +161,10 @@ class PairStylizer:
         self._fuse = fuse
         if self.cuda_graphs:
             p = self.model.config.patch_size
-            self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]))   # [B, 3, H, W]
+            pool = torch.cuda.graph_pool_handle()
+            self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]), pool)   # [B, 3, H, W]
                               for k, f in self._encoders.items()}
-            self._fuse = _graphed(self._fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p))  # [B, H', W', C]
+            self._fuse = _graphed(self._fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p), pool)  # [B, H', W', C]
 
     # -------------------------------------------------------------------------------- decoding (threads)
 
