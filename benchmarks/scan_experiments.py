@@ -3,6 +3,11 @@
     python benchmarks/scan_experiments.py variants    # what limits the forward: variants of the kernel
     python benchmarks/scan_experiments.py registers   # ptxas register caps (maxnreg) per tile configuration
     python benchmarks/scan_experiments.py graphs      # 512² batch 16 bf16: compiled calls launched vs graphed
+    python benchmarks/scan_experiments.py streams     # 512² bf16 compiled, graphed: the two encoders serial vs
+                                                      # on two streams, batch 1, 2, 4 (time and memory)
+    python benchmarks/scan_experiments.py memory      # 512² batch 1 bf16 compiled: peak memory of each part
+    python benchmarks/scan_experiments.py pool        # 512² batch 1 bf16 compiled PairStylizer calls: time and memory
+                                                      # with / without CUDA graphs and two streams; graph pool segments
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
@@ -135,6 +140,134 @@ def graphs(bt: int = 16) -> None:
     print(f"compiled, one CUDA graph: {ms_per_image(GraphCache(forward, max_graphs=1)):.3f} ms per image", flush=True)
 
 
+def streams() -> None:
+    from mambast.config import MambaSTConfig
+    from mambast.graphs import GraphCache
+    from mambast.infer import cast_autocast_weights
+    from mambast.model import MambaST, draw_permutations
+    from profile_gpu import compiled_parts
+    torch.manual_seed(0)
+    m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
+    parts = compiled_parts(m)
+    side = torch.cuda.Stream()
+
+    def serial(c, s, perms):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return parts["decode"](parts["encode_content"](c), parts["encode_style"](s), perms)
+
+    def two_streams(c, s, perms):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                xs = parts["encode_style"](s)
+            xc = parts["encode_content"](c)
+            torch.cuda.current_stream().wait_stream(side)
+            return parts["decode"](xc, xs, perms)
+
+    for bt in (1, 2, 4):
+        c, s = torch.rand(bt, 3, 512, 512, device="cuda"), torch.rand(bt, 3, 512, 512, device="cuda")
+        perms = draw_permutations(3, SIDE * SIDE).cuda()
+        ref = serial(c, s, perms)
+        for name, f in (("serial", serial), ("two streams", two_streams)):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_reserved()
+            g = GraphCache(f, max_graphs=1)
+            for _ in range(3):
+                y = g(c, s, perms)
+            torch.cuda.synchronize()
+            err = ((y.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+            mem = (torch.cuda.memory_reserved() - base) / 2 ** 20
+            print(f"batch {bt} {name:12s}: {_ms(lambda: g(c, s, perms)) / bt:.3f} ms per image, graph pool + "
+                  f"output {mem:.0f} MiB, max rel. difference to serial {err:.1e}", flush=True)
+            del g, y
+
+
+def memory() -> None:
+    from mambast.config import MambaSTConfig
+    from mambast.infer import cast_autocast_weights
+    from mambast.model import MambaST, draw_permutations
+    from profile_gpu import compiled_parts
+    torch.manual_seed(0)
+    m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
+    parts = compiled_parts(m)
+    mib = lambda b: f"{b / 2 ** 20:.1f} MiB"  # noqa: E731
+    print(f"weights: {mib(torch.cuda.memory_allocated())}", flush=True)
+    c, s = torch.rand(1, 3, 512, 512, device="cuda"), torch.rand(1, 3, 512, 512, device="cuda")
+    perms = draw_permutations(3, SIDE * SIDE).cuda()
+    cnn = torch.compile(m.cnn_decoder, dynamic=False)
+    mamba = torch.compile(lambda xc, xs, p: m.decoder(xc, xs, shuffle=True, perms=p), dynamic=False)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        xc, xs = parts["encode_content"](c), parts["encode_style"](s)
+        tokens = mamba(xc, xs, perms)
+        calls = {"encode_content": lambda: parts["encode_content"](c),
+                 "decode (Mamba + CNN decoder)": lambda: parts["decode"](xc, xs, perms),
+                 "Mamba decoder": lambda: mamba(xc, xs, perms),
+                 "CNN decoder": lambda: cnn(tokens.permute(0, 3, 1, 2))}
+        for name, f in calls.items():
+            for _ in range(2):
+                y = f()
+            del y
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            y = f()
+            torch.cuda.synchronize()
+            print(f"{name:30s}: peak {mib(torch.cuda.max_memory_allocated() - base)} above what it starts from, "
+                  f"output {mib(y.numel() * y.element_size())}", flush=True)
+            del y
+    before = torch.cuda.memory_allocated()
+    with torch.cuda.stream(torch.cuda.Stream()):
+        a = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16)
+        _ = a @ a
+    torch.cuda.synchronize()
+    print(f"a new stream's first matmul keeps {mib(torch.cuda.memory_allocated() - before - 2 * a.nbytes)} "
+          "(cuBLAS workspace)", flush=True)
+
+
+def pool() -> None:
+    import mambast.pipeline as pipeline
+    from mambast.config import MambaSTConfig
+    from mambast.infer import cast_autocast_weights
+    from mambast.model import MambaST, draw_permutations
+    mib = lambda b: f"{b / 2 ** 20:.0f} MiB"  # noqa: E731
+    for graphs in (True, False):
+        for pair in (4, 0):
+            pipeline.PAIR_MAX_BATCH = pair
+            torch.manual_seed(0)
+            m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
+            st = pipeline.PairStylizer(m, autocast_dtype=torch.bfloat16, compile=True, cuda_graphs=graphs)
+            c, s = torch.rand(1, 3, 512, 512, device="cuda"), torch.rand(1, 3, 512, 512, device="cuda")
+
+            @torch.inference_mode()
+            def f():
+                xc, xs = st.encode(c, s)
+                return st.fuse(xc, xs, draw_permutations(3, SIDE * SIDE).cuda())
+            ms = _ms(f)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            f()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+            torch.cuda.empty_cache()
+            print(f"graphs {graphs!s:5} pair {bool(pair)!s:5}: {ms:.3f} ms, peak allocated {mib(peak)}, reserved "
+                  f"{mib(torch.cuda.memory_reserved())}", flush=True)
+            if graphs and pair:
+                pools = {}
+                for seg in torch.cuda.memory_snapshot():
+                    key = (tuple(seg["segment_pool_id"]), seg["stream"])
+                    tot, alloc, blocks = pools.get(key, (0, 0, []))
+                    pools[key] = (tot + seg["total_size"], alloc + seg["allocated_size"],
+                                  blocks + [b["size"] >> 20 for b in seg["blocks"] if b["state"] == "active_allocated"])
+                for key, (tot, alloc, blocks) in pools.items():
+                    print(f"  pool {key}: reserved {mib(tot)}, allocated {mib(alloc)}, active blocks (MiB) "
+                          f"{sorted(blocks, reverse=True)[:20]}", flush=True)
+            del st, m, f
+            torch._dynamo.reset()
+            torch.cuda.empty_cache()
+
+
 def one(bt: int = 16) -> None:
     """Two default forwards (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
@@ -147,7 +280,7 @@ def one(bt: int = 16) -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    runs = {"variants": variants, "registers": registers, "graphs": graphs, "one": one}
+    runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory, "pool": pool, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))
