@@ -107,6 +107,18 @@ def _graphed(fn, pixels, pool, stream=None):
     return run
 
 
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One stream per device for the style encoder of a pair, shared by all stylizers: a stream that runs
+    cuBLAS keeps a workspace (32 MiB on an H100 / H200) until the process ends, so a stream per stylizer
+    would leak one per stylizer."""
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
 @dataclass
 class _Item:
     job: Job
@@ -168,7 +180,7 @@ class PairStylizer:
                 return decode(xc, xs, perms)
         self._encoders = {"content": encoder(model.encode_content), "style": encoder(model.encode_style)}
         self._fuse = fuse
-        pair_style, side = self._encoders["style"], torch.cuda.Stream(self.param.device) if on_cuda else None
+        pair_style, side = self._encoders["style"], _side_stream(self.param.device) if on_cuda else None
         if self.cuda_graphs:
             p = self.model.config.patch_size
             pool = torch.cuda.graph_pool_handle()
