@@ -56,8 +56,8 @@ ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
     ("stylization only", "bf16"): "Mamba-ST stylization only, bf16 autocast",
 }
 WHAT = {
-    "ours": "stylization only, as mambast stylize runs a batch: content and style encoder calls (on two CUDA "
-            "streams up to PAIR_MAX_BATCH images), style permutations drawn on the CPU meanwhile, fusion call; fused scan; each call replayed from a CUDA "
+    "ours": "stylization only, as mambast stylize runs a batch: content and style encoder calls, style "
+            "permutations drawn on the CPU meanwhile, fusion call; fused scan; each call replayed from a CUDA "
             "graph where graph_pays, eager elsewhere",
     "ours-compiled": "ours with each call compiled by torch.compile (mambast stylize --compile; inductor, compile "
                      "time excluded)",
@@ -212,7 +212,7 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
 
 def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     """What `mambast stylize` runs per batch (`mambast.pipeline.PairStylizer`'s encoder and fusion calls): content
-    and style encoders (on two streams up to PAIR_MAX_BATCH images), then the style permutations drawn on the CPU while the GPU encodes, then the fusion;
+    and style encoders, then the style permutations drawn on the CPU while the GPU encodes, then the fusion;
     each call replayed from a CUDA graph where `graph_pays`; compile: each through torch.compile (--compile).
     Eager on a CPU device (without compile)."""
     if ctx.device.type != "cuda" and not compile:
@@ -504,8 +504,7 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
             if all(x is None for x in row):
                 continue
             lines.append(f"| {method}, {dtype} | " + " | ".join(_cell(x) for x in row) + " |")
-    lines += ["", "- ours: what `mambast stylize` runs per batch: the content and style encoder calls (at once, on two "
-              "CUDA streams, up to `mambast.pipeline.PAIR_MAX_BATCH` images), the style "
+    lines += ["", "- ours: what `mambast stylize` runs per batch: the content and style encoder calls, the style "
               "permutations drawn on the CPU while the GPU encodes, the fusion call; fused scan; each call replayed "
               "from a CUDA graph up to `mambast.graphs.GRAPH_MAX_PIXELS` pixels and eager above. ours-compiled: "
               "the same calls through torch.compile (`--compile`). ours-eager: the model's forward launched kernel "

@@ -1,4 +1,4 @@
-"""Experiments behind the notes on the scan's speed (CUDA machine, repository root). Timing only.
+"""Experiments behind the notes on speed and memory (CUDA machine, repository root). Measurements only.
 
     python benchmarks/scan_experiments.py variants    # what limits the forward: variants of the kernel
     python benchmarks/scan_experiments.py registers   # ptxas register caps (maxnreg) per tile configuration
@@ -6,8 +6,6 @@
     python benchmarks/scan_experiments.py streams     # 512² bf16 compiled, graphed: the two encoders serial vs
                                                       # on two streams, batch 1, 2, 4 (time and memory)
     python benchmarks/scan_experiments.py memory      # 512² batch 1 bf16 compiled: peak memory of each part
-    python benchmarks/scan_experiments.py pool        # 512² batch 1 bf16 compiled PairStylizer calls: time and memory
-                                                      # with / without CUDA graphs and two streams; graph pool segments
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
@@ -225,49 +223,6 @@ def memory() -> None:
           "(cuBLAS workspace)", flush=True)
 
 
-def pool() -> None:
-    import mambast.pipeline as pipeline
-    from mambast.config import MambaSTConfig
-    from mambast.infer import cast_autocast_weights
-    from mambast.model import MambaST, draw_permutations
-    mib = lambda b: f"{b / 2 ** 20:.0f} MiB"  # noqa: E731
-    for graphs in (True, False):
-        for pair in (4, 0):
-            pipeline.PAIR_MAX_BATCH = pair
-            torch.manual_seed(0)
-            m = cast_autocast_weights(MambaST(MambaSTConfig()).cuda().eval(), torch.bfloat16)
-            st = pipeline.PairStylizer(m, autocast_dtype=torch.bfloat16, compile=True, cuda_graphs=graphs)
-            c, s = torch.rand(1, 3, 512, 512, device="cuda"), torch.rand(1, 3, 512, 512, device="cuda")
-
-            @torch.inference_mode()
-            def f():
-                xc, xs = st.encode(c, s)
-                return st.fuse(xc, xs, draw_permutations(3, SIDE * SIDE).cuda())
-            ms = _ms(f)
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            f()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
-            torch.cuda.empty_cache()
-            print(f"graphs {graphs!s:5} pair {bool(pair)!s:5}: {ms:.3f} ms, peak allocated {mib(peak)}, reserved "
-                  f"{mib(torch.cuda.memory_reserved())}", flush=True)
-            if graphs and pair:
-                pools = {}
-                for seg in torch.cuda.memory_snapshot():
-                    key = (tuple(seg["segment_pool_id"]), seg["stream"])
-                    tot, alloc, blocks = pools.get(key, (0, 0, []))
-                    pools[key] = (tot + seg["total_size"], alloc + seg["allocated_size"],
-                                  blocks + [b["size"] >> 20 for b in seg["blocks"] if b["state"] == "active_allocated"])
-                for key, (tot, alloc, blocks) in pools.items():
-                    print(f"  pool {key}: reserved {mib(tot)}, allocated {mib(alloc)}, active blocks (MiB) "
-                          f"{sorted(blocks, reverse=True)[:20]}", flush=True)
-            del st, m, f
-            torch._dynamo.reset()
-            torch.cuda.empty_cache()
-
-
 def one(bt: int = 16) -> None:
     """Two default forwards (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
@@ -280,7 +235,7 @@ def one(bt: int = 16) -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory, "pool": pool, "one": one}
+    runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))

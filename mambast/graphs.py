@@ -45,16 +45,13 @@ class GraphCache:
     pays only for a shape that comes back). pool: a CUDA-graph memory pool (`torch.cuda.graph_pool_handle()`)
     shared with other GraphCaches, so that their graphs' activations take the memory of the largest instead
     of their sum. Safe when all their calls run on one stream, one after another: a graph may overwrite
-    another's memory, but every replay's output is cloned before anything else runs. A graph replayed on
-    another stream at the same time as theirs needs a pool of its own (None) and a capture stream of its own
-    (stream): a graph keeps the cuBLAS workspace of the stream it was captured on, and two graphs replayed at
-    once must not share one. stream: where warm-ups and captures run (default: one side stream per device).
+    another's memory, but every replay's output is cloned before anything else runs.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], max_graphs: int = 4, warmup: int = 2,
-                 capture_after: int = 1, pool=None, stream: torch.cuda.Stream | None = None):
+                 capture_after: int = 1, pool=None):
         self.fn, self.max_graphs, self.warmup, self.capture_after = fn, max_graphs, warmup, capture_after
-        self.pool, self.stream = pool, stream
+        self.pool = pool
         self.graphs: collections.OrderedDict = collections.OrderedDict()
         self.seen: collections.Counter = collections.Counter()
         self.captures = 0
@@ -67,7 +64,7 @@ class GraphCache:
         device = tensors[0].device
         with torch.cuda.device(device):   # the inputs' device, whichever is current
             static = [t.clone() for t in tensors]
-            stream = self.stream or _capture_stream(device)
+            stream = _capture_stream(device)
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(self.warmup):
@@ -78,10 +75,6 @@ class GraphCache:
                 out = self.fn(*static)
         self.captures += 1
         return graph, static, out
-
-    def captured(self, *tensors: torch.Tensor) -> bool:
-        """Whether a call with these inputs' shapes would replay a graph."""
-        return self._key(tensors) in self.graphs
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         if not all(t.is_cuda for t in tensors):

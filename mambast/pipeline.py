@@ -28,12 +28,6 @@ from .io import load_image, save_image
 from .model import as_generator, draw_permutations
 
 
-# Pairs of at most this many images are encoded on two CUDA streams at once (content and style encoder): at
-# 512 x 512 (bf16, compiled, CUDA graphs) on an H200, 18 % less time per image at batch 1, 3 % at 2, 9 % at 4
-# (benchmarks/scan_experiments.py streams); above, one encoder's scan already fills the GPU.
-PAIR_MAX_BATCH = 4
-
-
 @dataclass(frozen=True)
 class Job:
     """One pair to stylize and where to write the result (paths or strings)."""
@@ -91,32 +85,17 @@ def _failed(error: Exception) -> cf.Future:
     return fut
 
 
-def _graphed(fn, pixels, pool, stream=None):
+def _graphed(fn, pixels, pool):
     """fn replayed from CUDA graphs for calls small enough to be launch-bound (`mambast.graphs.graph_pays`),
     eager otherwise; pixels(first input) -> (batch, height, width) of the images it stands for; pool: the
-    graph memory pool shared by calls that run one after another on one stream (None: a pool of its own);
-    stream: the capture stream (`mambast.graphs.GraphCache`). run.pending(*inputs): whether such a call is to
-    be replayed from a graph not captured yet."""
+    graph memory pool shared by one stylizer's calls (they run one after another on one stream)."""
     from .graphs import GraphCache, graph_pays
-    graphs = GraphCache(fn, warmup=1, capture_after=2, pool=pool, stream=stream)
+    graphs = GraphCache(fn, warmup=1, capture_after=2, pool=pool)
 
     def run(x, *rest):
         return graphs(x, *rest) if graph_pays(*pixels(x)) else fn(x, *rest)
     run.graphs = graphs
-    run.pending = lambda x, *rest: graph_pays(*pixels(x)) and not graphs.captured(x, *rest)
     return run
-
-
-_SIDE_STREAMS: dict = {}
-
-
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    """One stream per device for the style encoder of a pair, shared by all stylizers: a stream that runs
-    cuBLAS keeps a workspace (32 MiB on an H100 / H200) until the process ends, so a stream per stylizer
-    would leak one per stylizer."""
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return _SIDE_STREAMS[device]
 
 
 @dataclass
@@ -180,44 +159,16 @@ class PairStylizer:
                 return decode(xc, xs, perms)
         self._encoders = {"content": encoder(model.encode_content), "style": encoder(model.encode_style)}
         self._fuse = fuse
-        pair_style, side = self._encoders["style"], _side_stream(self.param.device) if on_cuda else None
         if self.cuda_graphs:
             p = self.model.config.patch_size
             pool = torch.cuda.graph_pool_handle()
-            images = lambda x: (x.shape[0], x.shape[2], x.shape[3])   # noqa: E731   [B, 3, H, W]
-            self._encoders = {k: _graphed(f, images, pool) for k, f in self._encoders.items()}
-            # replayed on the side stream beside the content encoder: a pool and a capture stream of its own
-            pair_style = _graphed(pair_style, images, None, side)
+            self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]), pool)   # [B, 3, H, W]
+                              for k, f in self._encoders.items()}
             self._fuse = _graphed(self._fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p), pool)  # [B, H', W', C]
-        self._pair = self._two_streams(self._encoders["content"], pair_style, side) if on_cuda else None
-
-    @staticmethod
-    def _two_streams(content, style, side: torch.cuda.Stream):
-        """(contents, styles) -> (content tokens, style tokens), the style encoder on the side stream while the
-        content encoder runs: at small batches one encoder's scan leaves most of the GPU idle
-        (`PAIR_MAX_BATCH`). A style call whose CUDA graph is still to be captured runs first, on the main
-        stream."""
-
-        def both(c: torch.Tensor, s: torch.Tensor):
-            pending = getattr(style, "pending", None)
-            if pending is not None and pending(s):
-                return content(c), style(s)
-            main = torch.cuda.current_stream()
-            side.wait_stream(main)            # every use of the side stream starts after the main stream's work so
-            with torch.cuda.stream(side):     # far, so its memory is never reused under the main stream's feet
-                xs = style(s)
-            xc = content(c)
-            main.wait_stream(side)
-            return xc, xs
-        both.style = style
-        return both
 
     def encode(self, contents: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token grids [B, H', W', C] of padded images ([B, 3, H, W] on the model's device): the content
-        encoder's of `contents`, the style encoder's of `styles`; on CUDA, batches of the same shape of at
-        most PAIR_MAX_BATCH images are encoded on two streams at once."""
-        if self._pair is not None and contents.shape == styles.shape and contents.shape[0] <= PAIR_MAX_BATCH:
-            return self._pair(contents, styles)
+        encoder's of `contents`, the style encoder's of `styles` (the calls `run` makes, caches aside)."""
         return self._encoders["content"](contents), self._encoders["style"](styles)
 
     def fuse(self, xc: torch.Tensor, xs: torch.Tensor, perms: torch.Tensor | None = None) -> torch.Tensor:
@@ -266,20 +217,16 @@ class PairStylizer:
             return prepare_style(self._to_device(style), (h, w), p)
         return c, fitted_style, (h, w), orig
 
-    @staticmethod
-    def _pending(cache: ByteLRU, keys: list) -> tuple[list, dict]:
-        """Cached token grids of `keys` (None where missing) and {key: index of its first occurrence} of the
-        missing ones."""
+    def _encode(self, cache: ByteLRU, keys: list, pixels: list, what: str) -> list:
+        """Token grids for `keys`, encoding (in one batch) only the images not cached; pixels: functions
+        that make each key's padded image."""
         out = [cache.get(k) for k in keys]
         todo = {}
         for i, k in enumerate(keys):
             if out[i] is None and k not in todo:
                 todo[k] = i
-        return out, todo
-
-    def _store(self, cache: ByteLRU, out: list, todo: dict, tokens, keys: list, what: str) -> list:
-        """Cache freshly encoded `tokens` (one per key of `todo`) and fill them into `out`."""
         if todo:
+            tokens = self._encoders[what](torch.cat([pixels[i]() for i in todo.values()]))
             fresh = {k: tokens[j:j + 1].clone() for j, k in enumerate(todo)}   # clones: a cached slice would
             for k, t in fresh.items():                                         # keep the whole batch alive
                 cache.put(k, t)
@@ -288,30 +235,13 @@ class PairStylizer:
         self.stats[f"{what}_cached"] += len(keys) - len(todo)
         return out
 
-    def _encode_batch(self, key_c: list, key_s: list, contents: list, styles: list) -> tuple[list, list]:
-        """Token grids for the content and style keys, encoding only the images not cached (the contents in
-        one batch, the styles in one batch; both as a pair when both are needed); contents, styles: functions
-        that make each key's padded image."""
-        out_c, todo_c = self._pending(self.content_tokens, key_c)
-        out_s, todo_s = self._pending(self.style_tokens, key_s)
-        batch = lambda todo, images: torch.cat([images[i]() for i in todo.values()])  # noqa: E731
-        tc = ts = None
-        if todo_c and todo_s:
-            tc, ts = self.encode(batch(todo_c, contents), batch(todo_s, styles))
-        elif todo_c:
-            tc = self._encoders["content"](batch(todo_c, contents))
-        elif todo_s:
-            ts = self._encoders["style"](batch(todo_s, styles))
-        return (self._store(self.content_tokens, out_c, todo_c, tc, key_c, "content"),
-                self._store(self.style_tokens, out_s, todo_s, ts, key_s, "style"))
-
     @torch.inference_mode()
     def _stylize_batch(self, batch: list) -> list[torch.Tensor]:
         """batch: [(item, (c, style, working, orig))] of one padded size -> uint8 images [3, H, W] on the CPU."""
         key_c = [(it.job.content, self.size, tuple(c.shape)) for it, (c, _, hw, o) in batch]
         key_s = [(it.job.style, hw, tuple(c.shape)) for it, (c, _, hw, o) in batch]   # style padded as content
-        xc, xs = self._encode_batch(key_c, key_s, [lambda c=b[1][0]: c for b in batch], [b[1][1] for b in batch])
-        xc, xs = torch.cat(xc), torch.cat(xs)
+        xc = torch.cat(self._encode(self.content_tokens, key_c, [lambda c=b[1][0]: c for b in batch], "content"))
+        xs = torch.cat(self._encode(self.style_tokens, key_s, [b[1][1] for b in batch], "style"))
         if self.shuffle:   # drawn here, as the model would draw them (see `mambast.model.draw_permutations`)
             n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
             perms = draw_permutations(n, L, as_generator(self.seed, xs.device)).to(xs.device)
