@@ -235,7 +235,8 @@ def one(bt: int = 16) -> None:
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory, "one": one}
+    runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
+            "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))
