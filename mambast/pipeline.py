@@ -162,9 +162,10 @@ class PairStylizer:
         if self.cuda_graphs:
             p = self.model.config.patch_size
             pool = torch.cuda.graph_pool_handle()
-            self._encoders = {k: _graphed(f, lambda x: (x.shape[0], x.shape[2], x.shape[3]), pool)   # [B, 3, H, W]
-                              for k, f in self._encoders.items()}
-            self._fuse = _graphed(self._fuse, lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p), pool)  # [B, H', W', C]
+            images = lambda x: (x.shape[0], x.shape[2], x.shape[3])             # noqa: E731   [B, 3, H, W]
+            tokens = lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p)     # noqa: E731   [B, H', W', C]
+            self._encoders = {k: _graphed(f, images, pool) for k, f in self._encoders.items()}
+            self._fuse = _graphed(self._fuse, tokens, pool)
 
     def encode(self, contents: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token grids [B, H', W', C] of padded images ([B, 3, H, W] on the model's device): the content
