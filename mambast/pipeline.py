@@ -243,12 +243,11 @@ class PairStylizer:
         key_s = [(it.job.style, hw, tuple(c.shape)) for it, (c, _, hw, o) in batch]   # style padded as content
         xc = torch.cat(self._encode(self.content_tokens, key_c, [lambda c=b[1][0]: c for b in batch], "content"))
         xs = torch.cat(self._encode(self.style_tokens, key_s, [b[1][1] for b in batch], "style"))
+        perms = None
         if self.shuffle:   # drawn here, as the model would draw them (see `mambast.model.draw_permutations`)
             n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
             perms = draw_permutations(n, L, as_generator(self.seed, xs.device)).to(xs.device)
-            y = self.fuse(xc, xs, perms)
-        else:
-            y = self.fuse(xc, xs)
+        y = self.fuse(xc, xs, perms)
         outs = []
         for i, (_, (_, _, hw, orig)) in enumerate(batch):
             img = finish_output(y[i:i + 1], hw, orig)[0]
