@@ -8,9 +8,11 @@ Random-weight reference model (speed does not depend on values) unless --weights
   pipeline b1 plain   `PairStylizer`, batch 1, no token caches, no CUDA graphs (decode/write overlap only)
   pipeline bN         `PairStylizer` as `mambast stylize` runs it: batch N, content/style token caches, CUDA
                       graphs on CUDA
-  pipeline bN compiled  the same with `--compile` (only with --compile; its warm-up run includes compiling)
+  pipeline bN compiled  the same with `--compile` (only with --compile)
 With --dtype the Linear and Conv2d weights are stored in that dtype, as `mambast stylize` does (same results).
-Each mode runs once untimed on a few pairs first (kernel compilation), then timed on all pairs.
+per-pair runs once untimed on a few pairs first. A pipeline mode runs once untimed on all pairs with the
+stylizer it is then timed with (so every call shape is compiled and captured: "first run" in the output and
+the JSON, which includes torch.compile's compiling), then, its caches cleared, timed on all pairs.
 """
 
 from __future__ import annotations
@@ -58,12 +60,17 @@ def per_pair(model, jobs, amp, size):
         save_image(tensor_to_pil(y), j.output)
 
 
-def pipeline(model, jobs, amp, size, **kw):
+def pipeline(model, amp, size, **kw):
+    """A function running jobs through one `PairStylizer`, each time from cold caches."""
     stylizer = PairStylizer(model, size=size, seed=0, autocast_dtype=amp, **kw)
-    for _, error in stylizer.run(jobs):
-        if error is not None:
-            raise error
-    return dict(stylizer.stats)
+
+    def run(jobs):
+        stylizer.clear_caches()
+        for _, error in stylizer.run(jobs):
+            if error is not None:
+                raise error
+        return dict(stylizer.stats)
+    return run
 
 
 def main(argv=None) -> int:
@@ -94,29 +101,36 @@ def main(argv=None) -> int:
         contents = make_images(tmp / "content", args.contents, args.size, 0)
         styles = make_images(tmp / "style", args.styles, args.size, 1)
         n = len(contents) * len(styles)
-        modes = [("per-pair", lambda jobs: per_pair(model, jobs, amp, args.size)),
-                 ("pipeline b1 plain", lambda jobs: pipeline(model, jobs, amp, args.size, batch_size=1,
-                                                             cache_bytes=0, cuda_graphs=False))]
+        # (name, make: () -> run(jobs), warm-up on all pairs)
+        modes = [("per-pair", lambda: lambda jobs: per_pair(model, jobs, amp, args.size), False),
+                 ("pipeline b1 plain", lambda: pipeline(model, amp, args.size, batch_size=1, cache_bytes=0,
+                                                        cuda_graphs=False), True)]
         for b in [int(x) for x in args.batch_sizes.split(",") if x.strip()]:
-            modes.append((f"pipeline b{b}", lambda jobs, b=b: pipeline(model, jobs, amp, args.size, batch_size=b)))
+            modes.append((f"pipeline b{b}", lambda b=b: pipeline(model, amp, args.size, batch_size=b), True))
             if args.compile:
                 modes.append((f"pipeline b{b} compiled",
-                               lambda jobs, b=b: pipeline(model, jobs, amp, args.size, batch_size=b, compile=True)))
+                              lambda b=b: pipeline(model, amp, args.size, batch_size=b, compile=True), True))
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         records = []
-        for name, run in modes:
+        for name, make, warm_all in modes:
+            run = make()
             out = tmp / "out" / name.replace(" ", "_")
-            warm = [Job(c, s, out / "warm" / f"{c.stem}_{s.stem}.png") for c in contents[:2] for s in styles[:2]]
-            run(warm)
-            jobs = [Job(c, s, out / f"{c.stem}_stylized_{s.stem}.png") for c in contents for s in styles]
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
+            grid = [(c, s) for c in contents for s in styles]
+            t = time.perf_counter()
+            run([Job(c, s, out / "warm" / f"{c.stem}_{s.stem}.png") for c, s in (grid if warm_all else grid[:4])])
+            sync()
+            first = time.perf_counter() - t
+            jobs = [Job(c, s, out / f"{c.stem}_stylized_{s.stem}.png") for c, s in grid]
             t = time.perf_counter()
             stats = run(jobs)
+            sync()
             seconds = time.perf_counter() - t
             assert all(j.output.exists() for j in jobs)
             records.append({"mode": name, "pairs": n, "seconds": seconds, "images_per_s": n / seconds,
+                            "first_run_seconds": first, "first_run_pairs": len(grid) if warm_all else 4,
                             "stats": stats})
-            print(f"{name:20s} {n / seconds:8.1f} images/s ({seconds:.2f} s for {n} pairs) {stats or ''}", flush=True)
+            print(f"{name:22s} {n / seconds:8.1f} images/s ({seconds:.2f} s for {n} pairs; first run "
+                  f"{first:.2f} s) {stats or ''}", flush=True)
         base = records[0]["images_per_s"]
         for r in records:
             r["speedup_vs_per_pair"] = r["images_per_s"] / base

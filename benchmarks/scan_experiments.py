@@ -64,6 +64,36 @@ VARIANTS = {
         ('B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)', 'B_nx = Bt * 1.01'),
         ('C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)', 'C_nx = Ct * 0.99')],
 }
+# computing the same results: where the registers go (B and C tiles are broadcast to every thread)
+_BC_NATIVE = [  # B, C tiles kept in the input dtype until used (half the registers for bf16)
+    ("                   other=0.0).to(tl.float32)", "                   other=0.0)"),
+    ("bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]",
+     "bx = (dt * u)[:, None, :, None] * Bt.to(tl.float32)[:, :, None, :]"),
+    ("tl.sum(hs * Ct[:, :, None, :], axis=1)", "tl.sum(hs * Ct.to(tl.float32)[:, :, None, :], axis=1)")]
+_BC_NO_PREFETCH = [  # B, C of a tile loaded at the start of its turn instead of one turn ahead
+    ("B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)", "B_nx = Bt"),
+    ("C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)", "C_nx = Ct"),
+    ("        td_ok = t_ok[:, None] & d_ok[None, :]\n        dt = tl.where(td_ok, _softplus(",
+     "        td_ok = t_ok[:, None] & d_ok[None, :]\n"
+     "        Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)\n"
+     "        Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)\n"
+     "        dt = tl.where(td_ok, _softplus(")]
+VARIANTS.update({"B, C in input dtype": _BC_NATIVE, "B, C not prefetched": _BC_NO_PREFETCH,
+                 "B, C input dtype, not prefetched": _BC_NATIVE + _BC_NO_PREFETCH})
+
+
+class _LastLaunch:
+    """Stands in for a module's Triton kernel and keeps the compiled kernel of its last launch
+    (registers, spills)."""
+
+    def __init__(self, fn):
+        self.fn, self.last = fn, None
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.last = self.fn[grid](*args, **kwargs)
+            return self.last
+        return launch
 
 
 def variants() -> None:
@@ -83,13 +113,20 @@ def variants() -> None:
         mods[name] = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = mods[name]
         spec.loader.exec_module(mods[name])
+        mods[name]._scan_fwd_kernel = _LastLaunch(mods[name]._scan_fwd_kernel)
     for bt in (16, 1):
         _, args = _inputs(bt)
+        ref = None
         for name, m in mods.items():
             cfg = m.default_config(bt, DM)
             with torch.no_grad():
+                out = m._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]
+                ref = out if ref is None else ref
                 ms = _ms(lambda: m._launch_fwd(*args, SIDE, SIDE, cfg, False))
-            print(f"batch {bt:2d} {name:32s} {ms:.3f} ms", flush=True)
+            k = m._scan_fwd_kernel.last
+            err = ((out - ref).abs().max() / ref.abs().max()).item()
+            print(f"batch {bt:2d} {name:34s} {ms:.3f} ms, {k.n_regs} registers, {k.n_spills} spilled, "
+                  f"max rel. difference from the first {err:.1e}", flush=True)
 
 
 def registers() -> None:

@@ -75,6 +75,11 @@ class ByteLRU:
                 _, old = self._items.popitem(last=False)
                 self.bytes -= self._size(old)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -166,6 +171,13 @@ class PairStylizer:
             tokens = lambda x: (x.shape[0], x.shape[1] * p, x.shape[2] * p)     # noqa: E731   [B, H', W', C]
             self._encoders = {k: _graphed(f, images, pool) for k, f in self._encoders.items()}
             self._fuse = _graphed(self._fuse, tokens, pool)
+
+    def clear_caches(self) -> None:
+        """Forget the decoded images and token grids and reset `stats`; compiled code and CUDA graphs stay
+        (a long-lived stylizer moving to other folders, or a benchmark timing a warm one from cold caches)."""
+        for cache in (self.images, self.content_tokens, self.style_tokens):
+            cache.clear()
+        self.stats.clear()
 
     def encode(self, contents: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token grids [B, H', W', C] of padded images ([B, 3, H, W] on the model's device): the content

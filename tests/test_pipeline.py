@@ -46,6 +46,10 @@ def test_each_content_and_style_is_encoded_once(tiny_model, pairs):
     # 3 contents; styles fitted to 2 working sizes: 2 styles x 2 sizes
     assert stylizer.stats["content_encoded"] == 3 and stylizer.stats["content_cached"] == 3
     assert stylizer.stats["style_encoded"] == 4 and stylizer.stats["style_cached"] == 2
+    stylizer.clear_caches()                  # a second run from cold caches encodes everything again
+    assert all(e is None for _, e in stylizer.run(pairs))
+    assert stylizer.stats["content_encoded"] == 3 and stylizer.stats["content_cached"] == 3
+    assert stylizer.stats["style_encoded"] == 4 and stylizer.stats["style_cached"] == 2
 
 
 def test_without_cache_room_everything_is_encoded_per_pair(tiny_model, pairs):
@@ -76,6 +80,10 @@ def test_byte_lru_evicts_least_recently_used():
     assert lru.get("big") is None and len(lru) == 2
     lru.put("err", ValueError("x"))          # exceptions are kept and cost nothing
     assert isinstance(lru.get("err"), ValueError) and lru.bytes == 32
+    lru.clear()
+    assert len(lru) == 0 and lru.bytes == 0 and lru.get("a") is None
+    lru.put("a", t)                          # usable again after clearing
+    assert lru.get("a") is not None and lru.bytes == 16
 
 
 def test_cli_batch_size_must_be_positive(tmp_path, tiny_model, capsys):
