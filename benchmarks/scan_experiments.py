@@ -6,6 +6,8 @@
     python benchmarks/scan_experiments.py streams     # 512² bf16 compiled, graphed: the two encoders serial vs
                                                       # on two streams, batch 1, 2, 4 (time and memory)
     python benchmarks/scan_experiments.py memory      # 512² batch 1 bf16 compiled: peak memory of each part
+    python benchmarks/scan_experiments.py tiles       # batch 1 and 2: longer tiles with the state over more
+                                                      # lanes, against the default configuration
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
@@ -260,6 +262,24 @@ def memory() -> None:
           "(cuBLAS workspace)", flush=True)
 
 
+TILES = [(16, 32, 4, 4), (32, 32, 4, 4), (32, 16, 8, 4), (16, 16, 8, 4), (32, 8, 16, 4), (16, 8, 16, 4),
+         (64, 8, 16, 4), (32, 32, 8, 8), (32, 16, 16, 8), (64, 16, 16, 8)]   # (tile, channels, lanes, warps)
+
+
+def tiles() -> None:
+    from mambast.ops import triton_scan as ts
+    for bt in (1, 2):
+        _, args = _inputs(bt)
+        with torch.no_grad():
+            ref = ts._launch_fwd(*args, SIDE, SIDE, ts.default_config(bt, DM), False)[0]
+            for t, bd, lanes, w in TILES:
+                cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w, chunk=max(16, t))
+                f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]  # noqa: E731
+                err = ((f() - ref).abs().max() / ref.abs().max()).item()
+                print(f"batch {bt} tile {t:2d} channels {bd:2d} lanes {lanes:2d} warps {w}: {_ms(f):.3f} ms "
+                      f"(max rel. difference {err:.1e})", flush=True)
+
+
 def one(bt: int = 16) -> None:
     """Two default forwards (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
@@ -273,7 +293,7 @@ def one(bt: int = 16) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
-            "one": one}
+            "tiles": tiles, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))

@@ -15,7 +15,7 @@ steps. Each channel's state (N float32 values, whatever the input dtype) sits in
 N_LANES threads (N / N_LANES values each), and the channels are spread over the other lanes and the
 warps, so the recurrence along time runs inside each thread and the sum over the state needs at most
 log2(N_LANES) shuffles; with N_LANES = 1 (large batches) it needs none. Small batches use N_LANES = 4
-to occupy more threads (`default_config`). In a tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t,
+to occupy more threads, and one image without gradients longer tiles (`default_config`). In a tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t,
 and b_0 += a_0 h_in for the carried state) are composed by `tl.associative_scan` along time, which
 gives every h_t of the tile at once; B_t and C_t, shared by all channels, are broadcast to every
 thread. Positions are index arithmetic on t (reversed orders read s = L-1-t; column-major step s reads
@@ -109,11 +109,21 @@ DEFAULT_CONFIG = ScanKernelConfig()
 # (benchmarks/scan.py --sweep) at L = 4096, Dm = 1024, N = 16, batch 16 and batch 1 respectively.
 FEW_SEQUENCES_CONFIG = ScanKernelConfig(tile_fwd=16, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
 FEW_SEQUENCES = 16384
+# At most one image's sequences (batch 1 at Dm = 1024) and no gradients: tiles of 32 steps (255 registers, no
+# spills) halve the turns of the loop, whose latency bounds a grid this small. On an H200 at L = 4096: batch 1
+# 0.302 vs 0.324 ms, but batch 2 0.488 vs 0.427 (`benchmarks/scan_experiments.py tiles`). The backward is not
+# tuned for it, so it serves inference only.
+ONE_IMAGE_CONFIG = ScanKernelConfig(chunk=32, tile_fwd=32, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
+ONE_IMAGE = 4096
 
 
-def default_config(batch: int, channels: int) -> ScanKernelConfig:
-    """The kernel configuration used when none is given, from the number of sequences to scan."""
-    return FEW_SEQUENCES_CONFIG if batch * N_ORDERS * channels < FEW_SEQUENCES else DEFAULT_CONFIG
+def default_config(batch: int, channels: int, grad: bool = False) -> ScanKernelConfig:
+    """The kernel configuration used when none is given, from the number of sequences to scan and whether
+    the backward will run."""
+    sequences = batch * N_ORDERS * channels
+    if sequences <= ONE_IMAGE and not grad:
+        return ONE_IMAGE_CONFIG
+    return FEW_SEQUENCES_CONFIG if sequences < FEW_SEQUENCES else DEFAULT_CONFIG
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -493,12 +503,12 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
     L = H * W. Inputs may be float32, bfloat16 or float16 (the state is always float32) and any
     strides; any N works (padded to a power of two; tuned for N <= 16). Returns [Bt, L, Dm] float32
     and supports autograd for every tensor argument (gradients in the arguments' dtypes).
-    config: tile sizes (default: `default_config(Bt, Dm)`); the result does not depend on it beyond rounding.
+    config: tile sizes (default: `default_config(Bt, Dm, grad)`); the result does not depend on it beyond rounding.
     """
     _check(u, delta, A, B, C, D, delta_bias, H, W)
     tensors = (u, delta, A, B, C, D, delta_bias)
     store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
-    config = config or default_config(u.shape[0], u.shape[2])
+    config = config or default_config(u.shape[0], u.shape[2], store)
     if store:
         return _SelectiveScan2D.apply(*tensors, int(H), int(W), config)
     return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)))

@@ -17,7 +17,7 @@ triton = pytest.importorskip("triton")
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_scan import (  # noqa: E402
-    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ScanKernelConfig, default_config, selective_scan_2d_triton)
+    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, ScanKernelConfig, default_config, selective_scan_2d_triton)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -154,7 +154,8 @@ def test_backward_bf16_inputs_give_bf16_gradients():
         assert rel_err(g, w) < 1e-2, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
-@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG], ids=["auto", "default", "few"])
+@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG],
+                         ids=["auto", "default", "few", "one-image"])
 def test_default_configs_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
     assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)
@@ -173,8 +174,18 @@ def test_forward_split_into_segments(segments):
 
 
 def test_default_config_gives_small_batches_more_threads():
-    assert default_config(1, 1024) == FEW_SEQUENCES_CONFIG      # 4096 sequences: 4 lanes per channel
+    assert default_config(1, 1024, grad=True) == FEW_SEQUENCES_CONFIG   # 4096 sequences: 4 lanes per channel
     assert default_config(16, 1024) == DEFAULT_CONFIG           # 65536 sequences: one thread per channel
+    assert default_config(2, 1024) == FEW_SEQUENCES_CONFIG
+
+
+def test_one_image_without_gradients_gets_long_tiles():
+    assert default_config(1, 1024) == ONE_IMAGE_CONFIG          # inference only: the backward is not tuned for it
+    Bt, Dm, N, H, W = shape = (1, 12, 8, 5, 9)
+    xs = make_inputs(*shape, seed=7)
+    with torch.no_grad():
+        want = selective_scan_2d_ref(*xs, H, W)
+        assert rel_err(selective_scan_2d_triton(*xs, H, W, config=ONE_IMAGE_CONFIG), want) < 1e-5
 
 
 def test_no_grad_forward_is_one_operator_that_compile_keeps_whole(monkeypatch):
@@ -232,7 +243,8 @@ def test_grid_must_match_length():
 
 # ------------------------------------------------------------------------------- GPU (compiled) tests
 
-GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4),
+GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG,
+               dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4),
                ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
                ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
                ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4)]
