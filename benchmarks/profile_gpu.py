@@ -5,7 +5,8 @@ Usage (CUDA machine, repository root): python benchmarks/profile_gpu.py [--res 5
 Random weights (speed does not depend on values). Prints, per batch size, the operators and kernels with the
 largest own (self) CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN
 decoder; with --compile, as `mambast stylize --compile` runs it: content encoder, style encoder, fusion and
-decoding, each through torch.compile); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC.
+decoding, each through torch.compile); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC
+(with --compile also compiled).
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ def compiled_parts(model) -> dict:
                                     dynamic=False)}
 
 
-def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None) -> None:
-    """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format."""
+def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None, compile: bool = False) -> None:
+    """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format;
+    compile: each also through torch.compile (inductor fuses padding, upsampling and ReLU around cuDNN's
+    convolutions)."""
     import copy
 
     import triton.testing
@@ -96,12 +99,15 @@ def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None) 
         dec = copy.deepcopy(model.cnn_decoder).to(memory_format=fmt)
         xi = x.contiguous(memory_format=fmt)
 
-        def run():
-            with amp, torch.inference_mode():
-                return dec(xi)
+        runs = [("eager", dec)] + ([("compiled", torch.compile(dec, dynamic=False))] if compile else [])
+        for how, f in runs:
+            def run(f=f):
+                with amp, torch.inference_mode():
+                    return f(xi)
 
-        ms = triton.testing.do_bench(run, warmup=10, rep=200, return_mode="median")
-        print(f"cnn decoder alone, res {res}, batch {batch}, {name}: {ms:.3f} ms ({ms / batch:.3f} ms per image)")
+            ms = triton.testing.do_bench(run, warmup=10, rep=200, return_mode="median")
+            print(f"cnn decoder alone, res {res}, batch {batch}, {name}, {how}: {ms:.3f} ms "
+                  f"({ms / batch:.3f} ms per image)", flush=True)
 
 
 def main(argv=None) -> int:
@@ -111,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--compile", action="store_true", help="profile the parts through torch.compile, as --compile runs")
-    ap.add_argument("--cnn-layouts", action="store_true", help="also time the CNN decoder alone in NCHW and NHWC")
+    ap.add_argument("--cnn-layouts", action="store_true", help="also time the CNN decoder alone in NCHW and NHWC "
+                    "(with --compile also compiled)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
@@ -127,7 +134,7 @@ def main(argv=None) -> int:
     for b in args.batch:
         profile(model, args.res, b, dtype, args.rows, compiled)
         if args.cnn_layouts:
-            cnn_decoder_layouts(model, args.res, b, dtype)
+            cnn_decoder_layouts(model, args.res, b, dtype, compile=args.compile)
     return 0
 
 
