@@ -168,8 +168,8 @@ def main() -> int:
         return 2
     import triton
 
-    from mambast.ops.triton_scan import (DEFAULT_CONFIG, FEW_SEQUENCES, FEW_SEQUENCES_CONFIG, ScanKernelConfig,
-                                         selective_scan_2d_triton)
+    from mambast.ops.triton_scan import (DEFAULT_CONFIG, FEW_SEQUENCES, FEW_SEQUENCES_CONFIG, ONE_IMAGE,
+                                         ONE_IMAGE_CONFIG, ScanKernelConfig, selective_scan_2d_triton)
 
     sides = [int(s) for s in args.lengths.split(",")]
     dtypes = [d.strip() for d in args.dtypes.split(",")]
@@ -179,7 +179,9 @@ def main() -> int:
               "Bt": 1, "Dm": Dm, "N": N, "peak_gbps": args.peak_gbps,
               "default_config": dataclasses.asdict(DEFAULT_CONFIG),
               "few_sequences_config": dataclasses.asdict(FEW_SEQUENCES_CONFIG),
-              "few_sequences_below": FEW_SEQUENCES, "checks": [], "results": [], "sweep": []}
+              "few_sequences_below": FEW_SEQUENCES,
+              "one_image_config": dataclasses.asdict(ONE_IMAGE_CONFIG),   # inference only
+              "one_image_up_to": ONE_IMAGE, "checks": [], "results": [], "sweep": []}
     print(f"{report['device']}  torch {torch.__version__}  triton {triton.__version__}  Bt=1 Dm={Dm} N={N}")
 
     # ---- correctness first: Triton vs the reference (forward and all gradients)
