@@ -49,7 +49,8 @@ def _add_stylize(sub) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file (single pair) or folder (folders, or an existing folder)")
     p.add_argument("--weights", default="default",
-                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
+                        "a folder named 'default' is ./default)")
     p.add_argument("--size", type=int, default=512,
                    help="working short side of the content in pixels; 0 = original size (default 512)")
     p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
@@ -93,7 +94,8 @@ def _add_demo(sub) -> None:
                        description="Fetch the example content photo (from the scikit-image wheel on PyPI, once), "
                                    "draw the example stroke painting, and stylize the photo with it.")
     p.add_argument("-o", "--output", default="demo.png", help="output image (default demo.png)")
-    p.add_argument("--weights", default="default", help="model weights (default: the bundled model)")
+    p.add_argument("--weights", default="default",
+                   help="model weights (default: the bundled model; a folder named 'default' is ./default)")
     p.add_argument("--size", type=int, default=512, help="working short side of the content (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
