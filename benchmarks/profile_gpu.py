@@ -5,8 +5,8 @@ Usage (CUDA machine, repository root): python benchmarks/profile_gpu.py [--res 5
 Random weights (speed does not depend on values). Prints, per batch size, the operators and kernels with the
 largest own (self) CUDA time and the CUDA time per model part (patch embedding, encoders, Mamba decoder, CNN
 decoder; with --compile, as `mambast stylize --compile` runs it: content encoder, style encoder, fusion and
-decoding, each through torch.compile); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC,
-and with border strips instead of padded copies (with --compile also compiled).
+decoding, each through torch.compile); --cnn-layouts also times the CNN decoder alone in NCHW and NHWC
+(with --compile also compiled).
 """
 
 from __future__ import annotations
@@ -85,10 +85,9 @@ def compiled_parts(model) -> dict:
 
 
 def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None, compile: bool = False) -> None:
-    """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format,
-    and in NCHW with the reflection padding done as on the CPU (zero-padded convolution + border strips, no
-    padded copy); compile: each also through torch.compile (inductor fuses padding, upsampling and ReLU
-    around cuDNN's convolutions)."""
+    """The CNN decoder alone, its activations in NCHW (contiguous) and in NHWC (channels_last) memory format;
+    compile: each also through torch.compile (inductor fuses padding, upsampling and ReLU around cuDNN's
+    convolutions)."""
     import copy
 
     import triton.testing
@@ -96,14 +95,8 @@ def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None, 
     x = torch.randn(batch, model.config.dim, res // model.config.patch_size, res // model.config.patch_size,
                     device="cuda")
     amp = torch.autocast("cuda", dtype=dtype) if dtype else contextlib.nullcontext()
-    from mambast.nn.blocks import ReflectConv3x3
-    cases = [("contiguous", torch.contiguous_format, False), ("channels_last", torch.channels_last, False),
-             ("contiguous, border strips", torch.contiguous_format, True)]
-    for name, fmt, strips in cases:
+    for name, fmt in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
         dec = copy.deepcopy(model.cnn_decoder).to(memory_format=fmt)
-        for m in dec.modules():
-            if isinstance(m, ReflectConv3x3):    # the CPU's convolution without a padded copy, on the GPU
-                m.STRIP_DEVICES = {"cpu", "cuda"} if strips else {"cpu"}
         xi = x.contiguous(memory_format=fmt)
 
         runs = [("eager", dec)] + ([("compiled", torch.compile(dec, dynamic=False))] if compile else [])

@@ -74,11 +74,9 @@ class ReflectConv3x3(nn.Conv2d):
     On the CPU the padded copy is never made: a zero-padded convolution is exact away from the border,
     and its border rows and columns are recomputed from thin reflect-padded strips (4 / side of the
     convolution's work). At 512² that skips the decoder's nine padded copies (up to 67 MB each): 1.94-1.98
-    -> 1.93 s per stylization on 2 cores (`benchmarks/stylize_cpu.py`). On other devices (not yet measured
-    on a GPU: `benchmarks/profile_gpu.py --cnn-layouts` times both) it pads, then convolves.
+    -> 1.93 s per stylization on 2 cores (`benchmarks/stylize_cpu.py`). Elsewhere (not yet measured on a
+    GPU) it pads, then convolves.
     """
-
-    STRIP_DEVICES = {"cpu"}     # device types that use the border strips
 
     def __init__(self, cin: int, cout: int):
         super().__init__(cin, cout, 3)
@@ -88,7 +86,7 @@ class ReflectConv3x3(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        if x.device.type not in self.STRIP_DEVICES or H < 2 or W < 2:   # (a side of 1 cannot be reflected)
+        if x.device.type != "cpu" or H < 2 or W < 2:   # (a side of 1 cannot be reflected: F.pad raises)
             return self._padded(x)
         y = F.conv2d(x, self.weight, self.bias, padding=1)
         rows = lambda i: F.pad(x[:, :, i], (1, 1, 0, 0), mode="reflect")     # noqa: E731  reflected rows i
