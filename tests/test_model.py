@@ -78,28 +78,3 @@ def test_fit_style_of_a_long_strip_stays_small_and_matches():
     plain = _centre_crop(resize_short_side(strip, 32), 32, 48)
     assert (out - plain).abs().max() < 0.03
     assert fit_style(torch.rand(1, 3, 3, 400000, generator=g), 32, 48).shape == (1, 3, 32, 48)   # quick, small
-
-
-@pytest.mark.parametrize("shape", [(2, 5, 2, 2), (1, 4, 7, 3), (2, 3, 9, 11), (1, 6, 2, 9), (1, 4, 16, 24)])
-def test_decoder_conv_matches_reflection_pad_then_conv(shape):
-    """The CNN decoder's convolution (no padded copy on the CPU) computes ReflectionPad2d(1) + Conv2d."""
-    import torch.nn as nn
-
-    from mambast.nn.blocks import ReflectConv3x3
-    torch.manual_seed(sum(shape))
-    conv = ReflectConv3x3(shape[1], 5)
-    x = torch.randn(shape, requires_grad=True)
-    want = torch.nn.functional.conv2d(nn.ReflectionPad2d(1)(x), conv.weight, conv.bias)
-    got = conv(x)
-    assert got.shape == want.shape
-    assert ((got - want).norm() / want.norm()).item() < 1e-6
-    gy = torch.randn_like(want)                       # gradients too (the decoder is trained)
-    gx_want, = torch.autograd.grad(want, x, gy)
-    gx_got, = torch.autograd.grad(got, x, gy)
-    assert ((gx_got - gx_want).norm() / gx_want.norm()).item() < 1e-6
-
-
-def test_decoder_conv_refuses_a_side_of_one_like_reflection_padding():
-    from mambast.nn.blocks import ReflectConv3x3
-    with pytest.raises(RuntimeError):
-        ReflectConv3x3(3, 4)(torch.randn(1, 3, 1, 5))

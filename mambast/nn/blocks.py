@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import MambaSTConfig
 from .ss2d import SS2D, CrossSS2D
@@ -68,48 +67,16 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-class ReflectConv3x3(nn.Conv2d):
-    """`nn.ReflectionPad2d(1)` then a 3x3 `nn.Conv2d` without padding, in one module (same parameters).
-
-    On the CPU the padded copy is never made: a zero-padded convolution is exact away from the border,
-    and its border rows and columns are recomputed from thin reflect-padded strips (4 / side of the
-    convolution's work). At 512² that skips the decoder's nine padded copies (up to 67 MB each): 1.94-1.98
-    -> 1.93 s per stylization on 2 cores (`benchmarks/stylize_cpu.py`). Elsewhere (not yet measured on a
-    GPU) it pads, then convolves.
-    """
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(cin, cout, 3)
-
-    def _padded(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.weight, self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2:]
-        if x.device.type != "cpu" or H < 2 or W < 2:   # (a side of 1 cannot be reflected: F.pad raises)
-            return self._padded(x)
-        y = F.conv2d(x, self.weight, self.bias, padding=1)
-        rows = lambda i: F.pad(x[:, :, i], (1, 1, 0, 0), mode="reflect")     # noqa: E731  reflected rows i
-        cols = lambda j: F.pad(x[:, :, :, j], (0, 0, 1, 1), mode="reflect")  # noqa: E731
-        w, b = self.weight, self.bias
-        y[:, :, :1] = F.conv2d(rows([1, 0, 1]), w, b)
-        y[:, :, -1:] = F.conv2d(rows([H - 2, H - 1, H - 2]), w, b)
-        y[..., :1] = F.conv2d(cols([1, 0, 1]), w, b)
-        y[..., -1:] = F.conv2d(cols([W - 2, W - 1, W - 2]), w, b)
-        return y
-
-
 def cnn_decoder(cfg: MambaSTConfig) -> nn.Sequential:
     """Tokens [B, C, H', W'] back to pixels [B, 3, H, W].
 
     Three nearest x2 upsamplings; 3x3 convs with reflection padding, ReLU after all but the last.
-    Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28): each of
-    their `ReflectionPad2d(1)` modules is an `nn.Identity` here, its padding done by the convolution after it.
+    Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28).
     """
     c1, c2, c3 = cfg.decoder_channels
 
     def conv(cin, cout, relu=True):
-        layers = [nn.Identity(), ReflectConv3x3(cin, cout)]
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
         return layers + [nn.ReLU()] if relu else layers
 
     up = [nn.Upsample(scale_factor=2, mode="nearest")]
