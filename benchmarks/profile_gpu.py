@@ -99,6 +99,8 @@ def cnn_decoder_layouts(model, res: int, batch: int, dtype: torch.dtype | None, 
         dec = copy.deepcopy(model.cnn_decoder).to(memory_format=fmt)
         xi = x.contiguous(memory_format=fmt)
 
+        if compile:
+            torch._dynamo.reset()   # each case compiles the same forward: keep clear of the recompilation limit
         runs = [("eager", dec)] + ([("compiled", torch.compile(dec, dynamic=False))] if compile else [])
         for how, f in runs:
             def run(f=f):

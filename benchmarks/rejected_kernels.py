@@ -7,7 +7,8 @@ sequential-scan: an inference forward of the 2D selective scan that runs h = a_t
 (UNROLL steps per loop turn, each step's row loaded with a scalar position) instead of composing a tile's
 steps with tl.associative_scan. Fewer operations per state update and a third of the registers, but each
 step waits on its own loads: on an H200 at L = 4096, Dm = 1024, N = 16 it took 0.62x the library's speed
-at batch 16 and 0.1x at batch 1 (latency-bound).
+at batch 16 and 0.1x at batch 1 (latency-bound; measured at commit adf0449, when batch 1 ran the library's
+FEW_SEQUENCES_CONFIG, which `default_config` no longer gives it).
 
 dwconv: depthwise k x k conv + SiLU in one pass over channels-last [B, H, W, D] (what SS2D runs before the
 scan). Alone it beats cuDNN's convolution + SiLU (batch 16: 160 vs 383 us per call at 512²), but in the
@@ -130,10 +131,11 @@ def sequential_scan() -> None:
     ref = ts.selective_scan_2d_triton(*xs, 5, 7)
     got = scan_seq(*xs, 5, 7, unroll=4)
     print(f"odd shape: max rel. difference {_rel(got, ref):.1e}")
-    configs = {16: [(u, bd, l, w) for u in (4, 8, 16) for bd, l, w in ((32, 1, 1), (64, 1, 2), (128, 1, 4),
-                                                                      (32, 2, 2), (32, 4, 4))],
-               1: [(u, bd, l, w) for u in (4, 8, 16) for bd, l, w in ((32, 4, 4), (16, 4, 2), (32, 2, 2),
-                                                                     (16, 8, 4), (8, 16, 4))]}
+    assert _rel(got, ref) < 1e-5, "the sequential scan disagrees with the library's"
+    configs = {16: [(u, bd, nl, w) for u in (4, 8, 16) for bd, nl, w in ((32, 1, 1), (64, 1, 2), (128, 1, 4),
+                                                                       (32, 2, 2), (32, 4, 4))],
+               1: [(u, bd, nl, w) for u in (4, 8, 16) for bd, nl, w in ((32, 4, 4), (16, 4, 2), (32, 2, 2),
+                                                                      (16, 8, 4), (8, 16, 4))]}
     for bt, cfgs in configs.items():
         xs = bench.make_inputs(bt, Dm, N, side, side, torch.bfloat16)
         with torch.no_grad():
@@ -145,6 +147,7 @@ def sequential_scan() -> None:
                 try:
                     g = lambda: scan_seq(*xs, side, side, un, bd, lanes, w)  # noqa: E731
                     err = _rel(g(), ref)
+                    assert err < 1e-5, f"the sequential scan disagrees with the library's: {err:.1e}"
                     ms = _ms(g)
                     print(f"batch {bt:2d} seq unroll {un:2d} channels {bd:3d} lanes {lanes} warps {w}: {ms:.3f} ms "
                           f"({base / ms:.2f}x), {scan_seq.kernel.n_regs} registers, {scan_seq.kernel.n_spills} spills, "
@@ -182,7 +185,6 @@ def _dwconv_silu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, H, W, D,
              mask=out_ok)
 
 
-
 def dwconv_silu(x, weight, bias, block_w=16, block_d=64):
     """SiLU(depthwise conv, zero padding k // 2) of channels-last x [B, H, W, D]; weight [D, 1, k, k], bias [D]."""
     B, H, W, D = x.shape
@@ -213,6 +215,7 @@ def dwconv() -> None:
             print(f"batch {bt:2d} cuDNN conv + SiLU: {t * 1e3:7.1f} us ({gbytes / t * 1e3:6.0f} GB/s if one pass)")
             for bw, bd in tiles:
                 err = _rel(dwconv_silu(x, w, b, bw, bd), ref)
+                assert err < 1e-2, f"the fused depthwise conv disagrees with cuDNN's: {err:.1e}"   # bf16 output
                 t = _ms(lambda: dwconv_silu(x, w, b, bw, bd))
                 print(f"batch {bt:2d} fused BLOCK_W {bw:2d} BLOCK_D {bd:3d}: {t * 1e3:7.1f} us "
                       f"({gbytes / t * 1e3:6.0f} GB/s), rel. err {err:.1e}")

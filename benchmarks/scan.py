@@ -269,6 +269,7 @@ def main() -> int:
             (8, 32, 1, 1), (8, 64, 2, 1), (16, 32, 4, 4), (8, 16, 4, 8), (8, 64, 8, 4), (8, 64, 4, 2),
             (2, 32, 1, 1), (8, 128, 4, 1), (16, 32, 1, 1), (16, 64, 8, 4))]
         fwd_configs += [dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=n) for n in (2, 4, 8)]
+        fwd_configs += [ONE_IMAGE_CONFIG]
         sweep_dtype = DTYPES[dtypes[-1]]
         print(f"\nforward tile sweep at L={L} ({dtypes[-1]}): ms per call, G state updates per second")
         for bt in (int(b) for b in args.sweep_batches.split(",")):

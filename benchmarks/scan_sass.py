@@ -8,8 +8,8 @@ and the SASS instruction mix of each configuration, to iterate on the kernel on 
 Arguments are specialised as a launch at 512² batch 16 (L = 4096, Dm = 1024, N = 16, bf16 inputs) would
 specialise them: unit strides become constants, values divisible by 16 are marked so. The counts are per
 program, prologue included (a loop turn is one tile of TILE steps x BLOCK_D channels). Registers and spills
-agree with what the GPU reports for the same configuration (255 registers and 4 spilled for the batch-16
-default, 166 for the batch-1 one on an H200). Uses the ptxas, cuobjdump and nvdisasm bundled with Triton.
+agree with what the GPU reports for the same configuration on an H200 (255 registers and 4 spilled for
+DEFAULT_CONFIG, 166 for FEW_SEQUENCES_CONFIG). Uses the ptxas, cuobjdump and nvdisasm bundled with Triton.
 """
 
 from __future__ import annotations

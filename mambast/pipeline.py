@@ -174,7 +174,8 @@ class PairStylizer:
 
     def clear_caches(self) -> None:
         """Forget the decoded images and token grids and reset `stats`; compiled code and CUDA graphs stay
-        (a long-lived stylizer moving to other folders, or a benchmark timing a warm one from cold caches)."""
+        (a long-lived stylizer moving to other folders, or a benchmark timing a warm one from cold caches).
+        Call it between runs, not while `run` is being iterated."""
         for cache in (self.images, self.content_tokens, self.style_tokens):
             cache.clear()
         self.stats.clear()

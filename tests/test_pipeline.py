@@ -47,6 +47,8 @@ def test_each_content_and_style_is_encoded_once(tiny_model, pairs):
     assert stylizer.stats["content_encoded"] == 3 and stylizer.stats["content_cached"] == 3
     assert stylizer.stats["style_encoded"] == 4 and stylizer.stats["style_cached"] == 2
     stylizer.clear_caches()                  # a second run from cold caches encodes everything again
+    assert len(stylizer.images) == len(stylizer.content_tokens) == len(stylizer.style_tokens) == 0
+    assert not stylizer.stats
     assert all(e is None for _, e in stylizer.run(pairs))
     assert stylizer.stats["content_encoded"] == 3 and stylizer.stats["content_cached"] == 3
     assert stylizer.stats["style_encoded"] == 4 and stylizer.stats["style_cached"] == 2

@@ -106,7 +106,8 @@ class ScanKernelConfig:
 DEFAULT_CONFIG = ScanKernelConfig()
 # Few sequences (batch x 4 orders x channels) leave most of the GPU idle with one thread per channel: then
 # four lanes share each channel's state. Both configurations were the fastest of a sweep on an H200
-# (benchmarks/scan.py --sweep) at L = 4096, Dm = 1024, N = 16, batch 16 and batch 1 respectively.
+# (benchmarks/scan.py --sweep) at L = 4096, Dm = 1024, N = 16, batch 16 and batch 1 respectively, among
+# tiles of at most 16 steps (one image without gradients now takes ONE_IMAGE_CONFIG below).
 FEW_SEQUENCES_CONFIG = ScanKernelConfig(tile_fwd=16, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
 FEW_SEQUENCES = 16384
 # At most one image's sequences (batch 1 at Dm = 1024) and no gradients: tiles of 32 steps (255 registers, no
