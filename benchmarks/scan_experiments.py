@@ -6,8 +6,9 @@
     python benchmarks/scan_experiments.py streams     # 512² bf16 compiled, graphed: the two encoders serial vs
                                                       # on two streams, batch 1, 2, 4 (time and memory)
     python benchmarks/scan_experiments.py memory      # 512² batch 1 bf16 compiled: peak memory of each part
-    python benchmarks/scan_experiments.py tiles       # batch 1 and 2: longer tiles with the state over more
-                                                      # lanes, against the default configuration
+    python benchmarks/scan_experiments.py tiles       # batch 1 and 2: tile configurations, longer tiles and
+                                                      # the state over more lanes (the first row is
+                                                      # FEW_SEQUENCES_CONFIG, the second ONE_IMAGE_CONFIG)
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
