@@ -35,6 +35,7 @@ for p in (REPO, REPO / "benchmarks"):
 
 from mambast.ops import triton_scan as ts  # noqa: E402
 from mambast.ops.triton_scan import _softplus  # noqa: E402
+from scan import rel_err  # noqa: E402
 
 SIDE, DM, N = 64, 1024, 16          # 512² at patch 8: L = 4096 tokens, Dm scan channels, N states
 
@@ -42,10 +43,6 @@ SIDE, DM, N = 64, 1024, 16          # 512² at patch 8: L = 4096 tokens, Dm scan
 def _ms(f):
     f()
     return triton.testing.do_bench(f, warmup=20, rep=300, return_mode="median")
-
-
-def _rel(x, ref):
-    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
 
 
 # ------------------------------------------------------------------------------------- sequential scan
@@ -130,8 +127,8 @@ def sequential_scan() -> None:
     xs = bench.make_inputs(2, 96, N, 5, 7, torch.bfloat16)
     ref = ts.selective_scan_2d_triton(*xs, 5, 7)
     got = scan_seq(*xs, 5, 7, unroll=4)
-    print(f"odd shape: max rel. difference {_rel(got, ref):.1e}")
-    assert _rel(got, ref) < 1e-5, "the sequential scan disagrees with the library's"
+    print(f"odd shape: max rel. difference {rel_err(got, ref):.1e}")
+    assert rel_err(got, ref) < 1e-5, "the sequential scan disagrees with the library's"
     configs = {16: [(u, bd, nl, w) for u in (4, 8, 16) for bd, nl, w in ((32, 1, 1), (64, 1, 2), (128, 1, 4),
                                                                        (32, 2, 2), (32, 4, 4))],
                1: [(u, bd, nl, w) for u in (4, 8, 16) for bd, nl, w in ((32, 4, 4), (16, 4, 2), (32, 2, 2),
@@ -146,7 +143,7 @@ def sequential_scan() -> None:
             for un, bd, lanes, w in cfgs:
                 try:
                     g = lambda: scan_seq(*xs, side, side, un, bd, lanes, w)  # noqa: E731
-                    err = _rel(g(), ref)
+                    err = rel_err(g(), ref)
                     assert err < 1e-5, f"the sequential scan disagrees with the library's: {err:.1e}"
                     ms = _ms(g)
                     print(f"batch {bt:2d} seq unroll {un:2d} channels {bd:3d} lanes {lanes} warps {w}: {ms:.3f} ms "
@@ -214,7 +211,7 @@ def dwconv() -> None:
             t = _ms(lambda: dwconv_silu_ref(x, w, b))
             print(f"batch {bt:2d} cuDNN conv + SiLU: {t * 1e3:7.1f} us ({gbytes / t * 1e3:6.0f} GB/s if one pass)")
             for bw, bd in tiles:
-                err = _rel(dwconv_silu(x, w, b, bw, bd), ref)
+                err = rel_err(dwconv_silu(x, w, b, bw, bd), ref)
                 assert err < 1e-2, f"the fused depthwise conv disagrees with cuDNN's: {err:.1e}"   # bf16 output
                 t = _ms(lambda: dwconv_silu(x, w, b, bw, bd))
                 print(f"batch {bt:2d} fused BLOCK_W {bw:2d} BLOCK_D {bd:3d}: {t * 1e3:7.1f} us "

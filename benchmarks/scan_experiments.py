@@ -127,7 +127,7 @@ def variants() -> None:
                 ref = out if ref is None else ref
                 ms = _ms(lambda: m._launch_fwd(*args, SIDE, SIDE, cfg, False))
             k = m._scan_fwd_kernel.last
-            err = ((out - ref).abs().max() / ref.abs().max()).item()
+            err = bench.rel_err(out, ref)
             print(f"batch {bt:2d} {name:34s} {ms:.3f} ms, {k.n_regs} registers, {k.n_spills} spilled, "
                   f"max rel. difference from the first {err:.1e}", flush=True)
 
@@ -142,7 +142,7 @@ def registers() -> None:
             for maxnreg in (0, 232, 200, 168, 128):
                 launch = dict(maxnreg=maxnreg) if maxnreg else {}
                 f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False, **launch)[0]  # noqa: E731
-                err = ((f() - ref).abs().max() / ref.abs().max()).item()
+                err = bench.rel_err(f(), ref)
                 print(f"batch {bt:2d} tile {t} channels {bd} lanes {lanes} warps {w} maxnreg {maxnreg or '-':>4}: "
                       f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
 
@@ -276,7 +276,7 @@ def tiles() -> None:
             for t, bd, lanes, w in TILES:
                 cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w, chunk=max(16, t))
                 f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]  # noqa: E731
-                err = ((f() - ref).abs().max() / ref.abs().max()).item()
+                err = bench.rel_err(f(), ref)
                 print(f"batch {bt} tile {t:2d} channels {bd:2d} lanes {lanes:2d} warps {w}: {_ms(f):.3f} ms "
                       f"(max rel. difference {err:.1e})", flush=True)
 
