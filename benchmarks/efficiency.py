@@ -17,7 +17,6 @@ Methods (random weights; speed does not depend on values; inputs torch.rand on t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
@@ -180,10 +179,14 @@ def measure(fn, batch: int, device: torch.device, runs: int, warmup: int, fixed:
 
 # ----------------------------------------------------------------------------- the four methods
 
+def _amp_dtype(dtype: str) -> torch.dtype | None:
+    """The autocast dtype of a dtype name (None for fp32: no autocast)."""
+    return None if dtype == "fp32" else DTYPES[dtype]
+
+
 def _autocast(device: torch.device, dtype: str):
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[dtype])
+    from mambast.infer import autocast
+    return autocast(device.type, _amp_dtype(dtype))
 
 
 def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto") -> MambaST:
@@ -224,7 +227,7 @@ def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
     n, L = len(model.decoder.layers), (res // model.config.patch_size) ** 2
-    stylizer = PairStylizer(model, autocast_dtype=DTYPES[dtype] if dtype != "fp32" else None, compile=compile)
+    stylizer = PairStylizer(model, autocast_dtype=_amp_dtype(dtype), compile=compile)
 
     @torch.inference_mode()
     def fn():
@@ -295,7 +298,7 @@ class Context:
         from mambast.infer import cast_autocast_weights
 
         def make():
-            return cast_autocast_weights(build_model(self.cfg, self.device, scan_impl), DTYPES[dtype] if dtype != "fp32" else None)
+            return cast_autocast_weights(build_model(self.cfg, self.device, scan_impl), _amp_dtype(dtype))
         return self._get(("mambast", scan_impl, dtype), make)
 
     def vgg(self):
