@@ -9,6 +9,8 @@
     python benchmarks/scan_experiments.py tiles       # batch 1 and 2: tile configurations, longer tiles and
                                                       # the state over more lanes (the first row is
                                                       # FEW_SEQUENCES_CONFIG, the second ONE_IMAGE_CONFIG)
+    python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 2-32 programs
+                                                      # (summary launch + scan) for several tile shapes
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
@@ -281,6 +283,29 @@ def tiles() -> None:
                       f"(max rel. difference {err:.1e})", flush=True)
 
 
+SEGMENT_TILES = [  # (tile, channels, lanes, warps): DEFAULT_CONFIG's, FEW_SEQUENCES_CONFIG's and between
+    (8, 32, 1, 1), (4, 32, 1, 1), (8, 32, 2, 2), (16, 32, 4, 4)]
+
+
+def segments() -> None:
+    from mambast.ops import triton_scan as ts
+    for bt in (1, 2):
+        _, args = _inputs(bt)
+        with torch.no_grad():
+            base = ts.default_config(bt, DM)
+            ref = ts._launch_fwd(*args, SIDE, SIDE, base, False)[0]
+            print(f"batch {bt} default {base}: {_ms(lambda: ts._launch_fwd(*args, SIDE, SIDE, base, False)[0]):.3f} ms",
+                  flush=True)
+            for t, bd, lanes, w in SEGMENT_TILES:
+                for seg in (1, 4, 8, 16, 32):
+                    cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w,
+                                              chunk=max(16, t), segments_fwd=seg)
+                    f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]  # noqa: E731
+                    err = bench.rel_err(f(), ref)
+                    print(f"batch {bt} tile {t:2d} channels {bd:2d} lanes {lanes} warps {w} segments {seg:2d}: "
+                          f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
+
+
 def one(bt: int = 16) -> None:
     """Two default forwards (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
@@ -294,7 +319,7 @@ def one(bt: int = 16) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
-            "tiles": tiles, "one": one}
+            "tiles": tiles, "segments": segments, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))

@@ -15,12 +15,13 @@ steps. Each channel's state (N float32 values, whatever the input dtype) sits in
 N_LANES threads (N / N_LANES values each), and the channels are spread over the other lanes and the
 warps, so the recurrence along time runs inside each thread and the sum over the state needs at most
 log2(N_LANES) shuffles; with N_LANES = 1 (large batches) it needs none. Small batches use N_LANES = 4 to
-occupy more threads, and one image without gradients also longer tiles (`default_config`). In a tile,
-the steps h -> a_t h + b_t (b_t = dt_t u_t B_t, and b_0 += a_0 h_in for the carried state) are composed
-by `tl.associative_scan` along time, which gives every h_t of the tile at once; B_t and C_t, shared by
-all channels, are broadcast to every thread. Positions are index arithmetic on t (reversed orders
-read s = L-1-t; column-major step s reads p = (s % H) * W + s // H): nothing is transposed or flipped in
-memory, and each step's row of BLOCK_D channels is one contiguous load. The next tile's inputs are
+occupy more threads, and one image without gradients splits each order's steps over several programs
+(`default_config`). In a tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t, and b_0 += a_0 h_in for
+the carried state) are composed by `tl.associative_scan` along time, which gives every h_t of the tile at
+once; B_t and C_t, shared by all channels, are broadcast to every thread. Positions are index
+arithmetic on t (reversed orders read s = L-1-t; column-major step s reads p = (s % H) * W + s // H):
+nothing is transposed or flipped in memory, and each step's row of BLOCK_D channels is one contiguous
+load. The next tile's inputs are
 loaded before the current tile is computed. When gradients are needed the state entering every backward
 chunk (CHUNK steps, a multiple of TILE) is saved (float32, [Bt, 4, L/CHUNK, Dm, N]: N/CHUNK times the
 size of a float32 delta). Without gradients the forward is one opaque torch operator
@@ -78,8 +79,7 @@ class ScanKernelConfig:
     Backward: tiles of `chunk` steps x `block_d_bwd` channels (time in registers, N across lanes);
     `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
-    (a summary launch, then the scan; on an H200 at batch 1 slower than one program per order, so no
-    default uses it).
+    (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8).
     `python benchmarks/scan.py --sweep` times alternatives.
     """
 
@@ -110,11 +110,13 @@ DEFAULT_CONFIG = ScanKernelConfig()
 # tiles of at most 16 steps (one image without gradients now takes ONE_IMAGE_CONFIG below).
 FEW_SEQUENCES_CONFIG = ScanKernelConfig(tile_fwd=16, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
 FEW_SEQUENCES = 16384
-# At most one image's sequences (batch 1 at Dm = 1024) and no gradients: tiles of 32 steps (255 registers, no
-# spills) halve the turns of the loop, whose latency bounds a grid this small. On an H200 at L = 4096: batch 1
-# 0.302 vs 0.324 ms, but batch 2 0.488 vs 0.427 (`benchmarks/scan_experiments.py tiles`). The backward is not
-# tuned for it, so it serves inference only.
-ONE_IMAGE_CONFIG = ScanKernelConfig(chunk=32, tile_fwd=32, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
+# At most one image's sequences (batch 1 at Dm = 1024) and no gradients: a grid this small leaves most of the GPU
+# idle and the latency of the walk along time bounds it, so each order is split over 8 programs (a summary launch,
+# then the scan: about 1.9 times the work on 16 times the threads). On an H200 at L = 4096: batch 1 0.254 ms
+# against 0.303 for tiles of 32 steps over 4 lanes, the best unsplit one, but batch 2 0.494 vs 0.428 with
+# FEW_SEQUENCES_CONFIG (`benchmarks/scan_experiments.py segments`). Inference only (the states a backward needs are
+# saved by one program per order).
+ONE_IMAGE_CONFIG = ScanKernelConfig(tile_fwd=8, block_d_fwd=32, lanes_fwd=1, warps_fwd=1, segments_fwd=8)
 ONE_IMAGE = 4096
 
 

@@ -179,7 +179,7 @@ def test_default_config_gives_small_batches_more_threads():
     assert default_config(2, 1024) == FEW_SEQUENCES_CONFIG
 
 
-def test_one_image_without_gradients_gets_long_tiles(monkeypatch):
+def test_one_image_without_gradients_gets_split_orders(monkeypatch):
     assert default_config(1, 1024) == ONE_IMAGE_CONFIG          # inference only: the backward is not tuned for it
     Bt, Dm, N, H, W = shape = (1, 12, 8, 5, 9)
     xs = make_inputs(*shape, seed=7)
@@ -189,7 +189,7 @@ def test_one_image_without_gradients_gets_long_tiles(monkeypatch):
     with torch.no_grad():
         want = selective_scan_2d_ref(*xs, H, W)
         assert rel_err(selective_scan_2d_triton(*xs, H, W, config=ONE_IMAGE_CONFIG), want) < 1e-5
-        selective_scan_2d_triton(*xs, H, W)                     # no config given, no gradients: the long tiles
+        selective_scan_2d_triton(*xs, H, W)                     # no config given, no gradients: split orders
     assert launched == [ONE_IMAGE_CONFIG, ONE_IMAGE_CONFIG]
     xs = [x.requires_grad_() if x.is_floating_point() else x for x in xs]
     selective_scan_2d_triton(*xs, H, W)                         # with gradients: the configuration of the backward
