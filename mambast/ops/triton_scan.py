@@ -11,21 +11,20 @@ row-major position read at step t; every order k has its own delta, B, C, A, D, 
     y_t  = <C_t, h_t> + D * u[p_t]              out[p_t] += y_t  (summed over the four orders)
 
 Forward. One program per (batch, order, block of BLOCK_D channels) walks its order in tiles of TILE
-steps. Each channel's state (N float32 values, whatever the input dtype) sits in the registers of
-N_LANES threads (N / N_LANES values each), and the channels are spread over the other lanes and the
-warps, so the recurrence along time runs inside each thread and the sum over the state needs at most
-log2(N_LANES) shuffles; with N_LANES = 1 (large batches) it needs none. Small batches use N_LANES = 4 to
-occupy more threads, and one image without gradients splits each order's steps over several programs
+steps. Each channel's state (N float32 values, whatever the input dtype) sits in the registers of N_LANES
+threads (N / N_LANES values each), and the channels are spread over the other lanes and the warps, so the
+recurrence along time runs inside each thread and the sum over the state needs at most log2(N_LANES)
+shuffles; with N_LANES = 1 (large batches) it needs none. Small batches use N_LANES = 4 to occupy more
+threads, and one image without gradients splits each order's steps over several programs
 (`default_config`). In a tile, the steps h -> a_t h + b_t (b_t = dt_t u_t B_t, and b_0 += a_0 h_in for
 the carried state) are composed by `tl.associative_scan` along time, which gives every h_t of the tile at
-once; B_t and C_t, shared by all channels, are broadcast to every thread. Positions are index
-arithmetic on t (reversed orders read s = L-1-t; column-major step s reads p = (s % H) * W + s // H):
-nothing is transposed or flipped in memory, and each step's row of BLOCK_D channels is one contiguous
-load. The next tile's inputs are
-loaded before the current tile is computed. When gradients are needed the state entering every backward
-chunk (CHUNK steps, a multiple of TILE) is saved (float32, [Bt, 4, L/CHUNK, Dm, N]: N/CHUNK times the
-size of a float32 delta). Without gradients the forward is one opaque torch operator
-(`mambast::selective_scan_2d`), so torch.compile keeps it whole.
+once; B_t and C_t, shared by all channels, are broadcast to every thread. Positions are index arithmetic
+on t (reversed orders read s = L-1-t; column-major step s reads p = (s % H) * W + s // H): nothing is
+transposed or flipped in memory, and each step's row of BLOCK_D channels is one contiguous load. The next
+tile's inputs are loaded before the current tile is computed. When gradients are needed the state
+entering every backward chunk (CHUNK steps, a multiple of TILE) is saved (float32, [Bt, 4, L/CHUNK, Dm,
+N]: N/CHUNK times the size of a float32 delta). Without gradients the forward is one opaque torch
+operator (`mambast::selective_scan_2d`), so torch.compile keeps it whole.
 
 Backward (tiles of CHUNK steps; time in registers, the state across lanes). With g_t = dL/dh_t
 (through all later steps) and gy_t = dL/dout[p_t]:
