@@ -191,8 +191,9 @@ def _scan_fwd_kernel(
     # log2(N_LANES) shuffles. B_t and C_t, shared by all channels, are broadcast.
     # SEGMENTS > 1 splits each order into that many runs of tiles, scanned by separate programs (more
     # parallelism for small batches): a SUMMARY launch scans every segment but the last from a zero state
-    # and stores [state leaving it, product of its decays] in seg_ptr ([Bt, 4, SEGMENTS, 2, Dm, N]); the
-    # second launch starts segment s from the state composed of the summaries of segments 0 .. s - 1.
+    # and stores [state leaving it, product of its decays = exp2(A2 x sum of its dt)] in seg_ptr
+    # ([Bt, 4, SEGMENTS, 2, Dm, N]); the second launch starts segment s from the state composed of the
+    # summaries of segments 0 .. s - 1.
     NI: tl.constexpr = BLOCK_N // N_LANES
     pid_d = tl.program_id(0)
     k = tl.program_id(1) // SEGMENTS
@@ -223,7 +224,7 @@ def _scan_fwd_kernel(
     c = seg * per_seg                                   # this program's tiles: c .. c_end - 1
     c_end = tl.minimum(c + per_seg, n_tiles)
     h = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
-    decay = tl.full([NI, BLOCK_D, N_LANES], 1.0, dtype=tl.float32)   # product of a_t over the segment
+    dt_sum = tl.zeros([BLOCK_D], dtype=tl.float32)   # sum of dt_t over the segment: its decay is exp2(A2 dt_sum)
     if SUMMARY:
         c_end = tl.where(seg == SEGMENTS - 1, c, c_end)   # nothing follows the last segment
     elif SEGMENTS > 1:
@@ -238,7 +239,7 @@ def _scan_fwd_kernel(
     u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                          # [T, BD]
     x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                         # [T, BD]
     Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                                   # [T, NI, NL]
-    Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)
+    Ct = Bt if SUMMARY else _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)              # summaries need no C
     while c < c_end:
         if STORE_STATES:  # the state entering every backward chunk (STATE_EVERY forward tiles)
             if c % STATE_EVERY == 0:
@@ -247,17 +248,17 @@ def _scan_fwd_kernel(
         u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
         x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
         B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)
-        C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
+        C_nx = B_nx if SUMMARY else _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
 
         td_ok = t_ok[:, None] & d_ok[None, :]
         dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                                 # [T, BD]
         a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                                   # [T, NI, BD, NL]
         bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]
         bx = tl.where((rows == 0)[:, None, None, None], bx + a * h[None, :, :, :], bx)          # carry in
-        a_cum, hs = tl.associative_scan((a, bx), 0, _compose)                                   # h_t
+        _, hs = tl.associative_scan((a, bx), 0, _compose)                                       # h_t
         last = (rows == TILE - 1)[:, None, None, None]
         if SUMMARY:
-            decay = decay * tl.sum(tl.where(last, a_cum, 0.0), axis=0)
+            dt_sum += tl.sum(dt, axis=0)
         else:
             y = tl.sum(tl.sum(hs * Ct[:, :, None, :], axis=1), axis=2) + Dk[None, :] * u       # [T, BD]
             tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")
@@ -268,7 +269,7 @@ def _scan_fwd_kernel(
         c += 1
     if SUMMARY:
         tl.store(sg_base + 2 * seg * Dm * N, h, mask=nd_ok)
-        tl.store(sg_base + (2 * seg + 1) * Dm * N, decay, mask=nd_ok)
+        tl.store(sg_base + (2 * seg + 1) * Dm * N, tl.exp2(dt_sum[None, :, None] * A2), mask=nd_ok)
 
 
 @triton.jit
