@@ -161,11 +161,13 @@ def test_default_configs_forward_and_backward(config):
     assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)
 
 
-@pytest.mark.parametrize("segments", [2, 3, 5])
-def test_forward_split_into_segments(segments):
-    """Each order's steps scanned by several programs (summaries, then the segments from composed states);
-    with gradients the split is not used (the saved states need one program per order)."""
-    Bt, Dm, N, H, W = shape = (2, 10, 4, 3, 5)
+@pytest.mark.parametrize("segments,shape", [(2, (2, 10, 4, 3, 5)), (3, (2, 10, 4, 3, 5)), (5, (2, 10, 4, 3, 5)),
+                                            (3, (1, 6, 4, 8, 9))])
+def test_forward_split_into_segments(segments, shape):
+    """Each order's steps scanned by several programs (summaries, then the segments from composed states; the
+    last shape gives every segment several tiles); with gradients the split is not used (the saved states
+    need one program per order)."""
+    Bt, Dm, N, H, W = shape
     xs = make_inputs(*shape, seed=12)
     cfg = dataclasses.replace(SMALL, segments_fwd=segments)
     want = assert_forward_and_backward_match(xs, H, W, cfg)
