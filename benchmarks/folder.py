@@ -31,14 +31,16 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for p in (REPO, REPO / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
 
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.infer import autocast_dtype, cast_autocast_weights, stylize_tensor  # noqa: E402
 from mambast.io import load_image, pil_to_tensor, save_image, tensor_to_pil  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 from mambast.pipeline import Job, PairStylizer  # noqa: E402
+from efficiency import git_commit  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:
@@ -88,6 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny model (smoke test)")
     ap.add_argument("--compile", action="store_true", help="also time the pipeline with --compile")
     ap.add_argument("--out", default=None, help="folder for folder.json")
+    ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.weights:
@@ -143,7 +146,8 @@ def main(argv=None) -> int:
         head = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                 "torch": torch.__version__, "size": args.size, "contents": args.contents, "styles": args.styles,
                 "dtype": args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"),
-                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+                "git_commit": git_commit(args.commit)[0]}
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             (Path(args.out) / "folder.json").write_text(json.dumps({"header": head, "records": records}, indent=1))
