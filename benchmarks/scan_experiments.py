@@ -8,9 +8,11 @@
     python benchmarks/scan_experiments.py memory      # 512² batch 1 bf16 compiled: peak memory of each part
     python benchmarks/scan_experiments.py tiles       # batch 1 and 2: tile configurations, longer tiles and
                                                       # the state over more lanes (the first row is
-                                                      # FEW_SEQUENCES_CONFIG, the second ONE_IMAGE_CONFIG)
-    python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 2-32 programs
-                                                      # (summary launch + scan) for several tile shapes
+                                                      # FEW_SEQUENCES_CONFIG, the second the former
+                                                      # one-image tiles)
+    python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 1-32 programs
+                                                      # (1: unsplit; else summary launch + scan) for
+                                                      # several tile shapes
 
 `variants` rewrites the kernel's source (atomic adds -> plain stores; exp2 -> 1 + x; B and C loads ->
 constants), so those variants compute wrong results: they only show how much each part costs. For the
@@ -300,7 +302,7 @@ def segments() -> None:
                 for seg in (1, 4, 8, 16, 32):
                     cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w,
                                               chunk=max(16, t), segments_fwd=seg)
-                    f = lambda: ts._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]  # noqa: E731
+                    f = lambda cfg=cfg: ts._launch_fwd(*args, SIDE, SIDE, cfg, False)[0]  # noqa: E731
                     err = bench.rel_err(f(), ref)
                     print(f"batch {bt} tile {t:2d} channels {bd:2d} lanes {lanes} warps {w} segments {seg:2d}: "
                           f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
