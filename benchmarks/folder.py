@@ -36,6 +36,7 @@ for p in (REPO, REPO / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from efficiency import git_commit  # noqa: E402
+
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.infer import autocast_dtype, cast_autocast_weights, stylize_tensor  # noqa: E402
 from mambast.io import load_image, pil_to_tensor, save_image, tensor_to_pil  # noqa: E402
