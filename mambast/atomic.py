@@ -30,7 +30,8 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") ->
     """Call write(temp_path), then rename the temp file to `path` (usual permissions, folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    # the temp name stays short whatever the file's name (a legal 255-byte name plus affixes would not be)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:40]}.", suffix=suffix)
     os.close(fd)
     try:
         write(tmp)

@@ -6,7 +6,9 @@ Errors on bad input are one line on stderr and a non-zero exit status, never a t
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -20,8 +22,9 @@ EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
 STYLIZE_HELP = """\
 Stylize CONTENT with STYLE. Each may be an image file or a folder of images; with folders every
 content is stylized with every style into the OUT folder as <content>_stylized_<style>.png, outputs
-that already exist are skipped (an interrupted run resumes; --overwrite redoes them), and a bad
-file is reported while the others go on (exit status 1 at the end).
+that already exist are skipped (an interrupted run resumes; they are matched by name only, so a
+changed input is not noticed: --overwrite redoes them), and a bad file is reported while the others
+go on (exit status 1 at the end). A single pair's output file is always written, replacing one there.
 
 Sizes: the content is stylized with its short side at --size pixels (default 512; 0 keeps it as
 it is), aspect ratio kept, and the result is resized back to the content's original pixel size.
@@ -121,8 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _pairs(content: Path, style: Path, output_arg: str):
-    """(content file, style file, output file) triples to stylize, and one-line errors for the pairs that
-    cannot be (two pairs whose outputs would share a name)."""
+    """(content file, style file, output file) triples to stylize, one-line errors for the pairs that cannot
+    be (two pairs whose outputs would share a name), and whether the outputs go to a folder."""
+    try:
+        return _pairs_unchecked(content, style, output_arg)
+    except OSError as e:   # a path the system refuses to look at (a name too long, no permission, ...)
+        raise CLIError(f"{e.filename or output_arg}: {e.strerror or e}") from None
+
+
+def _pairs_unchecked(content: Path, style: Path, output_arg: str):
     from .io import list_images
     output = Path(output_arg)
     for name, p in (("content", content), ("style", style)):
@@ -157,7 +167,33 @@ def _pairs(content: Path, style: Path, output_arg: str):
         by_output.setdefault(t[2], []).append(t)
     clashes = [(f"{out.name}: {' and '.join(f'{c.name} + {s.name}' for c, s, _ in ts)} would all be written "
                 "there: skipped (rename one of the inputs)", len(ts)) for out, ts in by_output.items() if len(ts) > 1]
-    return [ts[0] for ts in by_output.values() if len(ts) == 1], clashes
+    return [ts[0] for ts in by_output.values() if len(ts) == 1], clashes, to_folder
+
+
+NAME_MAX = 255   # bytes in a file name on common file systems (ext4, XFS, APFS; NTFS counts 255 characters)
+
+
+def _present(path: Path) -> bool | OSError:
+    """Whether an output exists, or why it cannot be one (a file name over the length limit, ...)."""
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        return OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    try:
+        return path.exists()
+    except OSError as e:
+        return e
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Create the output folder and make sure a file can be written there, before any image is stylized."""
+    import tempfile
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise CLIError(f"{folder}: exists and is not a folder (outputs go there)")
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CLIError(f"{folder}: cannot write outputs there ({e.strerror or e})") from None
 
 
 def cmd_stylize(args) -> int:
@@ -183,11 +219,18 @@ def cmd_stylize(args) -> int:
         raise CLIError("--compile is for CUDA devices (on the CPU compiling gained nothing; leave it off)")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    triples, clashes = _pairs(Path(args.content), Path(args.style), args.output)
+    triples, clashes, to_folder = _pairs(Path(args.content), Path(args.style), args.output)
+    present = {t[2]: _present(t[2]) for t in triples}
+    refused = [t for t in triples if isinstance(present[t[2]], OSError)]
+    if refused and not to_folder:
+        raise CLIError(f"{args.output}: cannot be written ({present[refused[0][2]].strerror})")
+    clashes += [(f"{t[2].name[:60]}...: cannot be written ({present[t[2]].strerror}): skipped (shorten the "
+                 "input names)", 1) for t in refused]
+    triples = [t for t in triples if t not in refused]
     for msg, _ in clashes:
         print(f"mambast: error: {msg}", file=sys.stderr)
     clashed = sum(n for _, n in clashes)
-    todo = [t for t in triples if args.overwrite or not t[2].exists()]
+    todo = [t for t in triples if args.overwrite or not to_folder or not present[t[2]]]
     skipped = len(triples) - len(todo)
     if not todo:
         if clashed:
@@ -198,6 +241,8 @@ def cmd_stylize(args) -> int:
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
     amp = autocast_dtype(args.dtype, device)
     model = cast_autocast_weights(MambaST.from_pretrained(args.weights, device=device), amp)
+    for folder in dict.fromkeys(t[2].parent for t in todo):
+        _check_output_folder(folder)
     stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
                             autocast_dtype=amp, batch_size=batch_size,
                             compile=args.compile)

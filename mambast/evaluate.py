@@ -355,6 +355,8 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
     outputs_dir = Path(outputs_dir) if outputs_dir is not None else DEFAULT_OUTPUTS
     if model is None and not outputs_dir.is_dir():
         raise EvaluationError(f"{outputs_dir}: no such folder (outputs to score)")
+    if outputs_dir.exists() and not outputs_dir.is_dir():
+        raise EvaluationError(f"{outputs_dir}: exists and is not a folder (outputs)")
     device = resolve_device(device)
     stylizer, model_name = resolve_model(model, device, cache_tokens=True)
 

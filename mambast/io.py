@@ -109,7 +109,9 @@ def save_image(img, path) -> None:
     try:
         atomic_write(path, lambda tmp: img.save(tmp, format=None if path.suffix else "PNG"),
                      suffix=path.suffix or ".png")
-    except (OSError, ValueError, KeyError) as e:
+    except OSError as e:   # the reason without the temp file's name
+        raise ImageError(f"{path}: cannot write image ({e.strerror or e})") from None
+    except (ValueError, KeyError) as e:
         raise ImageError(f"{path}: cannot write image ({e})") from None
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,6 +35,15 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
 from .errors import WeightsError  # noqa: F401  (re-exported)
 
 
+
+def _unpickling_reason(e: Exception) -> str:
+    """The reason in torch's weights_only refusal, without its advice to turn the safety off."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    reason = " ".join(text.split())
+    return reason[:200] or "unsupported content"
+
 def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
     """A state dict from a dict, a .pth/.pt file (weights_only) or a .safetensors file."""
     if isinstance(src, dict):
@@ -52,10 +62,12 @@ def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
                 raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
         else:
             try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
+                with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
+                    warnings.simplefilter("ignore", UserWarning)
+                    sd = torch.load(path, map_location="cpu", weights_only=True)
             except pickle.UnpicklingError as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-                raise WeightsError(f"{path}: refused: not a plain tensor checkpoint ({first})") from None
+                raise WeightsError(f"{path}: refused: not a plain tensor checkpoint ({_unpickling_reason(e)}); "
+                                   "only tensors are read from .pth files, no code") from None
             except Exception as e:
                 raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):

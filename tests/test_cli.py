@@ -175,3 +175,34 @@ def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weight
     err = capsys.readouterr().err
     assert code == 1 and "strip.png" in err and "too large" in err and "--size" in err
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok_stylized_s.png"]
+
+
+def test_single_pair_output_is_replaced_but_folder_outputs_are_kept(tmp_path, weights):
+    c1, c2 = _img(tmp_path / "c1.png", 20, 12), _img(tmp_path / "c2.png", 12, 20, 1)
+    s = _img(tmp_path / "s.png", 16, 16, 2)
+    out = tmp_path / "out.png"
+    base = ["--weights", str(weights), "--size", "16", "--quiet"]
+    assert main(["stylize", str(c1), str(s), "-o", str(out), *base]) == 0
+    assert main(["stylize", str(c2), str(s), "-o", str(out), *base]) == 0
+    assert Image.open(out).size == (12, 20), "a single pair's output is always written"
+
+
+def test_output_names_too_long_fail_only_their_pairs(tmp_path, weights, capsys):
+    cdir, odir = tmp_path / "c", tmp_path / "o"
+    cdir.mkdir(), odir.mkdir()
+    _img(cdir / "a.png", 16, 16), _img(cdir / ("L" * 245 + ".png"), 16, 16, 1)   # its output name: 260 bytes
+    s = _img(tmp_path / "s.png", 16, 16, 2)
+    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--weights", str(weights), "--size", "16"]) == 1
+    err = capsys.readouterr().err
+    assert "File name too long" in err and "Traceback" not in err
+    assert [p.name for p in odir.iterdir()] == ["a_stylized_s.png"]
+
+
+def test_unwritable_output_place_is_one_line_error_before_stylizing(tmp_path, weights, capsys, monkeypatch):
+    import mambast.pipeline
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(mambast.pipeline.PairStylizer, "run", lambda *a, **k: pytest.fail("stylized anyway"))
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile" / "out.png"), "--weights", str(weights)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "afile: exists and is not a folder" in err

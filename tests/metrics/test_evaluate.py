@@ -165,6 +165,9 @@ def test_evaluate_rejects_bad_arguments(folders, nets, tmp_path):
     empty.mkdir()
     with pytest.raises(EvaluationError, match="has no images"):
         evaluate(content, empty, model=Blend(), networks=nets)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(EvaluationError, match="exists and is not a folder"):
+        evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "afile", networks=nets)
 
 
 def test_evaluate_with_a_subset_of_metrics(folders, tmp_path):
