@@ -35,7 +35,6 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
 from .errors import WeightsError  # noqa: F401  (re-exported)
 
 
-
 def _unpickling_reason(e: Exception) -> str:
     """The reason in torch's weights_only refusal, without its advice to turn the safety off."""
     text = str(e)
@@ -43,6 +42,7 @@ def _unpickling_reason(e: Exception) -> str:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
     reason = " ".join(text.split())
     return reason[:200] or "unsupported content"
+
 
 def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
     """A state dict from a dict, a .pth/.pt file (weights_only) or a .safetensors file."""

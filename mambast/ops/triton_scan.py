@@ -109,12 +109,12 @@ DEFAULT_CONFIG = ScanKernelConfig()
 # tiles of at most 16 steps (one image without gradients now takes ONE_IMAGE_CONFIG below).
 FEW_SEQUENCES_CONFIG = ScanKernelConfig(tile_fwd=16, block_d_fwd=32, lanes_fwd=4, warps_fwd=4)
 FEW_SEQUENCES = 16384
-# At most one image's sequences (batch 1 at Dm = 1024) and no gradients: a grid this small leaves most of the GPU
-# idle and the latency of the walk along time bounds it, so each order is split over 8 programs (a summary launch,
-# then the scan: about 1.9 times the work on 8 times the threads of one unsplit program per order). On an H200 at L = 4096: batch 1 0.254 ms
-# against 0.303 for tiles of 32 steps over 4 lanes, the best unsplit one, but batch 2 0.494 vs 0.428 with
-# FEW_SEQUENCES_CONFIG (`benchmarks/scan_experiments.py segments`). Inference only (the states a backward needs are
-# saved by one program per order).
+# At most one image's sequences (batch 1 at Dm = 1024) and no gradients: a grid this small leaves most of the
+# GPU idle and the latency of the walk along time bounds it, so each order is split over 8 programs (a summary
+# launch, then the scan: about 1.9 times the work on 8 times the threads of one unsplit program per order). On
+# an H200 at L = 4096: batch 1 0.254 ms against 0.303 for tiles of 32 steps over 4 lanes, the best unsplit
+# one, but batch 2 0.494 vs 0.428 with FEW_SEQUENCES_CONFIG (`benchmarks/scan_experiments.py segments`).
+# Inference only (the states a backward needs are saved by one program per order).
 ONE_IMAGE_CONFIG = ScanKernelConfig(tile_fwd=8, block_d_fwd=32, lanes_fwd=1, warps_fwd=1, segments_fwd=8)
 ONE_IMAGE = 4096
 
