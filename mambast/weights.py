@@ -39,7 +39,9 @@ def _unpickling_reason(e: Exception) -> str:
     """The reason in torch's weights_only refusal, without its advice to turn the safety off."""
     text = str(e)
     if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        for advice in ("Check the documentation", "Please use", "Alternatively"):
+            text = text.split(advice, 1)[0]
     reason = " ".join(text.split())
     return reason[:200] or "unsupported content"
 

@@ -177,7 +177,7 @@ def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weight
     assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok_stylized_s.png"]
 
 
-def test_single_pair_output_is_replaced_but_folder_outputs_are_kept(tmp_path, weights):
+def test_single_pair_output_is_replaced(tmp_path, weights):
     c1, c2 = _img(tmp_path / "c1.png", 20, 12), _img(tmp_path / "c2.png", 12, 20, 1)
     s = _img(tmp_path / "s.png", 16, 16, 2)
     out = tmp_path / "out.png"
@@ -198,6 +198,25 @@ def test_output_names_too_long_fail_only_their_pairs(tmp_path, weights, capsys):
     assert [p.name for p in odir.iterdir()] == ["a_stylized_s.png"]
 
 
+def test_output_names_at_the_length_limit_are_written(tmp_path, weights):
+    cdir, odir = tmp_path / "c", tmp_path / "o"
+    cdir.mkdir()
+    _img(cdir / ("L" * 240 + ".png"), 16, 16)     # output name: 255 bytes, the longest allowed; temp names shorter
+    s = _img(tmp_path / "s.png", 16, 16, 2)
+    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--weights", str(weights), "--size", "16"]) == 0
+    assert [p.name for p in odir.iterdir()] == ["L" * 240 + "_stylized_s.png"]
+
+
+def test_a_run_that_writes_nothing_leaves_no_new_folder(tmp_path, weights, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    s = _img(tmp_path / "s.png", 16, 16)
+    assert main(["stylize", str(bad), str(s), "-o", str(tmp_path / "new" / "deeper" / "out.png"),
+                 "--weights", str(weights)]) == 1
+    assert "bad.png" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_unwritable_output_place_is_one_line_error_before_stylizing(tmp_path, weights, capsys, monkeypatch):
     import mambast.pipeline
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
@@ -206,3 +225,12 @@ def test_unwritable_output_place_is_one_line_error_before_stylizing(tmp_path, we
     code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile" / "out.png"), "--weights", str(weights)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "afile: exists and is not a folder" in err
+
+
+def test_output_that_is_an_input_under_another_name_is_refused(tmp_path, weights, capsys):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    (tmp_path / "link.png").hardlink_to(c)   # as PHOTO.png is photo.png on a case-insensitive file system
+    before = c.read_bytes()
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "link.png"), "--weights", str(weights)]) == 1
+    assert "refusing to write over an input image" in capsys.readouterr().err
+    assert c.read_bytes() == before

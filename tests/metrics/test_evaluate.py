@@ -168,6 +168,11 @@ def test_evaluate_rejects_bad_arguments(folders, nets, tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(EvaluationError, match="exists and is not a folder"):
         evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "afile", networks=nets)
+    with pytest.raises(EvaluationError, match="exists and is not a folder"):
+        evaluate(content, style, model=None, outputs_dir=tmp_path / "afile", networks=nets)
+    with pytest.raises(EvaluationError, match="cannot make the outputs folder"):
+        evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "afile" / "sub", size=SIZE, networks=nets,
+                 progress=False)
 
 
 def test_evaluate_with_a_subset_of_metrics(folders, tmp_path):
