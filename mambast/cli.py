@@ -67,7 +67,8 @@ def _add_stylize(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="CUDA only: torch.compile the layers around the scan; faster, but each new working "
                         "size or batch count first compiles for 10-25 s (for large folders of few sizes)")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that already exist (folder runs; a single pair is always written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)
 
