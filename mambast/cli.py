@@ -159,10 +159,9 @@ def _pairs_unchecked(content: Path, style: Path, output_arg: str):
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
             raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
         triples = [(contents[0], styles[0], output)]
-    inputs = {p.resolve() for p in contents + styles}
     input_ids = {_file_id(p) for p in contents + styles} - {None}
-    for _, _, out in triples:   # by path, and by file identity (case-insensitive file systems, hard links)
-        if out.resolve() in inputs or _file_id(out) in input_ids:
+    for _, _, out in triples:   # by file identity: also a symlink, a hard link, another case on some file systems
+        if _file_id(out) in input_ids:
             raise CLIError(f"{out}: refusing to write over an input image")
     by_output: dict[Path, list] = {}
     for t in triples:
