@@ -10,6 +10,8 @@
                                                       # the state over more lanes (the first row is
                                                       # FEW_SEQUENCES_CONFIG, the second the former
                                                       # one-image tiles)
+    python benchmarks/scan_experiments.py delta       # 512²: the step sizes' projection, cuBLAS vs Triton with
+                                                      # softplus; the scan with B, C in bf16 and float32
     python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 1-32 programs
                                                       # (1: unsplit; else summary launch + scan) for
                                                       # several tile shapes
@@ -63,13 +65,16 @@ VARIANTS = {
     "stores instead of atomic adds": [
         ('tl.atomic_add(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok, sem="relaxed")',
          'tl.store(out_base + p[:, None] * Dm + d[None, :], y, mask=td_ok)')],
+    "dt given (no softplus)": [('dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)',
+                                'dt = tl.where(td_ok, tl.abs(x + bias[None, :]), 0.0)')],
     "no exp2": [('a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])',
                  'a = 1.0 + dt[:, None, :, None] * A2[None, :, :, :]')],
     "no B, C loads": [
         ('Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)', 'Bt = tl.zeros([TILE, NI, N_LANES], tl.float32) + 0.5'),
-        ('Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)', 'Ct = tl.zeros([TILE, NI, N_LANES], tl.float32) + 0.25'),
+        ('Ct = Bt if SUMMARY else _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)',
+         'Ct = tl.zeros([TILE, NI, N_LANES], tl.float32) + 0.25'),
         ('B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)', 'B_nx = Bt * 1.01'),
-        ('C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)', 'C_nx = Ct * 0.99')],
+        ('C_nx = B_nx if SUMMARY else _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)', 'C_nx = Ct * 0.99')],
 }
 # computing the same results: where the registers go (B and C tiles are broadcast to every thread)
 _BC_NATIVE = [  # B, C tiles kept in the input dtype until used (half the registers for bf16)
@@ -79,11 +84,11 @@ _BC_NATIVE = [  # B, C tiles kept in the input dtype until used (half the regist
     ("tl.sum(hs * Ct[:, :, None, :], axis=1)", "tl.sum(hs * Ct.to(tl.float32)[:, :, None, :], axis=1)")]
 _BC_NO_PREFETCH = [  # B, C of a tile loaded at the start of its turn instead of one turn ahead
     ("B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)", "B_nx = Bt"),
-    ("C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)", "C_nx = Ct"),
+    ("C_nx = B_nx if SUMMARY else _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)", "C_nx = Ct"),
     ("        td_ok = t_ok[:, None] & d_ok[None, :]\n        dt = tl.where(td_ok, _softplus(",
      "        td_ok = t_ok[:, None] & d_ok[None, :]\n"
      "        Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)\n"
-     "        Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)\n"
+     "        Ct = Bt if SUMMARY else _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)\n"
      "        dt = tl.where(td_ok, _softplus(")]
 VARIANTS.update({"B, C in input dtype": _BC_NATIVE, "B, C not prefetched": _BC_NO_PREFETCH,
                  "B, C input dtype, not prefetched": _BC_NATIVE + _BC_NO_PREFETCH})
@@ -308,6 +313,49 @@ def segments() -> None:
                           f"{_ms(f):.3f} ms (max rel. difference {err:.1e})", flush=True)
 
 
+def delta() -> None:
+    """The step sizes at 512² (the layer's rank 32, bf16): cuBLAS's batched product (softplus left to the scan)
+    against the Triton projection with softplus for several block shapes; the scan applying the softplus
+    against the scan given the step sizes; the scan with B, C in bf16 and in float32."""
+    from mambast.ops import triton_scan as ts
+    from mambast.ops.triton_delta import DELTA_BLOCK, _launch, delta_softplus_ref, delta_softplus_triton
+    R = 32
+    blocks = [DELTA_BLOCK, (64, 128, 8), (128, 128, 4), (128, 128, 8), (64, 256, 8), (128, 64, 4), (32, 128, 4),
+              (64, 64, 4), (64, 64, 2), (32, 64, 2)]
+    for bt in (16, 1):
+        g = torch.Generator(device="cuda").manual_seed(0)
+        proj = torch.randn(bt, SIDE * SIDE, 4, R + 2 * N, device="cuda", generator=g).bfloat16()
+        low = proj.permute(0, 2, 1, 3)[..., :R]                           # [Bt, 4, L, R], strided as in the layer
+        w = (torch.randn(4, DM, R, device="cuda", generator=g) * R ** -0.5).bfloat16()
+        bias = torch.randn(4, DM, device="cuda", generator=g) * 0.5 - 4.0
+        ref = delta_softplus_ref(low, w, bias)
+        print(f"batch {bt:2d} dt projection: cuBLAS bmm {_ms(lambda: low @ w.transpose(1, 2)):.3f} ms", flush=True)
+        for block in blocks:
+            err = bench.rel_err(delta_softplus_triton(low, w, bias, block=block), ref)
+            ms = _ms(lambda: delta_softplus_triton(low, w, bias, block=block))
+            print(f"batch {bt:2d} Triton with softplus, block {block}: {ms:.3f} ms (max rel. difference {err:.1e})",
+                  flush=True)
+        for native, short in ((False, False), (True, False), (False, True)):
+            f = lambda: _launch(low, w, bias, DELTA_BLOCK, native, short)  # noqa: E731
+            print(f"batch {bt:2d} Triton with softplus, block {DELTA_BLOCK}, bf16 products {native}, degree "
+                  f"{5 if short else 8}: {_ms(f):.3f} ms (max rel. difference {bench.rel_err(f(), ref):.1e})",
+                  flush=True)
+        _, args = _inputs(bt)
+        u, dl, A2, B, C, D32, b32 = args
+        cfg = ts.default_config(bt, DM)
+        dt = torch.nn.functional.softplus(dl.float() + b32[None, :, None, :]).bfloat16()
+        zero = torch.zeros_like(b32)
+        runs = (("applying the softplus", lambda: ts._launch_fwd(u, dl, A2, B, C, D32, b32, SIDE, SIDE, cfg, False)),
+                ("given the step sizes", lambda: ts._launch_fwd(u, dt, A2, B, C, D32, zero, SIDE, SIDE, cfg, False,
+                                                                False)),
+                ("with B, C in float32", lambda: ts._launch_fwd(u, dl, A2, B.float(), C.float(), D32, b32, SIDE,
+                                                                SIDE, cfg, False)))
+        want = runs[0][1]()[0]
+        for name, f in runs:
+            print(f"batch {bt:2d} scan {name}: {_ms(f):.3f} ms (max rel. difference {bench.rel_err(f()[0], want):.1e})",
+                  flush=True)
+
+
 def one(bt: int = 16) -> None:
     """Two default forwards (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
@@ -321,7 +369,7 @@ def one(bt: int = 16) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
-            "tiles": tiles, "segments": segments, "one": one}
+            "tiles": tiles, "segments": segments, "delta": delta, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))

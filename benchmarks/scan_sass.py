@@ -38,13 +38,13 @@ BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 SHAPE = dict(Bt=16, L=4096, Dm=1024, N=16, H=64, W=64)
 
 
-def compile_forward(tile: int, block_d: int, lanes: int, warps: int, dtype: str = "bf16"):
+def compile_forward(tile: int, block_d: int, lanes: int, warps: int, dtype: str = "bf16", softplus: bool = False):
     fn = ts._scan_fwd_kernel
     names = fn.arg_names
     L, Dm, N, H, W = (SHAPE[k] for k in ("L", "Dm", "N", "H", "W"))
     ptrs = {"u_ptr": dtype, "delta_ptr": dtype, "B_ptr": dtype, "C_ptr": dtype}
     const = dict(TILE=tile, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), N_LANES=lanes, STORE_STATES=False,
-                 STATE_EVERY=1, SEGMENTS=1, SUMMARY=False)
+                 STATE_EVERY=1, SEGMENTS=1, SUMMARY=False, SOFTPLUS=softplus)
     ints = dict(L=L, H=H, W=W, Dm=Dm, N=N, n_tiles=triton.cdiv(L, tile), n_chunks=triton.cdiv(L, 16),
                 su_b=L * Dm, su_l=Dm, su_d=1, sd_b=4 * L * Dm, sd_k=L * Dm, sd_l=Dm, sd_d=1,
                 sB_b=4 * L * N, sB_k=L * N, sB_l=N, sB_n=1, sC_b=4 * L * N, sC_k=L * N, sC_l=N, sC_n=1)
@@ -93,6 +93,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("configs", nargs="*", help="tile,channels,lanes,warps (default: the library's defaults)")
     ap.add_argument("--ir", action="store_true", help="print the layout conversions of the Triton GPU IR")
+    ap.add_argument("--softplus", action="store_true",
+                    help="the scan applies the softplus itself (with gradients); default: it is given the step "
+                         "sizes, as inference is")
     args = ap.parse_args(argv)
     if args.configs:
         try:
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
         configs = [(c.tile_fwd, c.block_d_fwd, c.lanes_fwd, c.warps_fwd)
                    for c in (ts.DEFAULT_CONFIG, ts.FEW_SEQUENCES_CONFIG, ts.ONE_IMAGE_CONFIG)]
     for tile, block_d, lanes, warps in configs:
-        k = compile_forward(tile, block_d, lanes, warps)
+        k = compile_forward(tile, block_d, lanes, warps, softplus=args.softplus)
         res, ops = resources(k), instruction_mix(k)
         print(f"tile {tile} channels {block_d} lanes {lanes} warps {warps}: {res.get('reg')} registers, "
               f"{res.get('stack')} bytes of stack (spills), {sum(ops.values())} instructions")

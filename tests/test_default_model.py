@@ -23,7 +23,7 @@ def test_default_model_stylizes():
     g = torch.Generator().manual_seed(0)
     content = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 9, generator=g), size=(48, 72), mode="bilinear")
     style = torch.rand(1, 3, 40, 40, generator=g)
-    out = stylize(content, style, size=None, seed=0, output_type="pt")
+    out = stylize(content, style, size=None, seed=0, output_type="pt").cpu()   # on the GPU where there is one
     assert out.shape == (1, 3, 48, 72)
     assert torch.isfinite(out).all() and out.std() > 0.01
     # a trained model keeps the content's layout: the output correlates with the content

@@ -1,6 +1,6 @@
 """SS2D: the 2D selective-scan layer (self version) and ST-SS2D (the cross version fusing content and style).
 
-Both read the token grid in four scan orders through `mambast.ops.selective_scan_2d`; they never
+Both read the token grid in four scan orders through `mambast.ops.selective_scan_2d_proj`; they never
 choose the implementation themselves.
 """
 
@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import MambaSTConfig
-from ..ops import selective_scan_2d
+from ..ops import selective_scan_2d_proj
 
 K = 4  # scan orders
 
@@ -70,13 +70,12 @@ class _SS2DBase(nn.Module):
         return y.view(B, L, K, -1).permute(0, 2, 1, 3)
 
     def _scan_and_output(self, u, dt_raw, Bm, Cm, z, H: int, W: int) -> torch.Tensor:
-        """Selective scan of u (all four orders), then LayerNorm, SiLU(z) gate, out_proj."""
+        """Selective scan of u (all four orders; step sizes from dt_raw), then LayerNorm, SiLU(z) gate, out_proj."""
         Bsz = u.shape[0]
         Di, N = self.d_inner, self.d_state
-        delta = dt_raw @ self.dt_projs_weight.transpose(1, 2)              # [B, K, L, Di]
         A = -torch.exp(self.A_logs.float()).view(K, Di, N)
-        y = selective_scan_2d(u, delta, A, Bm.contiguous(), Cm.contiguous(), self.Ds.view(K, Di),
-                              self.dt_projs_bias, H, W, impl=self.scan_impl)  # [B, L, Di] fp32
+        y = selective_scan_2d_proj(u, dt_raw, self.dt_projs_weight, A, Bm.contiguous(), Cm.contiguous(),
+                                   self.Ds.view(K, Di), self.dt_projs_bias, H, W, impl=self.scan_impl)  # [B, L, Di]
         n = self.out_norm  # in float32 whatever the model dtype, as the authors' code does
         y = F.layer_norm(y.float(), (Di,), n.weight.float(), n.bias.float(), n.eps).to(z.dtype)
         y = y.view(Bsz, H, W, Di) * F.silu(z)

@@ -9,8 +9,8 @@ import torch
 
 from .scan_ref import cross_merge, cross_scan, scan_orders, selective_scan_2d_ref, selective_scan_ref
 
-__all__ = ["selective_scan_2d", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan", "cross_merge",
-           "scan_orders", "IMPLEMENTATIONS"]
+__all__ = ["selective_scan_2d", "selective_scan_2d_proj", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan",
+           "cross_merge", "scan_orders", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
 
@@ -41,3 +41,24 @@ def selective_scan_2d(u, delta, A, B, C, D, delta_bias, H: int, W: int, impl: st
         from .scan_cpu import selective_scan_2d_cpu
         return selective_scan_2d_cpu(u, delta, A, B, C, D, delta_bias, H, W)
     return selective_scan_2d_ref(u, delta, A, B, C, D, delta_bias, H, W)
+
+
+def selective_scan_2d_proj(u, dt_low, dt_weight, A, B, C, D, delta_bias, H: int, W: int, impl: str = "auto"):
+    """`selective_scan_2d` with delta = dt_low @ dt_weight^T per order: the layers' low-rank step sizes.
+
+    dt_low: [Bt, 4, L, R] (any strides), dt_weight: [4, Dm, R]; the other arguments as in `selective_scan_2d`.
+    Where the Triton scan runs without gradients on 16-bit step sizes (bf16 or fp16 autocast), one Triton kernel
+    computes softplus(delta + delta_bias) as the projection's epilogue and the scan takes those step sizes (the
+    scan's exp2 unit, one of its limits, is spared the softplus); otherwise the projection is a batched matmul
+    and the scan applies the softplus (for float32, a float32 matmul beats the kernel's IEEE products).
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    triton = impl == "triton" or (impl == "auto" and u.is_cuda)
+    if triton and dt_low.dtype != torch.float32 and not _needs_grad(u, dt_low, dt_weight, A, B, C, D, delta_bias):
+        from .triton_delta import delta_softplus_triton
+        from .triton_scan import selective_scan_2d_triton
+        dt = delta_softplus_triton(dt_low, dt_weight, delta_bias)
+        return selective_scan_2d_triton(u, dt, A, B, C, D, torch.zeros_like(delta_bias), H, W,
+                                        delta_softplus=False)
+    return selective_scan_2d(u, dt_low @ dt_weight.transpose(1, 2), A, B, C, D, delta_bias, H, W, impl)

@@ -183,6 +183,7 @@ def _scan_fwd_kernel(
     sC_b, sC_k, sC_l, sC_n,
     TILE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr,
     STORE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SEGMENTS: tl.constexpr, SUMMARY: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
 ):
     # Tensors are [TILE, NI, BLOCK_D, N_LANES] with state index n = i * N_LANES + j: the last axis spreads
     # each channel's state over N_LANES lanes (more threads for small batches), the channels over the other
@@ -251,7 +252,10 @@ def _scan_fwd_kernel(
         C_nx = B_nx if SUMMARY else _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
 
         td_ok = t_ok[:, None] & d_ok[None, :]
-        dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                                 # [T, BD]
+        if SOFTPLUS:
+            dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                             # [T, BD]
+        else:
+            dt = tl.where(td_ok, x + bias[None, :], 0.0)
         a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                                   # [T, NI, BD, NL]
         bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]
         bx = tl.where((rows == 0)[:, None, None, None], bx + a * h[None, :, :, :], bx)          # carry in
@@ -387,9 +391,10 @@ def _scan_bwd_kernel(
 
 # ---------------------------------------------------------------------------------------- autograd
 
-def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, **launch):
+def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=True, **launch):
     """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states).
-    launch: extra Triton launch options (e.g. maxnreg, for benchmarks/scan_experiments.py)."""
+    softplus: dt = softplus(delta + bias), else delta + bias. launch: extra Triton launch options (e.g. maxnreg,
+    for benchmarks/scan_experiments.py)."""
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
@@ -408,7 +413,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, **launch):
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
             TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
             STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, SEGMENTS=segments,
-            SUMMARY=summary, num_warps=cfg.warps_fwd, **launch,
+            SUMMARY=summary, SOFTPLUS=softplus, num_warps=cfg.warps_fwd, **launch,
         )
     return out, states
 
@@ -465,15 +470,16 @@ def _inputs32(A, D, delta_bias):
 
 @torch.library.custom_op("mambast::selective_scan_2d", mutates_args=())
 def _scan_no_grad(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                  D: torch.Tensor, delta_bias: torch.Tensor, H: int, W: int, config: list[int]) -> torch.Tensor:
+                  D: torch.Tensor, delta_bias: torch.Tensor, H: int, W: int, config: list[int],
+                  softplus: bool) -> torch.Tensor:
     """The forward without autograd, as one opaque operator: torch.compile keeps it whole in its graphs."""
     A2, D32, bias32 = _inputs32(A, D, delta_bias)
-    out, _ = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, ScanKernelConfig(*config), False)
+    out, _ = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, ScanKernelConfig(*config), False, softplus)
     return out
 
 
 @_scan_no_grad.register_fake
-def _(u, delta, A, B, C, D, delta_bias, H, W, config):
+def _(u, delta, A, B, C, D, delta_bias, H, W, config, softplus):
     return u.new_empty(u.shape, dtype=torch.float32)
 
 
@@ -499,7 +505,7 @@ def _check(u, delta, A, B, C, D, delta_bias, H, W):
 
 
 def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *,
-                             config: ScanKernelConfig | None = None):
+                             config: ScanKernelConfig | None = None, delta_softplus: bool = True):
     """Four-direction selective scan, fused in Triton; same arguments and result as `selective_scan_2d_ref`.
 
     u: [Bt, L, Dm]; delta: [Bt, 4, L, Dm] raw; A: [4, Dm, N]; B, C: [Bt, 4, L, N]; D, delta_bias: [4, Dm];
@@ -507,11 +513,15 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
     strides; any N works (padded to a power of two; tuned for N <= 16). Returns [Bt, L, Dm] float32
     and supports autograd for every tensor argument (gradients in the arguments' dtypes).
     config: tile sizes (default: `default_config(Bt, Dm, grad)`); the result does not depend on it beyond rounding.
+    delta_softplus=False (inference only): delta holds the step sizes, dt = delta + delta_bias with no softplus
+    (`ops.selective_scan_2d_proj` computes them with the softplus in the projection's kernel).
     """
     _check(u, delta, A, B, C, D, delta_bias, H, W)
     tensors = (u, delta, A, B, C, D, delta_bias)
     store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
     config = config or default_config(u.shape[0], u.shape[2], store)
     if store:
+        if not delta_softplus:
+            raise ValueError("delta_softplus=False has no backward: call it without gradients")
         return _SelectiveScan2D.apply(*tensors, int(H), int(W), config)
-    return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)))
+    return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)), bool(delta_softplus))
