@@ -12,6 +12,8 @@
                                                       # one-image tiles)
     python benchmarks/scan_experiments.py delta       # 512²: the step sizes' projection, cuBLAS vs Triton with
                                                       # softplus; the scan with B, C in bf16 and float32
+    python benchmarks/scan_experiments.py given       # batch 16, step sizes given (the inference path): tile
+                                                      # configurations, with several channels per thread
     python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 1-32 programs
                                                       # (1: unsplit; else summary launch + scan) for
                                                       # several tile shapes
@@ -290,6 +292,28 @@ def tiles() -> None:
                       f"(max rel. difference {err:.1e})", flush=True)
 
 
+GIVEN_TILES = [  # (tile, channels, lanes, warps); the first is DEFAULT_CONFIG's
+    (8, 32, 1, 1), (4, 64, 1, 1), (4, 32, 1, 1), (2, 64, 1, 1), (2, 128, 1, 1), (4, 128, 1, 2), (8, 64, 1, 2),
+    (4, 64, 1, 2), (8, 64, 2, 2)]
+
+
+def given(bt: int = 16) -> None:
+    """The inference scan given finished step sizes, at batch 16: tile configurations (two or four channels per
+    thread when channels > 32 x warps / lanes)."""
+    from mambast.ops import triton_scan as ts
+    _, (u, dl, A2, B, C, D32, b32) = _inputs(bt)
+    dt = torch.nn.functional.softplus(dl.float() + b32[None, :, None, :]).bfloat16()
+    zero = torch.zeros_like(b32)
+    with torch.no_grad():
+        ref = None
+        for t, bd, lanes, w in GIVEN_TILES:
+            cfg = ts.ScanKernelConfig(tile_fwd=t, block_d_fwd=bd, lanes_fwd=lanes, warps_fwd=w, chunk=max(16, t))
+            f = lambda: ts._launch_fwd(u, dt, A2, B, C, D32, zero, SIDE, SIDE, cfg, False, False)[0]  # noqa: E731
+            ref = f() if ref is None else ref
+            print(f"batch {bt} tile {t:2d} channels {bd:3d} lanes {lanes} warps {w}: {_ms(f):.3f} ms "
+                  f"(max rel. difference {bench.rel_err(f(), ref):.1e})", flush=True)
+
+
 SEGMENT_TILES = [  # (tile, channels, lanes, warps): DEFAULT_CONFIG's, FEW_SEQUENCES_CONFIG's and between
     (8, 32, 1, 1), (4, 32, 1, 1), (8, 32, 2, 2), (16, 32, 4, 4)]
 
@@ -369,7 +393,7 @@ def one(bt: int = 16) -> None:
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
-            "tiles": tiles, "segments": segments, "delta": delta, "one": one}
+            "tiles": tiles, "segments": segments, "delta": delta, "given": given, "one": one}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))
