@@ -117,15 +117,21 @@ FEW_SEQUENCES = 16384
 # Inference only (the states a backward needs are saved by one program per order).
 ONE_IMAGE_CONFIG = ScanKernelConfig(tile_fwd=8, block_d_fwd=32, lanes_fwd=1, warps_fwd=1, segments_fwd=8)
 ONE_IMAGE = 4096
+# Given finished step sizes (inference from 16-bit step sizes) with many sequences: tiles of 4 steps and two
+# channels per thread (251 registers, no spills, against DEFAULT_CONFIG's 255 and spills): at batch 16 on an
+# H200 1.753 against 1.806 ms (`benchmarks/scan_experiments.py given`).
+GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1)
 
 
-def default_config(batch: int, channels: int, grad: bool = False) -> ScanKernelConfig:
-    """The kernel configuration used when none is given, from the number of sequences to scan and whether
-    the backward will run."""
+def default_config(batch: int, channels: int, grad: bool = False, given_steps: bool = False) -> ScanKernelConfig:
+    """The kernel configuration used when none is given, from the number of sequences to scan, whether the
+    backward will run and whether the step sizes come finished (no softplus in the scan)."""
     sequences = batch * N_ORDERS * channels
     if sequences <= ONE_IMAGE and not grad:
         return ONE_IMAGE_CONFIG
-    return FEW_SEQUENCES_CONFIG if sequences < FEW_SEQUENCES else DEFAULT_CONFIG
+    if sequences < FEW_SEQUENCES:
+        return FEW_SEQUENCES_CONFIG
+    return GIVEN_STEPS_CONFIG if given_steps and not grad else DEFAULT_CONFIG
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -512,14 +518,15 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
     L = H * W. Inputs may be float32, bfloat16 or float16 (the state is always float32) and any
     strides; any N works (padded to a power of two; tuned for N <= 16). Returns [Bt, L, Dm] float32
     and supports autograd for every tensor argument (gradients in the arguments' dtypes).
-    config: tile sizes (default: `default_config(Bt, Dm, grad)`); the result does not depend on it beyond rounding.
+    config: tile sizes (default: `default_config(Bt, Dm, grad, not delta_softplus)`); the result does not depend on
+    it beyond rounding.
     delta_softplus=False (inference only): delta holds the step sizes, dt = delta + delta_bias with no softplus
     (`ops.selective_scan_2d_proj` computes them with the softplus in the projection's kernel).
     """
     _check(u, delta, A, B, C, D, delta_bias, H, W)
     tensors = (u, delta, A, B, C, D, delta_bias)
     store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
-    config = config or default_config(u.shape[0], u.shape[2], store)
+    config = config or default_config(u.shape[0], u.shape[2], store, not delta_softplus)
     if store:
         if not delta_softplus:
             raise ValueError("delta_softplus=False has no backward: call it without gradients")

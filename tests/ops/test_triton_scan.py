@@ -17,7 +17,8 @@ triton = pytest.importorskip("triton")
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_scan import (  # noqa: E402
-    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, ScanKernelConfig, default_config, selective_scan_2d_triton)
+    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, GIVEN_STEPS_CONFIG, ONE_IMAGE_CONFIG, ScanKernelConfig, default_config,
+    selective_scan_2d_triton)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -154,8 +155,8 @@ def test_backward_bf16_inputs_give_bf16_gradients():
         assert rel_err(g, w) < 1e-2, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
-@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG],
-                         ids=["auto", "default", "few", "one-image"])
+@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, GIVEN_STEPS_CONFIG],
+                         ids=["auto", "default", "few", "one-image", "given-steps"])
 def test_default_configs_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
     assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)
@@ -179,6 +180,9 @@ def test_default_config_gives_small_batches_more_threads():
     assert default_config(1, 1024, grad=True) == FEW_SEQUENCES_CONFIG   # 4096 sequences: 4 lanes per channel
     assert default_config(16, 1024) == DEFAULT_CONFIG           # 65536 sequences: one thread per channel
     assert default_config(2, 1024) == FEW_SEQUENCES_CONFIG
+    assert default_config(16, 1024, given_steps=True) == GIVEN_STEPS_CONFIG   # inference, no softplus in the scan
+    assert default_config(16, 1024, grad=True, given_steps=True) == DEFAULT_CONFIG
+    assert default_config(2, 1024, given_steps=True) == FEW_SEQUENCES_CONFIG
 
 
 def test_one_image_without_gradients_gets_split_orders(monkeypatch):
@@ -253,7 +257,7 @@ def test_grid_must_match_length():
 
 # ------------------------------------------------------------------------------- GPU (compiled) tests
 
-GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG,
+GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, GIVEN_STEPS_CONFIG,
                dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4),
                ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
                ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
