@@ -344,8 +344,9 @@ def delta() -> None:
     from mambast.ops import triton_scan as ts
     from mambast.ops.triton_delta import DELTA_BLOCK, _launch, delta_softplus_ref, delta_softplus_triton
     R = 32
-    blocks = [DELTA_BLOCK, (64, 128, 8), (128, 128, 4), (128, 128, 8), (64, 256, 8), (128, 64, 4), (32, 128, 4),
-              (64, 64, 4), (64, 64, 2), (32, 64, 2)]
+    blocks = [DELTA_BLOCK] + [b for b in [(64, 128, 4), (64, 128, 8), (128, 128, 4), (128, 128, 8), (64, 256, 8),
+                                          (128, 64, 4), (32, 128, 4), (64, 64, 4), (64, 64, 2), (32, 64, 2)]
+                              if b != DELTA_BLOCK]
     for bt in (16, 1):
         g = torch.Generator(device="cuda").manual_seed(0)
         proj = torch.randn(bt, SIDE * SIDE, 4, R + 2 * N, device="cuda", generator=g).bfloat16()

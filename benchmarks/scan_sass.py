@@ -105,7 +105,7 @@ def main(argv=None) -> int:
             ap.error("each configuration is four integers: tile,channels,lanes,warps")
     else:
         configs = [(c.tile_fwd, c.block_d_fwd, c.lanes_fwd, c.warps_fwd)
-                   for c in (ts.DEFAULT_CONFIG, ts.FEW_SEQUENCES_CONFIG, ts.ONE_IMAGE_CONFIG)]
+                   for c in (ts.DEFAULT_CONFIG, ts.GIVEN_STEPS_CONFIG, ts.FEW_SEQUENCES_CONFIG, ts.ONE_IMAGE_CONFIG)]
     for tile, block_d, lanes, warps in configs:
         k = compile_forward(tile, block_d, lanes, warps, softplus=args.softplus)
         res, ops = resources(k), instruction_mix(k)

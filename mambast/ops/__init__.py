@@ -1,6 +1,7 @@
 """Selective scan: the reference and the fast implementations behind one dispatch point.
 
-Layers call `selective_scan_2d` and never know which implementation runs.
+Layers call `selective_scan_2d_proj` (the scan with low-rank step sizes) and never know which implementation
+runs; `selective_scan_2d` takes full-width raw step sizes instead.
 """
 
 from __future__ import annotations

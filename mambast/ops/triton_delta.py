@@ -29,7 +29,7 @@ def _softplus_poly(x, SHORT: tl.constexpr):
     # unit is the scarcer one). Above x = 17, exp(-|x|) is below half an ulp of x. log1p(z) = z q(z) on [0, 1], q
     # the least-squares fit of log1p(z) / z at Chebyshev nodes with q(0) = 1; largest relative error of log1p in
     # float32: degree 8, 1.9e-7 (for float32 step sizes); SHORT, degree 5, 2.0e-5 (for 16-bit step sizes, whose
-    # rounding afterwards is up to 4.9e-4 in fp16 and 3.9e-3 in bf16).
+    # rounding afterwards is up to 3.9e-3 in bf16, and 4.9e-4 in fp16 down to its subnormals at 6e-5).
     z = tl.exp2(-tl.abs(x) * LOG2E)
     if SHORT:
         q = -0.023979755118489265 * z + 0.10150080919265747
@@ -55,12 +55,12 @@ def _delta_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, Dm, R,
                   SHORT: tl.constexpr):
     pid_l = tl.program_id(0)
     pid_d = tl.program_id(1)
-    b = tl.program_id(2) // _K
-    k = tl.program_id(2) % _K
+    b = (tl.program_id(2) // _K).to(tl.int64)
+    k = (tl.program_id(2) % _K).to(tl.int64)     # 4 L Dm may pass 2^31 (one order's L Dm may not)
     l = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     r = tl.arange(0, BLOCK_R)
-    x = tl.load(x_ptr + b.to(tl.int64) * sx_b + k * sx_k + l[:, None] * sx_l + r[None, :] * sx_r,
+    x = tl.load(x_ptr + b * sx_b + k * sx_k + l[:, None] * sx_l + r[None, :] * sx_r,
                 mask=(l[:, None] < L) & (r[None, :] < R), other=0.0)                          # [BL, BR]
     w = tl.load(w_ptr + k * sw_k + r[:, None] * sw_r + d[None, :] * sw_d,
                 mask=(r[:, None] < R) & (d[None, :] < Dm), other=0.0).to(x.dtype)            # [BR, BD]
@@ -69,7 +69,7 @@ def _delta_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, Dm, R,
     else:        # float32 (IEEE products), or the interpreter
         acc = tl.dot(x.to(tl.float32), w.to(tl.float32), input_precision="ieee")
     acc += tl.load(bias_ptr + k * Dm + d, mask=d < Dm, other=0.0)[None, :]
-    tl.store(out_ptr + b.to(tl.int64) * so_b + k * so_k + l[:, None] * so_l + d[None, :] * so_d,
+    tl.store(out_ptr + b * so_b + k * so_k + l[:, None] * so_l + d[None, :] * so_d,
              _softplus_poly(acc, SHORT).to(out_ptr.dtype.element_ty), mask=(l[:, None] < L) & (d[None, :] < Dm))
 
 
@@ -93,6 +93,16 @@ def delta_softplus_triton(dt_low: torch.Tensor, weight: torch.Tensor, bias: torc
     if K != N_ORDERS or tuple(weight.shape) != (N_ORDERS, Dm, R) or tuple(bias.shape) != (N_ORDERS, Dm):
         raise ValueError(f"expected dt_low [Bt, 4, L, R], weight [4, Dm, R], bias [4, Dm]; got "
                          f"{tuple(dt_low.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
+    for name, t in (("dt_low", dt_low), ("weight", weight), ("bias", bias)):
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise TypeError(f"{name} must be float32, bfloat16 or float16; got {t.dtype}")
+        if t.device != dt_low.device:
+            raise ValueError(f"{name} is on {t.device} but dt_low is on {dt_low.device}")
+    if L * Dm >= 2 ** 31:
+        raise ValueError(f"{L} positions x {Dm} channels is too large (must stay below 2^31)")
+    if len(block) != 3 or any(v < 1 or v & (v - 1) for v in block) or min(block[:2]) < 16:
+        raise ValueError(f"block must be (positions, channels, warps), powers of two, positions and channels >= 16 "
+                         f"(tl.dot's smallest tile); got {block}")
     return _delta_softplus(dt_low, weight, bias, list(block))
 
 

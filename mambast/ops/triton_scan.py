@@ -220,7 +220,7 @@ def _scan_fwd_kernel(
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)            # [BD]
 
     u_base = u_ptr + b * su_b
-    dl_base = delta_ptr + b * sd_b + k * sd_k
+    dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
     B_base = B_ptr + b * sB_b + k * sB_k
     C_base = C_ptr + b * sC_b + k * sC_k
     out_base = out_ptr + b * L * Dm
@@ -309,7 +309,7 @@ def _scan_bwd_kernel(
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
 
     u_base = u_ptr + b * su_b
-    dl_base = delta_ptr + b * sd_b + k * sd_k
+    dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
     B_base = B_ptr + b * sB_b + k * sB_k
     C_base = C_ptr + b * sC_b + k * sC_k
     gy_base = gy_ptr + b * sg_b
@@ -495,6 +495,9 @@ def _check(u, delta, A, B, C, D, delta_bias, H, W):
     Bt, _, L, Dm = delta.shape
     if H < 1 or W < 1 or H * W != L:
         raise ValueError(f"H, W must be positive with H * W == L = {L}; got H={H}, W={W}")
+    if L * Dm >= 2 ** 31:
+        raise ValueError(f"{H} x {W} tokens x {Dm} channels is too large for the Triton scan (positions x channels "
+                         f"must stay below 2^31)")
     if A.dim() != 3 or A.shape[:2] != (N_ORDERS, Dm):
         raise ValueError(f"A must be [4, Dm={Dm}, N]; got {tuple(A.shape)}")
     N = A.shape[2]

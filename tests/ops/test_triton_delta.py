@@ -18,7 +18,9 @@ triton = pytest.importorskip("triton")
 from mambast.ops import selective_scan_2d_proj, triton_delta  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_delta import delta_softplus_ref, delta_softplus_triton  # noqa: E402
-from mambast.ops.triton_scan import ScanKernelConfig, selective_scan_2d_triton  # noqa: E402
+from mambast.ops.triton_scan import (  # noqa: E402
+    FEW_SEQUENCES_CONFIG, GIVEN_STEPS_CONFIG, ONE_IMAGE_CONFIG, ScanKernelConfig, default_config,
+    selective_scan_2d_triton)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -67,12 +69,32 @@ def test_softplus_polynomial_is_accurate_over_the_whole_range():
     assert ((got.double() - want).abs() / want <= bound).all()
 
 
-def test_bad_shapes_raise():
+@pytest.mark.parametrize("dtype,mantissa", [(torch.bfloat16, 7), (torch.float16, 10)])
+def test_softplus_16_bit_results_are_within_one_ulp(dtype, mantissa):
+    """16-bit step sizes (the degree-5 polynomial, then one rounding): each within one unit in the last place of
+    the float64 softplus (fp16's subnormals: their fixed spacing 2^-24), x exact in the dtype."""
+    x = torch.cat([torch.linspace(-30, 30, 2001), torch.tensor([0.0, -1e-3, 1e-3])]).to(dtype).unique().to(DEVICE)
+    low = x.view(1, 1, -1, 1).expand(1, 4, -1, 1)
+    got = delta_softplus_triton(low, torch.ones(4, 1, 1, device=DEVICE, dtype=dtype), torch.zeros(4, 1, device=DEVICE))
+    want = F.softplus(x.double())
+    ulp = want.abs() * 2.0 ** -mantissa + (2.0 ** -24 if dtype == torch.float16 else 0.0)
+    assert got.dtype == dtype
+    assert ((got[0, :, :, 0].double() - want).abs() <= ulp).all()
+
+
+def test_bad_arguments_raise():
     low, w, bias = projection(1, 5, 8, 4, 2, seed=2)
     with pytest.raises(ValueError, match="weight"):
         delta_softplus_triton(low, w[:, :, :3], bias)
     with pytest.raises(ValueError, match="bias"):
         delta_softplus_triton(low, w, bias[:, :5])
+    with pytest.raises(TypeError, match="dt_low"):
+        delta_softplus_triton(low.double(), w, bias)
+    with pytest.raises(ValueError, match="block"):
+        delta_softplus_triton(low, w, bias, block=(8, 64, 4))
+    big = low.new_empty(1, 1, 1, 4).expand(1, 4, 2 ** 21, 4)          # 2^21 positions x 1024 channels: no memory
+    with pytest.raises(ValueError, match="too large"):
+        delta_softplus_triton(big, w.new_empty(1, 1, 4).expand(4, 1024, 4), bias.new_empty(1, 1).expand(4, 1024))
 
 
 def scan_inputs(Bt, Dm, N, H, W, R, seed, dtype=torch.float32):
@@ -87,7 +109,8 @@ def scan_inputs(Bt, Dm, N, H, W, R, seed, dtype=torch.float32):
     return u, low, w, A.to(DEVICE), B, C, D.to(DEVICE), bias
 
 
-def test_scan_takes_finished_step_sizes():
+@pytest.mark.parametrize("config", [SMALL, GIVEN_STEPS_CONFIG, ONE_IMAGE_CONFIG], ids=["small", "given", "one-image"])
+def test_scan_takes_finished_step_sizes(config):
     """delta_softplus=False: the scan uses delta + delta_bias as the step sizes (no softplus)."""
     Bt, Dm, N, H, W = 2, 10, 4, 3, 5
     u, low, w, A, B, C, D, bias = scan_inputs(Bt, Dm, N, H, W, 3, seed=3)
@@ -96,7 +119,7 @@ def test_scan_takes_finished_step_sizes():
     half = bias / 2                                             # the rest of the bias still added by the scan
     dt = F.softplus(delta + bias[None, :, None, :]) - half[None, :, None, :]
     with torch.no_grad():
-        got = selective_scan_2d_triton(u, dt, A, B, C, D, half, H, W, config=SMALL, delta_softplus=False)
+        got = selective_scan_2d_triton(u, dt, A, B, C, D, half, H, W, config=config, delta_softplus=False)
     assert rel_err(got, want) < 1e-5
     with pytest.raises(ValueError, match="without gradients"):
         selective_scan_2d_triton(u.requires_grad_(), dt, A, B, C, D, half, H, W, delta_softplus=False)
@@ -130,10 +153,13 @@ def test_scan_with_projected_step_sizes_matches_reference(shape, monkeypatch):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_model_sized_projection_and_scan():
-    """The layer's sizes (Dm 1024, rank 32, N 16) in bf16: the fused path against the reference on the same
-    rounded inputs (the step sizes rounded to bf16 once, after the softplus) and on full-precision ones."""
-    Bt, Dm, N, H, W, R = 2, 1024, 16, 24, 20, 32
+@pytest.mark.parametrize("Bt", [1, 2, 4])
+def test_gpu_model_sized_projection_and_scan(Bt):
+    """The layer's sizes (Dm 1024, rank 32, N 16) in bf16, at batches that take each scan configuration: the
+    fused path against the reference on the same rounded inputs (the step sizes rounded to bf16 once, after the
+    softplus) and on full-precision ones."""
+    assert default_config(Bt, 1024, given_steps=True) in (ONE_IMAGE_CONFIG, FEW_SEQUENCES_CONFIG, GIVEN_STEPS_CONFIG)
+    Dm, N, H, W, R = 1024, 16, 24, 20, 32
     xs = scan_inputs(Bt, Dm, N, H, W, R, seed=7)
     low_xs = [x.bfloat16() if i in (0, 1, 2, 4, 5) else x for i, x in enumerate(xs)]
     with torch.no_grad():

@@ -249,6 +249,18 @@ def test_bad_shapes_raise_naming_the_argument(name, bad):
         selective_scan_2d_triton(*xs, 2, 2)
 
 
+def test_too_many_positions_times_channels_raise():
+    """One order's positions x channels are indexed in 32 bits: 2^21 positions x 1024 channels is refused
+    (expanded views, no memory)."""
+    H, W, Dm, N = 2048, 1024, 1024, 4
+    L = H * W
+    e = torch.empty(1, 1, 1, 1, device=DEVICE)
+    xs = [e[0].expand(1, L, Dm), e.expand(1, 4, L, Dm), e[0].expand(4, Dm, N), e.expand(1, 4, L, N),
+          e.expand(1, 4, L, N), e[0, 0].expand(4, Dm), e[0, 0].expand(4, Dm)]
+    with pytest.raises(ValueError, match="too large"):
+        selective_scan_2d_triton(*xs, H, W)
+
+
 def test_grid_must_match_length():
     xs = make_inputs(1, 4, 4, 2, 3)
     with pytest.raises(ValueError, match="H, W"):
