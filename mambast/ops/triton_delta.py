@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .triton_scan import _DTYPES
+
 N_ORDERS = 4
 _K: tl.constexpr = tl.constexpr(N_ORDERS)
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
@@ -94,7 +96,7 @@ def delta_softplus_triton(dt_low: torch.Tensor, weight: torch.Tensor, bias: torc
         raise ValueError(f"expected dt_low [Bt, 4, L, R], weight [4, Dm, R], bias [4, Dm]; got "
                          f"{tuple(dt_low.shape)}, {tuple(weight.shape)}, {tuple(bias.shape)}")
     for name, t in (("dt_low", dt_low), ("weight", weight), ("bias", bias)):
-        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        if t.dtype not in _DTYPES:
             raise TypeError(f"{name} must be float32, bfloat16 or float16; got {t.dtype}")
         if t.device != dt_low.device:
             raise ValueError(f"{name} is on {t.device} but dt_low is on {dt_low.device}")
