@@ -340,7 +340,8 @@ def segments() -> None:
 def delta() -> None:
     """The step sizes at 512² (the layer's rank 32, bf16): cuBLAS's batched product (softplus left to the scan)
     against the Triton projection with softplus for several block shapes; the scan applying the softplus
-    against the scan given the step sizes; the scan with B, C in bf16 and in float32."""
+    against the scan given the step sizes, both in the configuration of `default_config(batch, Dm)` (to isolate
+    the softplus; `given` times configurations); the scan with B, C in bf16 and in float32."""
     from mambast.ops import triton_scan as ts
     from mambast.ops.triton_delta import DELTA_BLOCK, _launch, delta_softplus_ref, delta_softplus_triton
     R = 32
