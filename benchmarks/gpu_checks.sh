@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks: the tests of the fused Triton selective scan, the step-size kernel, the CUDA-graph pipeline and the
-# default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a CUDA machine; logs and JSON go to $OUT (default out/gpu_checks).
+# default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a CUDA machine; logs and JSON
+# go to $OUT (default out/gpu_checks).
 # SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
