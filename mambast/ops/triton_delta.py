@@ -10,19 +10,15 @@ take about a sixth of the exp2/log2 operations of a unit that is the scan's limi
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .triton_scan import _DTYPES
+from .triton_scan import COMPILED, _DTYPES
 
 N_ORDERS = 4
 _K: tl.constexpr = tl.constexpr(N_ORDERS)
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
-# the CPU interpreter's products of bf16 tiles are wrong (Triton 3.6), so there the tiles are multiplied in float32
-_NATIVE_DOT = os.environ.get("TRITON_INTERPRET", "0") != "1"
 
 
 @triton.jit
@@ -114,7 +110,8 @@ def _delta_softplus(dt_low: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 
 def _launch(dt_low, weight, bias, block, native=None, short=None):
-    """native: 16-bit tile products (default: for 16-bit dt_low when compiled); short: the degree-5 polynomial
+    """native: 16-bit tile products (default: for 16-bit dt_low when compiled: the CPU interpreter's products of
+    bf16 tiles are wrong in Triton 3.6, so there the tiles are multiplied in float32); short: the degree-5 polynomial
     (default: for 16-bit results). Explicit values are for benchmarks/scan_experiments.py."""
     Bt, K, L, R = dt_low.shape
     Dm = weight.shape[1]
@@ -124,7 +121,7 @@ def _launch(dt_low, weight, bias, block, native=None, short=None):
     grid = (triton.cdiv(L, block_l), triton.cdiv(Dm, block_d), Bt * K)
     _delta_kernel[grid](dt_low, weight, bias.float().contiguous(), out, L, Dm, R, *dt_low.stride(), *weight.stride(),
                         *out.stride(), BLOCK_L=block_l, BLOCK_D=block_d, BLOCK_R=max(16, triton.next_power_of_2(R)),
-                        NATIVE=low_precision and _NATIVE_DOT if native is None else native,
+                        NATIVE=low_precision and COMPILED if native is None else native,
                         SHORT=low_precision if short is None else short, num_warps=warps)
     return out
 

@@ -67,7 +67,8 @@ N_ORDERS = 4
 LOG2E = 1.4426950408889634   # exp(x) = exp2(x log2(e)): the kernels take A log2(e)
 LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 LOG2E_C: tl.constexpr = tl.constexpr(LOG2E)
-FAST_MATH: tl.constexpr = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")  # as triton.jit decides
+COMPILED = os.environ.get("TRITON_INTERPRET", "0") != "1"   # kernels compiled, not interpreted (as triton.jit decides)
+FAST_MATH: tl.constexpr = tl.constexpr(COMPILED)
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
