@@ -83,6 +83,11 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(created: bool) -> None:
+def shutdown(created: bool, finished: bool = False) -> None:
+    """Leave the process group this process created. finished: every rank ran to the end, so all meet at a
+    barrier first (destroying the group while another rank still talks to it can abort that rank at exit,
+    "terminate called without an active exception"); after an error another rank may be gone, so no barrier."""
     if created and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -284,15 +284,17 @@ class Trainer:
     def run(self) -> int:
         """Train until cfg.steps (or a signal); returns 0, or 128 + signal number when stopped by a signal."""
         self._created_group = ddp.init(self.dist, self.device)
+        finished = False
         try:
             with self._signals():
                 self._setup()
                 self._loop()
+            finished = True
         finally:
             for stream in ("content", "style"):
                 if hasattr(self, stream):
                     getattr(self, stream).close()
-            ddp.shutdown(self._created_group)
+            ddp.shutdown(self._created_group, finished)
         return 128 + self._signal if self._signal is not None else 0
 
     def _loop(self) -> None:
