@@ -294,6 +294,8 @@ class Trainer:
             for stream in ("content", "style"):
                 if hasattr(self, stream):
                     getattr(self, stream).close()
+            if hasattr(self, "forward_model"):   # the DDP wrapper's reducer holds the process group: let it go first
+                self.forward_model = self.model
             ddp.shutdown(self._created_group, finished)
         return 128 + self._signal if self._signal is not None else 0
 
