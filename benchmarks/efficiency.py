@@ -232,7 +232,7 @@ def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     @torch.inference_mode()
     def fn():
         xc, xs = stylizer.encode(c, s)
-        return stylizer.fuse(xc, xs, draw_permutations(n, L).to(ctx.device))
+        return stylizer.fuse(xc, xs, draw_permutations(n, L, device=ctx.device))
     fn.graph = stylizer.cuda_graphs and graph_pays(batch, res, res)
     return fn
 

@@ -14,6 +14,8 @@
                                                       # softplus; the scan with B, C in bf16 and float32
     python benchmarks/scan_experiments.py given       # batch 16, step sizes given (the inference path): tile
                                                       # configurations, with several channels per thread
+    python benchmarks/scan_experiments.py poly        # batch 16, step sizes given: 0-8 of each thread's 16 decays
+                                                      # exp2(dt A) on the FMA units instead of the SFU
     python benchmarks/scan_experiments.py segments    # batch 1 and 2: each order split over 1-32 programs
                                                       # (1: unsplit; else summary launch + scan) for
                                                       # several tile shapes
@@ -24,11 +26,12 @@ hardware's view (registers, warps per scheduler, issue rate, stall reasons), Nsi
 
     ncu -k regex:_scan_fwd -c 1 --section SchedulerStats --section Occupancy \\
         --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio" \\
-        python benchmarks/scan_experiments.py one 16
+        python benchmarks/scan_experiments.py one 16 [fma_decays]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 import tempfile
@@ -382,20 +385,41 @@ def delta() -> None:
                   flush=True)
 
 
-def one(bt: int = 16) -> None:
-    """Two default forwards (for Nsight Compute)."""
+def poly(bt: int = 16) -> None:
+    """The inference scan given step sizes at batch 16, GIVEN_STEPS_CONFIG with 0-8 of each thread's 16 decays
+    exp2(dt A) computed on the FMA units (`fma_decays_fwd`), the others on the special-function unit."""
+    from mambast.ops import triton_scan as ts
+    _, (u, dl, A2, B, C, D32, b32) = _inputs(bt)
+    dt = torch.nn.functional.softplus(dl.float() + b32[None, :, None, :]).bfloat16()
+    zero = torch.zeros_like(b32)
+    with torch.no_grad():
+        ref = None
+        for n in (0, 1, 2, 3, 4, 6, 8, 0):
+            cfg = dataclasses.replace(ts.GIVEN_STEPS_CONFIG, fma_decays_fwd=n)
+            f = lambda: ts._launch_fwd(u, dt, A2, B, C, D32, zero, SIDE, SIDE, cfg, False, False)[0]  # noqa: E731
+            ref = f() if ref is None else ref
+            print(f"batch {bt} {cfg}: {_ms(f):.3f} ms (max rel. difference {bench.rel_err(f(), ref):.1e})",
+                  flush=True)
+
+
+def one(bt: int = 16, fma_decays: int = -1) -> None:
+    """Two inference forwards given the step sizes, in the default configuration or with `fma_decays` decays per
+    thread on the FMA units (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
     xs, _ = _inputs(bt)
     with torch.no_grad():
         for _ in range(2):
-            ts.selective_scan_2d_triton(*xs, SIDE, SIDE)
+            cfg = ts.default_config(bt, DM, given_steps=True)
+            if fma_decays >= 0:
+                cfg = dataclasses.replace(cfg, fma_decays_fwd=fma_decays)
+            ts.selective_scan_2d_triton(*xs, SIDE, SIDE, config=cfg, delta_softplus=False)
     torch.cuda.synchronize()
 
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     runs = {"variants": variants, "registers": registers, "graphs": graphs, "streams": streams, "memory": memory,
-            "tiles": tiles, "segments": segments, "delta": delta, "given": given, "one": one}
+            "tiles": tiles, "segments": segments, "delta": delta, "given": given, "one": one, "poly": poly}
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)
     runs[what](*(int(a) for a in sys.argv[2:]))

@@ -2,7 +2,7 @@
 and the SASS instruction mix of each configuration, to iterate on the kernel on any machine.
 
     python benchmarks/scan_sass.py                        # the default configurations
-    python benchmarks/scan_sass.py 32,32,4,4 8,128,1,4    # tile,channels,lanes,warps ...
+    python benchmarks/scan_sass.py 32,32,4,4 8,128,1,4,1  # tile,channels,lanes,warps[,fma_decays] ...
     python benchmarks/scan_sass.py --ir                   # also the layout conversions of the Triton GPU IR
 
 Arguments are specialised as a launch at 512² batch 16 (L = 4096, Dm = 1024, N = 16, bf16 inputs) would
@@ -38,13 +38,14 @@ BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 SHAPE = dict(Bt=16, L=4096, Dm=1024, N=16, H=64, W=64)
 
 
-def compile_forward(tile: int, block_d: int, lanes: int, warps: int, dtype: str = "bf16", softplus: bool = False):
+def compile_forward(tile: int, block_d: int, lanes: int, warps: int, dtype: str = "bf16", softplus: bool = False,
+                    fma_decays: int = 0):
     fn = ts._scan_fwd_kernel
     names = fn.arg_names
     L, Dm, N, H, W = (SHAPE[k] for k in ("L", "Dm", "N", "H", "W"))
     ptrs = {"u_ptr": dtype, "delta_ptr": dtype, "B_ptr": dtype, "C_ptr": dtype}
     const = dict(TILE=tile, BLOCK_D=block_d, BLOCK_N=triton.next_power_of_2(N), N_LANES=lanes, STORE_STATES=False,
-                 STATE_EVERY=1, SEGMENTS=1, SUMMARY=False, SOFTPLUS=softplus)
+                 STATE_EVERY=1, SEGMENTS=1, SUMMARY=False, SOFTPLUS=softplus, FMA_DECAYS=fma_decays)
     ints = dict(L=L, H=H, W=W, Dm=Dm, N=N, n_tiles=triton.cdiv(L, tile), n_chunks=triton.cdiv(L, 16),
                 su_b=L * Dm, su_l=Dm, su_d=1, sd_b=4 * L * Dm, sd_k=L * Dm, sd_l=Dm, sd_d=1,
                 sB_b=4 * L * N, sB_k=L * N, sB_l=N, sB_n=1, sC_b=4 * L * N, sC_k=L * N, sC_l=N, sC_n=1)
@@ -91,7 +92,8 @@ def instruction_mix(kernel) -> collections.Counter:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("configs", nargs="*", help="tile,channels,lanes,warps (default: the library's defaults)")
+    ap.add_argument("configs", nargs="*", help="tile,channels,lanes,warps[,fma_decays] (default: the library's "
+                                               "defaults)")
     ap.add_argument("--ir", action="store_true", help="print the layout conversions of the Triton GPU IR")
     ap.add_argument("--softplus", action="store_true",
                     help="the scan applies the softplus itself (with gradients); default: it is given the step "
@@ -100,16 +102,17 @@ def main(argv=None) -> int:
     if args.configs:
         try:
             configs = [tuple(int(v) for v in c.split(",")) for c in args.configs]
-            assert all(len(c) == 4 for c in configs)
+            assert all(len(c) in (4, 5) for c in configs)
         except (ValueError, AssertionError):
-            ap.error("each configuration is four integers: tile,channels,lanes,warps")
+            ap.error("each configuration is four or five integers: tile,channels,lanes,warps[,fma_decays]")
     else:
-        configs = [(c.tile_fwd, c.block_d_fwd, c.lanes_fwd, c.warps_fwd)
+        configs = [(c.tile_fwd, c.block_d_fwd, c.lanes_fwd, c.warps_fwd, c.fma_decays_fwd)
                    for c in (ts.DEFAULT_CONFIG, ts.GIVEN_STEPS_CONFIG, ts.FEW_SEQUENCES_CONFIG, ts.ONE_IMAGE_CONFIG)]
-    for tile, block_d, lanes, warps in configs:
-        k = compile_forward(tile, block_d, lanes, warps, softplus=args.softplus)
+    for tile, block_d, lanes, warps, *fma in configs:
+        fma_decays = fma[0] if fma else 0
+        k = compile_forward(tile, block_d, lanes, warps, softplus=args.softplus, fma_decays=fma_decays)
         res, ops = resources(k), instruction_mix(k)
-        print(f"tile {tile} channels {block_d} lanes {lanes} warps {warps}: {res.get('reg')} registers, "
+        print(f"tile {tile} channels {block_d} lanes {lanes} warps {warps} fma decays {fma_decays}: {res.get('reg')} registers, "
               f"{res.get('stack')} bytes of stack (spills), {sum(ops.values())} instructions")
         print("   " + ", ".join(f"{o} {c}" for o, c in ops.most_common(16)))
         if args.ir:

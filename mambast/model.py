@@ -34,10 +34,16 @@ class MambaEncoder(nn.Module):
         return x
 
 
-def draw_permutations(n: int, length: int, generator=None) -> torch.Tensor:
+def draw_permutations(n: int, length: int, generator=None, device=None) -> torch.Tensor:
     """[n, length] style-token permutations, one per cross block: argsort of uniform noise drawn on the
-    CPU, as the authors draw them (layer by layer, so a seed gives the same permutations either way)."""
-    return torch.stack([torch.argsort(torch.rand(length, generator=generator)) for _ in range(n)])
+    CPU, as the authors draw them (layer by layer, so a seed gives the same permutations either way).
+    device: where to put them; a CUDA device gets them through pinned memory without waiting for the work
+    already queued on its stream (a copy from pageable memory would wait, leaving the GPU idle while the
+    next kernels are launched)."""
+    perms = torch.stack([torch.argsort(torch.rand(length, generator=generator)) for _ in range(n)])
+    if device is not None and torch.device(device).type == "cuda":
+        return perms.pin_memory().to(device, non_blocking=True)
+    return perms if device is None else perms.to(device)
 
 
 class MambaSTDecoder(nn.Module):

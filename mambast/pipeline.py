@@ -259,7 +259,7 @@ class PairStylizer:
         perms = None
         if self.shuffle:   # drawn here, as the model would draw them (see `mambast.model.draw_permutations`)
             n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
-            perms = draw_permutations(n, L, as_generator(self.seed, xs.device)).to(xs.device)
+            perms = draw_permutations(n, L, as_generator(self.seed, xs.device), xs.device)
         y = self.fuse(xc, xs, perms)
         outs = []
         for i, (_, (_, _, hw, orig)) in enumerate(batch):

@@ -81,7 +81,9 @@ class ScanKernelConfig:
     Backward: tiles of `chunk` steps x `block_d_bwd` channels (time in registers, N across lanes);
     `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
-    (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8).
+    (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
+    N / lanes_fwd states compute their decays exp2(dt A) with a polynomial on the FMA units (`_exp2_fma`) instead
+    of the special-function unit, whose throughput (an eighth of the FMA units') bounds the forward.
     `python benchmarks/scan.py --sweep` times alternatives.
     """
 
@@ -93,6 +95,7 @@ class ScanKernelConfig:
     block_d_bwd: int = 16   # channels per backward program (power of two)
     warps_fwd: int = 1
     warps_bwd: int = 4
+    fma_decays_fwd: int = 0  # of each thread's states, how many get their decay exp2(dt A) from FMAs (see above)
 
     def __post_init__(self):
         for name in ("chunk", "tile_fwd", "block_d_fwd", "lanes_fwd", "block_d_bwd", "warps_fwd", "warps_bwd"):
@@ -101,6 +104,8 @@ class ScanKernelConfig:
                 raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
         if self.segments_fwd < 1:
             raise ValueError(f"ScanKernelConfig.segments_fwd must be >= 1; got {self.segments_fwd}")
+        if self.fma_decays_fwd < 0:
+            raise ValueError(f"ScanKernelConfig.fma_decays_fwd must be >= 0; got {self.fma_decays_fwd}")
         if self.tile_fwd > self.chunk:
             raise ValueError(f"ScanKernelConfig.tile_fwd ({self.tile_fwd}) must not exceed chunk ({self.chunk})")
 
@@ -122,8 +127,9 @@ ONE_IMAGE_CONFIG = ScanKernelConfig(tile_fwd=8, block_d_fwd=32, lanes_fwd=1, war
 ONE_IMAGE = 4096
 # Given finished step sizes (inference from 16-bit step sizes) with many sequences: tiles of 4 steps and two
 # channels per thread (251 registers, no spills, against DEFAULT_CONFIG's 255 and spills): at batch 16 on an
-# H200 1.753 against 1.806 ms (`benchmarks/scan_experiments.py given`).
-GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1)
+# H200 1.753 against 1.806 ms (`benchmarks/scan_experiments.py given`). One decay in 16 computed on the FMA units
+# takes it to 1.689 ms; two, 1.726; four, 1.819 (`benchmarks/scan_experiments.py poly`).
+GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1, fma_decays_fwd=1)
 
 
 def default_config(batch: int, channels: int, grad: bool = False, given_steps: bool = False) -> ScanKernelConfig:
@@ -160,6 +166,24 @@ def _softplus(x):
 
 
 @triton.jit
+def _exp2_fma(x):
+    # 2^x on the FMA units instead of the special-function unit: x = j + f with j an integer (rounded by adding
+    # 1.5 x 2^23) and |f| <= 1/2, 2^f = 1 + f q(f) with q of degree 4 (relative error 9.1e-8, 1.9e-7 evaluated
+    # in float32; 2^0 = 1 exactly, so padded steps stay identities), j added to the exponent bits. x is clamped
+    # at -125: below it the result is 2^-125 instead of a smaller number or 0.
+    x = tl.maximum(x, -125.0)
+    t = x + 12582912.0
+    f = x - (t - 12582912.0)
+    q = 0.001326472709942249 * f + 0.009671512646316787
+    q = q * f + 0.05550733743584718
+    q = q * f + 0.2402224208522987
+    q = q * f + 0.6931469775989206
+    p = q * f + 1.0
+    bits = p.to(tl.int32, bitcast=True) + (t.to(tl.int32, bitcast=True) << 23)
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _steps(t0, k, L, H, W, CHUNK: tl.constexpr):
     """Steps t0 .. t0 + CHUNK - 1 of order k: (row-major positions read, 0 past the end; in-range mask)."""
     t = t0 + tl.arange(0, CHUNK)
@@ -192,7 +216,7 @@ def _scan_fwd_kernel(
     sC_b, sC_k, sC_l, sC_n,
     TILE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr,
     STORE_STATES: tl.constexpr, STATE_EVERY: tl.constexpr, SEGMENTS: tl.constexpr, SUMMARY: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
+    SOFTPLUS: tl.constexpr, FMA_DECAYS: tl.constexpr,
 ):
     # Tensors are [TILE, NI, BLOCK_D, N_LANES] with state index n = i * N_LANES + j: the last axis spreads
     # each channel's state over N_LANES lanes (more threads for small batches), the channels over the other
@@ -265,7 +289,12 @@ def _scan_fwd_kernel(
             dt = tl.where(td_ok, _softplus(x + bias[None, :]), 0.0)                             # [T, BD]
         else:
             dt = tl.where(td_ok, x + bias[None, :], 0.0)
-        a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                                   # [T, NI, BD, NL]
+        arg = dt[:, None, :, None] * A2[None, :, :, :]                                         # [T, NI, BD, NL]
+        if FMA_DECAYS > 0:   # the first FMA_DECAYS of each thread's NI states: both sides are compiled per register,
+            # and the select on a constant index leaves one of them
+            a = tl.where((tl.arange(0, NI) < FMA_DECAYS)[None, :, None, None], _exp2_fma(arg), tl.exp2(arg))
+        else:
+            a = tl.exp2(arg)
         bx = (dt * u)[:, None, :, None] * Bt[:, :, None, :]
         bx = tl.where((rows == 0)[:, None, None, None], bx + a * h[None, :, :, :], bx)          # carry in
         _, hs = tl.associative_scan((a, bx), 0, _compose)                                       # h_t
@@ -422,7 +451,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
             TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
             STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, SEGMENTS=segments,
-            SUMMARY=summary, SOFTPLUS=softplus, num_warps=cfg.warps_fwd, **launch,
+            SUMMARY=summary, SOFTPLUS=softplus, FMA_DECAYS=cfg.fma_decays_fwd, num_warps=cfg.warps_fwd, **launch,
         )
     return out, states
 

@@ -13,6 +13,7 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"   # only effective if set before triton's first import
 
 triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
 
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
@@ -160,6 +161,36 @@ def test_backward_bf16_inputs_give_bf16_gradients():
 def test_default_configs_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
     assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)
+
+
+@triton.jit
+def _exp2_fma_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + i, mask=i < n, other=0.0)
+    tl.store(y_ptr + i, triton_scan._exp2_fma(x), mask=i < n)
+
+
+def test_exp2_on_fma_units_matches_exp2():
+    """The polynomial 2^x the forward uses for some decays (`fma_decays_fwd`): relative error < 3e-7 down to
+    x = -125, 2^-125 (not less) below, and exactly 1 at 0 (a step with dt = 0 leaves the state as it is)."""
+    x = torch.cat([torch.linspace(-130.0, 0.0, 20001), torch.tensor([-125.0, -124.5, -1e-30, 0.0, -0.5, -1.5])])
+    x = torch.cat([x, -torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 4.0]).to(DEVICE)
+    y = torch.empty_like(x)
+    _exp2_fma_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
+    want = torch.exp2(x.double().clamp(min=-125.0))
+    assert ((y.double() - want).abs() / want).max().item() < 3e-7
+    assert y[x < -125].eq(2.0 ** -125).all() and y[x == 0].eq(1.0).all()
+
+
+@pytest.mark.parametrize("config", [dataclasses.replace(SMALL, fma_decays_fwd=1),
+                                    dataclasses.replace(SMALL, lanes_fwd=1, fma_decays_fwd=3)],
+                         ids=["one-of-2", "three-of-4"])
+def test_forward_with_decays_on_fma_units(config):
+    """Some of each thread's decays computed by the polynomial: the forward still matches the reference."""
+    Bt, Dm, N, H, W = shape = (2, 10, 4, 3, 5)
+    xs = make_inputs(*shape, seed=8)
+    with torch.no_grad():
+        assert rel_err(selective_scan_2d_triton(*xs, H, W, config=config), selective_scan_2d_ref(*xs, H, W)) < 1e-5
 
 
 @pytest.mark.parametrize("segments,shape", [(2, (2, 10, 4, 3, 5)), (3, (2, 10, 4, 3, 5)), (5, (2, 10, 4, 3, 5)),
