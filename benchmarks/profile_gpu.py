@@ -68,7 +68,9 @@ def profile(model, res: int, batch: int, dtype: torch.dtype | None, rows: int, c
     events = prof.key_averages()
     print(f"\n=== res {res}, batch {batch}, dtype {dtype or 'fp32'}{', compiled' if compiled else ''}: 5 forwards ===")
     print(events.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70))
-    total = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA") or 1
+    # kernels only: the parts' record_function ranges also appear as device events, spanning their kernels
+    total = sum(e.self_device_time_total for e in events
+                if e.device_type.name == "CUDA" and e.key not in PARTS + COMPILED_PARTS) or 1
     print(f"sum of kernel time per forward: {total / 5 / 1000:.2f} ms ({total / 5 / 1000 / batch:.2f} ms per image)")
     for part in COMPILED_PARTS if compiled else PARTS:
         ev = [e for e in events if e.key == part]
