@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         fma_decays = fma[0] if fma else 0
         k = compile_forward(tile, block_d, lanes, warps, softplus=args.softplus, fma_decays=fma_decays)
         res, ops = resources(k), instruction_mix(k)
-        print(f"tile {tile} channels {block_d} lanes {lanes} warps {warps} fma decays {fma_decays}: {res.get('reg')} registers, "
+        print(f"tile {tile} channels {block_d} lanes {lanes} warps {warps} fma decays {fma_decays}: "
+              f"{res.get('reg')} registers, "
               f"{res.get('stack')} bytes of stack (spills), {sum(ops.values())} instructions")
         print("   " + ", ".join(f"{o} {c}" for o, c in ops.most_common(16)))
         if args.ir:

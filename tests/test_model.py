@@ -78,3 +78,19 @@ def test_fit_style_of_a_long_strip_stays_small_and_matches():
     plain = _centre_crop(resize_short_side(strip, 32), 32, 48)
     assert (out - plain).abs().max() < 0.03
     assert fit_style(torch.rand(1, 3, 3, 400000, generator=g), 32, 48).shape == (1, 3, 32, 48)   # quick, small
+
+
+def test_permutations_are_the_same_wherever_they_are_put():
+    """draw_permutations(..., device): the same draws for one seed whatever the device (CUDA gets them through
+    pinned memory when present)."""
+    from mambast.model import draw_permutations
+
+    def draw(device):
+        return draw_permutations(3, 50, torch.Generator().manual_seed(5), device)
+
+    base = draw(None)
+    assert base.shape == (3, 50) and all(torch.equal(row.sort().values, torch.arange(50)) for row in base)
+    assert torch.equal(draw("cpu"), base)
+    if torch.cuda.is_available():
+        got = draw("cuda")
+        assert got.is_cuda and torch.equal(got.cpu(), base)

@@ -82,7 +82,7 @@ class ScanKernelConfig:
     `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
     (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
-    N / lanes_fwd states compute their decays exp2(dt A) with a polynomial on the FMA units (`_exp2_fma`) instead
+    next_power_of_2(N) / lanes_fwd states (padding included) compute their decays exp2(dt A) with a polynomial on the FMA units (`_exp2_fma`) instead
     of the special-function unit, whose throughput (an eighth of the FMA units') bounds the forward.
     `python benchmarks/scan.py --sweep` times alternatives.
     """
@@ -170,8 +170,9 @@ def _exp2_fma(x):
     # 2^x on the FMA units instead of the special-function unit: x = j + f with j an integer (rounded by adding
     # 1.5 x 2^23) and |f| <= 1/2, 2^f = 1 + f q(f) with q of degree 4 (relative error 9.1e-8, 1.9e-7 evaluated
     # in float32; 2^0 = 1 exactly, so padded steps stay identities), j added to the exponent bits. x is clamped
-    # at -125: below it the result is 2^-125 instead of a smaller number or 0.
-    x = tl.maximum(x, -125.0)
+    # to [-125, 128]: below, the result is 2^-125 instead of a smaller number or 0; from 128 up, +inf (as exp2);
+    # NaN stays NaN.
+    x = tl.clamp(x, -125.0, 128.0, propagate_nan=tl.PropagateNan.ALL)
     t = x + 12582912.0
     f = x - (t - 12582912.0)
     q = 0.001326472709942249 * f + 0.009671512646316787
@@ -444,14 +445,16 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
                             dtype=torch.float32)
     grid = (triton.cdiv(Dm, cfg.block_d_fwd), N_ORDERS * segments, Bt)
     block_n = triton.next_power_of_2(N)
+    lanes = min(cfg.lanes_fwd, block_n)
     for summary in (True, False) if segments > 1 else (False,):
         _scan_fwd_kernel[grid](
             u, delta, A2, B, C, D, bias, out, states, summaries,
             L, H, W, Dm, N, triton.cdiv(L, cfg.tile_fwd), n_chunks,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
-            TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=min(cfg.lanes_fwd, block_n),
+            TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=lanes,
             STORE_STATES=store_states, STATE_EVERY=cfg.chunk // cfg.tile_fwd, SEGMENTS=segments,
-            SUMMARY=summary, SOFTPLUS=softplus, FMA_DECAYS=cfg.fma_decays_fwd, num_warps=cfg.warps_fwd, **launch,
+            SUMMARY=summary, SOFTPLUS=softplus, FMA_DECAYS=min(cfg.fma_decays_fwd, block_n // lanes),
+            num_warps=cfg.warps_fwd, **launch,
         )
     return out, states
 

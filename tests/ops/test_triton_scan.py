@@ -171,15 +171,21 @@ def _exp2_fma_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 
 
 def test_exp2_on_fma_units_matches_exp2():
-    """The polynomial 2^x the forward uses for some decays (`fma_decays_fwd`): relative error < 3e-7 down to
-    x = -125, 2^-125 (not less) below, and exactly 1 at 0 (a step with dt = 0 leaves the state as it is)."""
+    """The polynomial 2^x the forward uses for some decays (`fma_decays_fwd`): relative error < 3e-7 from x = -125
+    up to 127.9, 2^-125 (not less) below, exactly 1 at 0 (a step with dt = 0 leaves the state as it is), +inf
+    from 128 up and NaN for NaN (as exp2)."""
     x = torch.cat([torch.linspace(-130.0, 0.0, 20001), torch.tensor([-125.0, -124.5, -1e-30, 0.0, -0.5, -1.5])])
-    x = torch.cat([x, -torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 4.0]).to(DEVICE)
+    x = torch.cat([x, -torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 4.0,
+                   torch.linspace(0.0, 127.9, 2001)]).to(DEVICE)
     y = torch.empty_like(x)
     _exp2_fma_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
     want = torch.exp2(x.double().clamp(min=-125.0))
     assert ((y.double() - want).abs() / want).max().item() < 3e-7
     assert y[x < -125].eq(2.0 ** -125).all() and y[x == 0].eq(1.0).all()
+    special = torch.tensor([128.0, 128.3, 200.0, 1e7, float("inf"), float("nan"), -float("inf")], device=DEVICE)
+    y = torch.empty_like(special)
+    _exp2_fma_kernel[(1,)](special, y, special.numel(), BLOCK=8)
+    assert torch.isposinf(y[:5]).all() and y[5].isnan() and y[6].item() == 2.0 ** -125
 
 
 @pytest.mark.parametrize("config", [dataclasses.replace(SMALL, fma_decays_fwd=1),
