@@ -406,11 +406,11 @@ def one(bt: int = 16, fma_decays: int = -1) -> None:
     thread on the FMA units (for Nsight Compute)."""
     from mambast.ops import triton_scan as ts
     xs, _ = _inputs(bt)
+    cfg = ts.default_config(bt, DM, given_steps=True)
+    if fma_decays >= 0:
+        cfg = dataclasses.replace(cfg, fma_decays_fwd=fma_decays)
     with torch.no_grad():
         for _ in range(2):
-            cfg = ts.default_config(bt, DM, given_steps=True)
-            if fma_decays >= 0:
-                cfg = dataclasses.replace(cfg, fma_decays_fwd=fma_decays)
             ts.selective_scan_2d_triton(*xs, SIDE, SIDE, config=cfg, delta_softplus=False)
     torch.cuda.synchronize()
 

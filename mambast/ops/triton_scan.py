@@ -82,8 +82,9 @@ class ScanKernelConfig:
     `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
     (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
-    next_power_of_2(N) / lanes_fwd states (padding included) compute their decays exp2(dt A) with a polynomial on the FMA units (`_exp2_fma`) instead
-    of the special-function unit, whose throughput (an eighth of the FMA units') bounds the forward.
+    next_power_of_2(N) / lanes_fwd states (padding included) compute their decays exp2(dt A) with a polynomial
+    on the FMA units (`_exp2_fma`) instead of the special-function unit, whose throughput (an eighth of the FMA
+    units') bounds the forward.
     `python benchmarks/scan.py --sweep` times alternatives.
     """
 
