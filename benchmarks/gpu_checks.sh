@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU checks: the tests of the fused Triton selective scan, the step-size kernel, the CUDA-graph pipeline and the
-# default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a CUDA machine; logs and JSON
-# go to $OUT (default out/gpu_checks).
+# GPU checks: the tests of the fused Triton selective scan, the step-size kernel, the fused convolutions, the
+# CUDA-graph pipeline and the default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a
+# CUDA machine; logs and JSON go to $OUT (default out/gpu_checks).
 # SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,8 +17,8 @@ print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | triton {tri
 EOF
 
 start=$SECONDS
-python -m pytest tests/ops/test_triton_scan.py tests/ops/test_triton_delta.py tests/test_pipeline.py \
-    tests/test_default_model.py -q -rs 2>&1 | tee "$out/gpu_tests.log"
+python -m pytest tests/ops/test_triton_scan.py tests/ops/test_triton_delta.py tests/ops/test_triton_conv.py \
+    tests/test_pipeline.py tests/test_default_model.py -q -rs 2>&1 | tee "$out/gpu_tests.log"
 tests=${PIPESTATUS[0]}
 if grep -q "SKIPPED" "$out/gpu_tests.log"; then
     echo "tests: some tests were skipped on the GPU (see above); counted as a failure"

@@ -1,7 +1,6 @@
 """Kernels tried for the GPU path and not kept, with the measurements that rejected them (CUDA machine, repo root).
 
     python benchmarks/rejected_kernels.py sequential-scan   # the scan stepping one row at a time vs the library
-    python benchmarks/rejected_kernels.py dwconv            # SS2D's depthwise conv + SiLU fused vs cuDNN + SiLU
 
 sequential-scan: an inference forward of the 2D selective scan that runs h = a_t h + b_t step by step
 (UNROLL steps per loop turn, each step's row loaded with a scalar position) instead of composing a tile's
@@ -10,12 +9,11 @@ step waits on its own loads: on an H200 at L = 4096, Dm = 1024, N = 16 it took 0
 at batch 16 and 0.1x at batch 1 (latency-bound; measured at commit adf0449, when batch 1 ran the library's
 FEW_SEQUENCES_CONFIG, which `default_config` no longer gives it).
 
-dwconv: depthwise k x k conv + SiLU in one pass over channels-last [B, H, W, D] (what SS2D runs before the
-scan). Alone it beats cuDNN's convolution + SiLU (batch 16: 160 vs 383 us per call at 512²), but in the
-model it changed nothing measurable: compiled, inductor already fuses the SiLU into its neighbours
-(512² batch 16: 2.356 / 2.327 vs 2.348 / 2.326 ms per image in two alternating runs); not compiled,
--1.7 % at batch 16 and +1.7 % at batch 1.
-Both kernels are checked against a reference before they are timed.
+The fused depthwise conv + SiLU that was rejected here (adf0449: 160 against 383 us per call alone, no
+measurable change in the model then) is in the library now (`mambast/ops/triton_conv.py`): measured again later,
+compiled at 512² batch 16, it and the output-layer kernel took 1.17 ms off the kernel time of a batch (the
+encoders alone, which have no output layer, 0.44 ms each; `benchmarks/profile_gpu.py --batch 16 --compile`).
+The kernel is checked against a reference before it is timed.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -154,72 +151,8 @@ def sequential_scan() -> None:
                           f"{str(e).splitlines()[0][:120]}")
 
 
-# ------------------------------------------------------------------------------------- depthwise conv
-
-@triton.jit
-def _dwconv_silu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, H, W, D,
-                        K: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr):
-    # grid: (B * H, cdiv(W, BLOCK_W), cdiv(D, BLOCK_D)); x, y contiguous [B, H, W, D]; w [K, K, D] float32
-    bh = tl.program_id(0)
-    h = bh % H
-    base = (bh - h).to(tl.int64) * W * D                      # start of image b = bh // H
-    w0 = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
-    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    acc = tl.zeros([BLOCK_W, BLOCK_D], tl.float32) + tl.load(b_ptr + d, mask=d_ok, other=0.0)[None, :]
-    for i in tl.static_range(K):
-        hh = h + i - K // 2
-        row_ok = (hh >= 0) & (hh < H)
-        for j in tl.static_range(K):
-            ww = w0 + j - K // 2
-            ok = row_ok & ((ww >= 0) & (ww < W))[:, None] & d_ok[None, :]
-            xv = tl.load(x_ptr + base + (hh * W + ww)[:, None].to(tl.int64) * D + d[None, :], mask=ok, other=0.0)
-            wv = tl.load(w_ptr + (i * K + j) * D + d, mask=d_ok, other=0.0)
-            acc += xv.to(tl.float32) * wv[None, :]
-    y = acc / (1.0 + tl.exp2(-acc * 1.4426950408889634))      # SiLU
-    out_ok = (w0 < W)[:, None] & d_ok[None, :]
-    tl.store(y_ptr + base + (h * W + w0)[:, None].to(tl.int64) * D + d[None, :], y.to(y_ptr.dtype.element_ty),
-             mask=out_ok)
-
-
-def dwconv_silu(x, weight, bias, block_w=16, block_d=64):
-    """SiLU(depthwise conv, zero padding k // 2) of channels-last x [B, H, W, D]; weight [D, 1, k, k], bias [D]."""
-    B, H, W, D = x.shape
-    K = weight.shape[-1]
-    w = weight[:, 0].permute(1, 2, 0).float().contiguous()            # [K, K, D]
-    y = torch.empty_like(x)
-    grid = (B * H, triton.cdiv(W, block_w), triton.cdiv(D, block_d))
-    _dwconv_silu_kernel[grid](x.contiguous(), w, bias.float().contiguous(), y, H, W, D, K=K,
-                              BLOCK_W=block_w, BLOCK_D=block_d)
-    return y
-
-
-def dwconv_silu_ref(x, weight, bias):
-    y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[3])
-    return F.silu(y).permute(0, 2, 3, 1)
-
-
-def dwconv() -> None:
-    w = torch.randn(DM, 1, 3, 3, device="cuda") * 0.3
-    b = torch.randn(DM, device="cuda") * 0.1
-    tiles = [(16, 64), (8, 128), (32, 32), (32, 64), (16, 128), (64, 32), (8, 256)]
-    for bt in (1, 16):
-        x = torch.randn(bt, SIDE, SIDE, DM, device="cuda", dtype=torch.bfloat16)
-        gbytes = 2 * x.numel() * x.element_size() / 1e9
-        with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
-            ref = dwconv_silu_ref(x, w, b)
-            t = _ms(lambda: dwconv_silu_ref(x, w, b))
-            print(f"batch {bt:2d} cuDNN conv + SiLU: {t * 1e3:7.1f} us ({gbytes / t * 1e3:6.0f} GB/s if one pass)")
-            for bw, bd in tiles:
-                err = rel_err(dwconv_silu(x, w, b, bw, bd), ref)
-                assert err < 1e-2, f"the fused depthwise conv disagrees with cuDNN's: {err:.1e}"   # bf16 output
-                t = _ms(lambda: dwconv_silu(x, w, b, bw, bd))
-                print(f"batch {bt:2d} fused BLOCK_W {bw:2d} BLOCK_D {bd:3d}: {t * 1e3:7.1f} us "
-                      f"({gbytes / t * 1e3:6.0f} GB/s), rel. err {err:.1e}")
-
-
 if __name__ == "__main__":
-    runs = {"sequential-scan": sequential_scan, "dwconv": dwconv}
+    runs = {"sequential-scan": sequential_scan}
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what not in runs or not torch.cuda.is_available():
         raise SystemExit(__doc__)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MambaSTConfig
+from ..ops import conv3x3_reflect
 from .ss2d import SS2D, CrossSS2D
 
 
@@ -67,22 +68,37 @@ class PatchEmbed(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-def cnn_decoder(cfg: MambaSTConfig) -> nn.Sequential:
+class CNNDecoder(nn.Sequential):
     """Tokens [B, C, H', W'] back to pixels [B, 3, H, W].
 
     Three nearest x2 upsamplings; 3x3 convs with reflection padding, ReLU after all but the last.
-    Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28).
+    Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28). The last three
+    modules (the ReLU before the output layer, its padding and its conv) run as one operator
+    (`mambast.ops.conv3x3_reflect`: one Triton kernel for 16-bit CUDA inference, else these modules).
     """
-    c1, c2, c3 = cfg.decoder_channels
 
-    def conv(cin, cout, relu=True):
-        layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
-        return layers + [nn.ReLU()] if relu else layers
+    def __init__(self, cfg: MambaSTConfig):
+        c1, c2, c3 = cfg.decoder_channels
 
-    up = [nn.Upsample(scale_factor=2, mode="nearest")]
-    return nn.Sequential(
-        *conv(cfg.dim, c1), *up,
-        *conv(c1, c1), *conv(c1, c1), *conv(c1, c1), *conv(c1, c2), *up,
-        *conv(c2, c2), *conv(c2, c3), *up,
-        *conv(c3, c3), *conv(c3, 3, relu=False),
-    )
+        def conv(cin, cout, relu=True):
+            layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
+            return layers + [nn.ReLU()] if relu else layers
+
+        up = [nn.Upsample(scale_factor=2, mode="nearest")]
+        super().__init__(
+            *conv(cfg.dim, c1), *up,
+            *conv(c1, c1), *conv(c1, c1), *conv(c1, c1), *conv(c1, c2), *up,
+            *conv(c2, c2), *conv(c2, c3), *up,
+            *conv(c3, c3), *conv(c3, 3, relu=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *body, _relu, _pad, out = self
+        for layer in body:
+            x = layer(x)
+        return conv3x3_reflect(x, out.weight, out.bias, relu=True)
+
+
+def cnn_decoder(cfg: MambaSTConfig) -> CNNDecoder:
+    """The CNN decoder (see `CNNDecoder`)."""
+    return CNNDecoder(cfg)

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import MambaSTConfig
-from ..ops import selective_scan_2d_proj
+from ..ops import dwconv_silu, selective_scan_2d_proj
 
 K = 4  # scan orders
 
@@ -58,9 +58,7 @@ class _SS2DBase(nn.Module):
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """[B, H, W, Di] -> SiLU(depthwise conv) -> [B, H*W, Di]."""
-        B, H, W, Di = x.shape
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))                     # [B, Di, H, W] (channels-last strides)
-        return x.permute(0, 2, 3, 1).reshape(B, H * W, Di)
+        return dwconv_silu(x, self.conv2d.weight, self.conv2d.bias)
 
     @staticmethod
     def _project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

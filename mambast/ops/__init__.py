@@ -1,7 +1,9 @@
 """Selective scan: the reference and the fast implementations behind one dispatch point.
 
 Layers call `selective_scan_2d_proj` (the scan with low-rank step sizes) and never know which implementation
-runs; `selective_scan_2d` takes full-width raw step sizes instead.
+runs; `selective_scan_2d` takes full-width raw step sizes instead. Two convolutions are dispatched the same way,
+each with its PyTorch definition (`*_ref`) beside it: `dwconv_silu` (SS2D's depthwise conv and SiLU) and
+`conv3x3_reflect` (the CNN decoder's output layer: ReLU, reflection padding, 3x3 conv).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import torch
 from .scan_ref import cross_merge, cross_scan, scan_orders, selective_scan_2d_ref, selective_scan_ref
 
 __all__ = ["selective_scan_2d", "selective_scan_2d_proj", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan",
-           "cross_merge", "scan_orders", "IMPLEMENTATIONS"]
+           "cross_merge", "scan_orders", "dwconv_silu", "dwconv_silu_ref", "conv3x3_reflect", "conv3x3_reflect_ref",
+           "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
 
@@ -64,3 +67,38 @@ def selective_scan_2d_proj(u, dt_low, dt_weight, A, B, C, D, delta_bias, H: int,
         return selective_scan_2d_triton(u, dt, A, B, C, D, torch.zeros_like(delta_bias), H, W,
                                         delta_softplus=False)
     return selective_scan_2d(u, dt_low @ dt_weight.transpose(1, 2), A, B, C, D, delta_bias, H, W, impl)
+
+
+def dwconv_silu(x, weight, bias):
+    """SiLU(depthwise conv2d(x)) with zero padding k // 2, from [B, H, W, C] to [B, H*W, C] tokens: one Triton kernel
+    for CUDA inference (`triton_conv.dwconv_silu_triton`), PyTorch's operators otherwise (autograd, CPU)."""
+    if x.is_cuda and bias is not None and not _needs_grad(x, weight, bias):
+        from . import triton_conv
+        if triton_conv.dwconv_supported(x, weight):
+            return triton_conv.dwconv_silu_triton(x, weight, bias)
+    return dwconv_silu_ref(x, weight, bias)
+
+
+def dwconv_silu_ref(x, weight, bias):
+    """SiLU(depthwise conv2d(x, weight, bias, padding k // 2)): x [B, H, W, C], weight [C, 1, k, k], bias [C] or
+    None; returns [B, H*W, C] (channels-last strides throughout: no copy of x)."""
+    F = torch.nn.functional
+    B, H, W, C = x.shape
+    y = F.silu(F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=C))
+    return y.permute(0, 2, 3, 1).reshape(B, H * W, C)
+
+
+def conv3x3_reflect(x, weight, bias, relu: bool = True):
+    """conv2d(reflection_pad_1(relu(x)), weight, bias): one Triton kernel for bf16/fp16 CUDA inference within its
+    limits (`triton_conv.supported`), PyTorch's operators otherwise (autograd, float32, CPU)."""
+    if x.is_cuda and not _needs_grad(x, weight, bias):
+        from . import triton_conv
+        if triton_conv.supported(x, weight):
+            return triton_conv.conv3x3_reflect_op(x, weight, bias, relu)
+    return conv3x3_reflect_ref(x, weight, bias, relu)
+
+
+def conv3x3_reflect_ref(x, weight, bias, relu: bool = True):
+    """conv2d(reflection_pad_1(relu(x)), weight, bias): x [B, C, H, W], weight [Cout, C, 3, 3], bias [Cout] or None."""
+    F = torch.nn.functional
+    return F.conv2d(F.pad(F.relu(x) if relu else x, (1, 1, 1, 1), mode="reflect"), weight, bias)

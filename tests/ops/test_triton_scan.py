@@ -173,7 +173,7 @@ def _exp2_fma_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 def test_exp2_on_fma_units_matches_exp2():
     """The polynomial 2^x the forward uses for some decays (`fma_decays_fwd`): relative error < 3e-7 from x = -125
     up to 127.9, 2^-125 (not less) below, exactly 1 at 0 (a step with dt = 0 leaves the state as it is), +inf
-    from 128 up and NaN for NaN (as exp2)."""
+    from 128 up (as exp2). NaN is not kept (see `test_nan_step_size_gives_nan_where_the_reference_does`)."""
     x = torch.cat([torch.linspace(-130.0, 0.0, 20001), torch.tensor([-125.0, -124.5, -1e-30, 0.0, -0.5, -1.5])])
     x = torch.cat([x, -torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 4.0,
                    torch.linspace(0.0, 127.9, 2001)]).to(DEVICE)
@@ -182,10 +182,27 @@ def test_exp2_on_fma_units_matches_exp2():
     want = torch.exp2(x.double().clamp(min=-125.0))
     assert ((y.double() - want).abs() / want).max().item() < 3e-7
     assert y[x < -125].eq(2.0 ** -125).all() and y[x == 0].eq(1.0).all()
-    special = torch.tensor([128.0, 128.3, 200.0, 1e7, float("inf"), float("nan"), -float("inf")], device=DEVICE)
+    special = torch.tensor([128.0, 128.3, 200.0, 1e7, float("inf"), -float("inf")], device=DEVICE)
     y = torch.empty_like(special)
     _exp2_fma_kernel[(1,)](special, y, special.numel(), BLOCK=8)
-    assert torch.isposinf(y[:5]).all() and y[5].isnan() and y[6].item() == 2.0 ** -125
+    assert torch.isposinf(y[:5]).all() and y[5].item() == 2.0 ** -125
+
+
+@pytest.mark.parametrize("config", [None, dataclasses.replace(SMALL, lanes_fwd=1, fma_decays_fwd=4)],
+                         ids=["default", "all-decays-on-fma"])
+def test_nan_step_size_gives_nan_where_the_reference_does(config):
+    """A NaN step size (given finished, as inference passes them) makes the outputs NaN at the same positions as
+    the reference, with every decay from the FMA polynomial too."""
+    Bt, Dm, N, H, W = shape = (1, 6, 4, 3, 4)
+    u, delta, A, B, C, D, bias = make_inputs(*shape, seed=9)
+    delta = torch.nn.functional.softplus(delta + bias[None, :, None, :])
+    delta[0, 1, 5, 2] = float("nan")
+    with torch.no_grad():
+        got = selective_scan_2d_triton(u, delta, A, B, C, D, torch.zeros_like(bias), H, W, config=config,
+                                       delta_softplus=False)
+        want = selective_scan_2d_ref(u, torch.log(torch.expm1(delta)), A, B, C, D, torch.zeros_like(bias), H, W)
+    assert torch.isnan(want).any() and not torch.isnan(want).all()
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
 
 
 @pytest.mark.parametrize("config", [dataclasses.replace(SMALL, fma_decays_fwd=1),
