@@ -74,7 +74,8 @@ class CNNDecoder(nn.Sequential):
     Three nearest x2 upsamplings; 3x3 convs with reflection padding, ReLU after all but the last.
     Module indices match the authors' checkpoint (convs at 1, 5, 8, 11, 14, 18, 21, 25, 28). The last three
     modules (the ReLU before the output layer, its padding and its conv) run as one operator
-    (`mambast.ops.conv3x3_reflect`: one Triton kernel for 16-bit CUDA inference, else these modules).
+    (`mambast.ops.conv3x3_reflect`: for 16-bit CUDA inference a Triton kernel on channels-last activations, as
+    torch.compile hands them over; otherwise what these modules compute). A slice is a plain `nn.Sequential`.
     """
 
     def __init__(self, cfg: MambaSTConfig):
@@ -91,6 +92,11 @@ class CNNDecoder(nn.Sequential):
             *conv(c2, c2), *conv(c2, c3), *up,
             *conv(c3, c3), *conv(c3, 3, relu=False),
         )
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):   # a plain Sequential of those modules (the fused tail needs all of them)
+            return nn.Sequential(*list(self._modules.values())[idx])
+        return super().__getitem__(idx)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *body, _relu, _pad, out = self

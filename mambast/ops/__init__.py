@@ -20,7 +20,8 @@ IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
 
 
 def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+    """Whether autograd must see through an operation on these tensors (None entries are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
 def selective_scan_2d(u, delta, A, B, C, D, delta_bias, H: int, W: int, impl: str = "auto"):
@@ -89,8 +90,9 @@ def dwconv_silu_ref(x, weight, bias):
 
 
 def conv3x3_reflect(x, weight, bias, relu: bool = True):
-    """conv2d(reflection_pad_1(relu(x)), weight, bias): one Triton kernel for bf16/fp16 CUDA inference within its
-    limits (`triton_conv.supported`), PyTorch's operators otherwise (autograd, float32, CPU)."""
+    """conv2d(reflection_pad_1(relu(x)), weight, bias): for bf16/fp16 CUDA inference within the kernel's limits
+    (`triton_conv.supported`) one operator, which runs the Triton kernel on channels-last x (as torch.compile hands
+    it over) and PyTorch's operators on other layouts; PyTorch's operators otherwise (autograd, float32, CPU)."""
     if x.is_cuda and not _needs_grad(x, weight, bias):
         from . import triton_conv
         if triton_conv.supported(x, weight):

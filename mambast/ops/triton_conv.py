@@ -5,18 +5,22 @@ in_proj output in its [B, H, W, C] layout and writing the [B, H*W, C] tokens the
 once from its k x k neighbourhood in float32 and rounded once. A program walks DW_ROWS output rows one after the
 other, so the rows each one reads were mostly loaded into L1 by the one before. Under torch.compile at 512² batch
 16 on an H200 (`benchmarks/profile_gpu.py`): 0.158 ms per call against 0.19 ms for cuDNN's depthwise kernel and
-the SiLU pass after it (twelve calls per forward). `mambast.ops.dwconv_silu_ref` is the PyTorch definition.
+the SiLU pass after it, twelve calls per forward. Of the 1.17 ms per batch that this and the output-layer kernel
+took off the compiled model, this kernel itself accounts for ~0.40 ms; the rest came from inductor fusing the
+kernels around it differently. `mambast.ops.dwconv_silu_ref` is the PyTorch definition.
 
 `conv3x3_reflect_triton`: the CNN decoder's output layer: ReLU, reflection padding by 1, 3x3 convolution to a few
 channels (64 -> 3 in the model), for 16-bit inference. A program walks CONV_ROWS rows of BLOCK_P output pixels;
 for each of the 9 taps it loads the [BLOCK_P, C] input tile at the reflected row and columns (ReLU on load) and
 multiplies it with that tap's [C, Cout] filter slice (padded to 16 outputs) on the tensor cores, accumulating in
-float32. Alone (`benchmarks/fused_convs.py`), on channels-last input: 0.73 ms against 1.12 ms for the compiled
-ReLU, padding and cuDNN convolution; on NCHW input its loads are not coalesced (2.1 ms), so the operator the
-model calls, `conv3x3_reflect_op`, takes PyTorch's operators for that layout. In the compiled model it saves
-little: the kernel takes what cuDNN's convolution took there (0.72 ms), and where the ReLU and padding pass was
-(0.29 ms), a pointwise pass over the kernel's input remains (0.25 ms; by its name, the previous convolution's
-bias). `mambast.ops.conv3x3_reflect_ref` is the PyTorch definition.
+float32. It is written for channels-last input (each pixel's channels one contiguous load). Alone
+(`benchmarks/fused_convs.py`), on channels-last input: 0.73 ms against 1.12 ms for the compiled ReLU, padding and
+cuDNN convolution; given its input in the traced graph's strides in the compiled model, 2.1 ms. So the operator
+the model calls, `conv3x3_reflect_op`, takes a flexible layout and PyTorch's operators for inputs that are not
+channels-last. In the compiled model it then saves little: the kernel takes what cuDNN's convolution took there
+(0.72 ms), and where the ReLU and padding pass was (0.29 ms), a pointwise pass over the kernel's input remains
+(0.25 ms; by its name, the previous convolution's bias). `mambast.ops.conv3x3_reflect_ref` is the PyTorch
+definition.
 """
 
 from __future__ import annotations
@@ -79,11 +83,18 @@ def _dwconv_silu_kernel(x_ptr, w_ptr, b_ptr, y_ptr, H, W, C,
         i += 1
 
 
+def _image_offsets_fit(x: torch.Tensor) -> bool:
+    """Whether every offset within one image of x (all dimensions but the first) fits the kernels' int32 arithmetic
+    (the image's start is computed in int64)."""
+    return sum((n - 1) * abs(st) for n, st in zip(x.shape[1:], x.stride()[1:])) < 2 ** 31
+
+
 def dwconv_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `dwconv_silu_triton` takes these arguments (x [B, H, W, C], weight [C, 1, k, k], k odd)."""
+    """Whether `dwconv_silu_triton` takes these arguments (x [B, H, W, C], weight [C, 1, k, k], k odd; one image's
+    offsets in x and in the [H*W, C] result below 2^31)."""
     return (x.dim() == 4 and weight.dim() == 4 and weight.shape[:2] == (x.shape[3], 1)
             and weight.shape[2] == weight.shape[3] and weight.shape[2] % 2 == 1 and x.dtype in _FLOATS
-            and x.shape[1] * x.shape[2] * x.shape[3] < 2 ** 31)
+            and x.shape[1] * x.shape[2] * x.shape[3] < 2 ** 31 and _image_offsets_fit(x))
 
 
 @torch.library.custom_op("mambast::dwconv_silu", mutates_args=())
@@ -91,9 +102,11 @@ def dwconv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """`mambast.ops.dwconv_silu_ref` in one launch, without autograd: x [B, H, W, C] (any strides), weight
     [C, 1, k, k] (k odd), bias [C]. Returns [B, H*W, C] in x's dtype (float32 sums, one rounding). An opaque
     operator for torch.compile."""
-    if not dwconv_supported(x, weight):
-        raise ValueError(f"dwconv_silu_triton takes float [B, H, W, C] inputs and [C, 1, k, k] filters (k odd); "
-                         f"got {x.dtype} {tuple(x.shape)} and {tuple(weight.shape)}")
+    if not dwconv_supported(x, weight) or tuple(bias.shape) != (x.shape[3],):
+        raise ValueError(f"dwconv_silu_triton takes float [B, H, W, C] inputs (one image's offsets below 2^31), "
+                         f"[C, 1, k, k] filters (k odd) and a [C] bias; got {x.dtype} {tuple(x.shape)}, "
+                         f"{tuple(weight.shape)} and {tuple(bias.shape)}")
+    bias = bias.contiguous()
     B, H, W, C = x.shape
     y = torch.empty(B, H * W, C, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(W, DW_BLOCK_W) * triton.cdiv(C, DW_BLOCK_C), triton.cdiv(H, DW_ROWS), B)
@@ -152,10 +165,12 @@ def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, Cout,
 
 
 def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `conv3x3_reflect_triton` takes these arguments."""
+    """Whether `conv3x3_reflect_triton` takes these arguments (one image's offsets in x and in the result below
+    2^31)."""
     Cout, C, kh, kw = weight.shape
     return (x.dim() == 4 and x.shape[1] == C and (kh, kw) == (3, 3) and x.shape[2] >= 2 and x.shape[3] >= 2
-            and C <= MAX_CHANNELS and Cout <= MAX_OUTPUTS and x.dtype in (torch.bfloat16, torch.float16))
+            and C <= MAX_CHANNELS and Cout <= MAX_OUTPUTS and x.dtype in (torch.bfloat16, torch.float16)
+            and _image_offsets_fit(x) and Cout * x.shape[2] * x.shape[3] < 2 ** 31)
 
 
 def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -165,8 +180,8 @@ def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     [Cout] (cast to x's dtype and float32). Returns [B, Cout, H, W] in x's dtype (float32 sums)."""
     if not supported(x, weight):
         raise ValueError(f"conv3x3_reflect_triton takes bf16/fp16 [B, C <= {MAX_CHANNELS}, H >= 2, W >= 2] inputs "
-                         f"and [Cout <= {MAX_OUTPUTS}, C, 3, 3] filters; got {x.dtype} {tuple(x.shape)} and "
-                         f"{tuple(weight.shape)}")
+                         f"(one image's offsets below 2^31) and [Cout <= {MAX_OUTPUTS}, C, 3, 3] filters; got "
+                         f"{x.dtype} {tuple(x.shape)} and {tuple(weight.shape)}")
     B, C, H, W = x.shape
     Cout = weight.shape[0]
     block_c, block_o = max(16, triton.next_power_of_2(C)), 16
@@ -187,8 +202,8 @@ def conv3x3_reflect_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                        relu: bool = True) -> torch.Tensor:
     """The output layer as one opaque operator for torch.compile, taking x in whatever memory layout the compiled
     graph has it (flexible layout: no copy into the eager strides). Channels-last x (where the kernel's loads
-    are coalesced: 0.7 ms at 512² batch 16 on an H200, against 2.1 ms for NCHW) takes the Triton kernel, any
-    other layout PyTorch's operators."""
+    are coalesced: 0.7 ms at 512² batch 16 on an H200) takes the Triton kernel, any other layout PyTorch's
+    operators."""
     if x.stride(1) == 1:
         return conv3x3_reflect_triton(x, weight, bias, relu)
     from . import conv3x3_reflect_ref

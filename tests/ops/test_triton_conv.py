@@ -71,14 +71,29 @@ def test_unsupported_arguments_raise():
 
 
 def test_dispatch_falls_back_where_the_kernel_does_not_apply(monkeypatch):
-    """CPU, float32, or gradients: PyTorch's operators (the kernel is never called)."""
+    """CPU, float32, or gradients (bf16 channels-last input, which the kernel would take without them): PyTorch's
+    operators (the kernel is never called)."""
     monkeypatch.setattr(triton_conv, "conv3x3_reflect_triton", lambda *a: pytest.fail("kernel called"))
     x, w, b = inputs(1, 8, 4, 5, 3, torch.float32)
-    want = conv3x3_reflect_ref(x, w, b)
-    assert torch.equal(conv3x3_reflect(x, w, b), want)
-    w.requires_grad_()
+    assert torch.equal(conv3x3_reflect(x, w, b), conv3x3_reflect_ref(x, w, b))
+    x, w, b = inputs(1, 8, 4, 5, 3, torch.bfloat16, channels_last=True)
+    w, b = w.bfloat16().requires_grad_(), b.bfloat16()
+    want = conv3x3_reflect_ref(x, w, b).detach()
     y = conv3x3_reflect(x, w, b)
     assert y.requires_grad and torch.equal(y.detach(), want)
+    assert torch.equal(conv3x3_reflect(x, w, None).detach(), conv3x3_reflect_ref(x, w, None).detach())
+
+
+def test_inputs_whose_offsets_pass_int32_are_not_taken():
+    """One image's offsets must stay below 2^31 (the kernels' index arithmetic); the batch may be any size."""
+    w = torch.zeros(3, 64, 3, 3)
+    big = torch.empty(1, 64, 6000, 6000, device="meta", dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last)
+    assert not triton_conv.supported(big, w)
+    assert triton_conv.supported(torch.empty(64, 64, 512, 512, device="meta", dtype=torch.bfloat16), w)
+    strided = torch.empty_strided((1, 4, 4, 8), (2 ** 33, 2 ** 30, 1, 4), device="meta")   # [B, H, W, C]
+    assert not triton_conv.dwconv_supported(strided, torch.zeros(8, 1, 3, 3))
+    assert triton_conv.dwconv_supported(torch.empty(64, 64, 64, 1024, device="meta"), torch.zeros(1024, 1, 3, 3))
 
 
 def test_output_layer_operator_takes_the_kernel_for_channels_last_input_only(monkeypatch):
@@ -91,6 +106,12 @@ def test_output_layer_operator_takes_the_kernel_for_channels_last_input_only(mon
     assert rel_err(triton_conv.conv3x3_reflect_op(x, w, b), want) < TOL[torch.bfloat16] and calls == [1]
     got = triton_conv.conv3x3_reflect_op(x.contiguous(), w, b)
     assert got.dtype == torch.bfloat16 and rel_err(got, want) < 2 * TOL[torch.bfloat16] and calls == [1]
+
+
+def test_cnn_decoder_slices_are_plain_sequentials():
+    dec = cnn_decoder(MambaSTConfig(dim=16, decoder_channels=(8, 8, 4)))
+    head = dec[:3]
+    assert type(head) is torch.nn.Sequential and len(head) == 3 and head[1] is dec[1]
 
 
 def test_cnn_decoder_output_layer_is_its_last_modules():
@@ -126,10 +147,11 @@ def dw_inputs(B, H, W, C, k, dtype, seed=0, strided=False):
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7, 12, 3), (1, 3, 21, 200, 3), (1, 1, 1, 4, 3), (2, 4, 6, 8, 5),
-                                   (1, 2, 3, 5, 1)])
+                                   (1, 2, 3, 5, 1), (1, 17, 70, 200, 3)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_dwconv_silu_matches_reference(shape, dtype):
-    """Odd sizes, rows and channels over more than one program (W = 21, C = 200), a single pixel, k = 5 and 1."""
+    """Odd sizes, channels over more than one program (C = 200), with rows and columns over more than one too
+    (H = 17, W = 70), a single pixel, k = 5 and 1."""
     B, H, W, C, k = shape
     x, w, b = dw_inputs(B, H, W, C, k, dtype, seed=sum(shape))
     got = dwconv_silu_triton(x, w, b)
@@ -153,6 +175,8 @@ def test_dwconv_silu_unsupported_arguments_raise():
         assert not triton_conv.dwconv_supported(bad_x, bad_w)
         with pytest.raises(ValueError, match="dwconv_silu_triton takes"):
             dwconv_silu_triton(bad_x, bad_w, b)
+    with pytest.raises(ValueError, match="and a \\[C\\] bias"):
+        dwconv_silu_triton(x, w, b[:4])
 
 
 def test_dwconv_silu_dispatch_falls_back_where_the_kernel_does_not_apply(monkeypatch):
