@@ -176,7 +176,7 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                            relu: bool = True) -> torch.Tensor:
     """`mambast.ops.conv3x3_reflect_ref` in one launch, without autograd: x [B, C, H, W] in bf16 or fp16 (any
-    strides, fast where the channels are contiguous; H, W >= 2, C <= 128), weight [Cout <= 16, C, 3, 3] and bias
+    strides, written for channels-last ones; H, W >= 2, C <= 128), weight [Cout <= 16, C, 3, 3] and bias
     [Cout] (cast to x's dtype and float32). Returns [B, Cout, H, W] in x's dtype (float32 sums)."""
     if not supported(x, weight):
         raise ValueError(f"conv3x3_reflect_triton takes bf16/fp16 [B, C <= {MAX_CHANNELS}, H >= 2, W >= 2] inputs "
@@ -201,8 +201,8 @@ def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 def conv3x3_reflect_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                        relu: bool = True) -> torch.Tensor:
     """The output layer as one opaque operator for torch.compile, taking x in whatever memory layout the compiled
-    graph has it (flexible layout: no copy into the eager strides). Channels-last x (where the kernel's loads
-    are coalesced: 0.7 ms at 512² batch 16 on an H200) takes the Triton kernel, any other layout PyTorch's
+    graph has it (flexible layout: no copy into the eager strides). Channels-last x (the layout the kernel is
+    written for: 0.7 ms at 512² batch 16 on an H200) takes the Triton kernel, any other layout PyTorch's
     operators."""
     if x.stride(1) == 1:
         return conv3x3_reflect_triton(x, weight, bias, relu)
