@@ -14,6 +14,7 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
+from _compare import rel_err  # noqa: E402
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.nn import cnn_decoder  # noqa: E402
 from mambast.nn import SS2D  # noqa: E402
@@ -26,9 +27,6 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 # bf16 / fp16 outputs are rounded once: errors up to half an ulp of the largest values and then some
 TOL = {torch.bfloat16: 8e-3, torch.float16: 1e-3, torch.float32: 1e-5}
 
-
-def rel_err(x, ref):
-    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
 
 
 def inputs(B, C, H, W, Cout, dtype, channels_last=False, seed=0):

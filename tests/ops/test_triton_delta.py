@@ -15,6 +15,7 @@ if not torch.cuda.is_available():
 
 triton = pytest.importorskip("triton")
 
+from _compare import rel_err  # noqa: E402
 from mambast.ops import selective_scan_2d_proj, triton_delta  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_delta import delta_softplus_ref, delta_softplus_triton  # noqa: E402
@@ -31,9 +32,6 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
 SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8)
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-
-def rel_err(x, ref):
-    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30)).item()
 
 
 def projection(Bt, L, Dm, R, N, seed, dtype=torch.float32):

@@ -15,6 +15,7 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
+from _compare import rel_err  # noqa: E402
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_scan import (  # noqa: E402
@@ -95,9 +96,6 @@ def make_inputs(Bt, Dm, N, H, W, dtype=torch.float32, seed=0):
     ]
     return [x.to(device=DEVICE, dtype=dtype) for x in xs]
 
-
-def rel_err(x, ref):
-    return ((x.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-30)).item()
 
 
 def grads(fn, xs, gy):
