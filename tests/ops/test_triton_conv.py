@@ -28,7 +28,6 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 TOL = {torch.bfloat16: 8e-3, torch.float16: 1e-3, torch.float32: 1e-5}
 
 
-
 def inputs(B, C, H, W, Cout, dtype, channels_last=False, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, C, H, W, generator=g).to(DEVICE, dtype)

@@ -33,7 +33,6 @@ SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-
 def projection(Bt, L, Dm, R, N, seed, dtype=torch.float32):
     """dt_low as the layer slices it out of the per-order projection (strided), the weight and the bias."""
     g = torch.Generator().manual_seed(seed)

@@ -97,7 +97,6 @@ def make_inputs(Bt, Dm, N, H, W, dtype=torch.float32, seed=0):
     return [x.to(device=DEVICE, dtype=dtype) for x in xs]
 
 
-
 def grads(fn, xs, gy):
     xs = [x.detach().requires_grad_() for x in xs]
     y = fn(*xs)
