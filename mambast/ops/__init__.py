@@ -89,18 +89,22 @@ def dwconv_silu_ref(x, weight, bias):
     return y.permute(0, 2, 3, 1).reshape(B, H * W, C)
 
 
-def conv3x3_reflect(x, weight, bias, relu: bool = True):
-    """conv2d(reflection_pad_1(relu(x)), weight, bias): for bf16/fp16 CUDA inference within the kernel's limits
-    (`triton_conv.supported`) one operator, which runs the Triton kernel on channels-last x (as torch.compile hands
-    it over) and PyTorch's operators on other layouts; PyTorch's operators otherwise (autograd, float32, CPU)."""
-    if x.is_cuda and not _needs_grad(x, weight, bias):
+def conv3x3_reflect(x, weight, bias, relu: bool = True, in_bias=None):
+    """conv2d(reflection_pad_1(relu(x + in_bias)), weight, bias): for bf16/fp16 CUDA inference within the kernel's
+    limits (`triton_conv.supported`) one operator, which runs the Triton kernel on channels-last x (as torch.compile
+    hands it over) and PyTorch's operators on other layouts; PyTorch's operators otherwise (autograd, float32, CPU)."""
+    if x.is_cuda and not _needs_grad(x, weight, bias, in_bias):
         from . import triton_conv
         if triton_conv.supported(x, weight):
-            return triton_conv.conv3x3_reflect_op(x, weight, bias, relu)
-    return conv3x3_reflect_ref(x, weight, bias, relu)
+            return triton_conv.conv3x3_reflect_op(x, weight, bias, relu, in_bias)
+    return conv3x3_reflect_ref(x, weight, bias, relu, in_bias)
 
 
-def conv3x3_reflect_ref(x, weight, bias, relu: bool = True):
-    """conv2d(reflection_pad_1(relu(x)), weight, bias): x [B, C, H, W], weight [Cout, C, 3, 3], bias [Cout] or None."""
+def conv3x3_reflect_ref(x, weight, bias, relu: bool = True, in_bias=None):
+    """conv2d(reflection_pad_1(relu(x + in_bias)), weight, bias): x [B, C, H, W], weight [Cout, C, 3, 3], bias
+    [Cout] or None, in_bias [C] or None (the previous convolution's bias, when that one ran without it; rounded to
+    x's dtype, as the kernel does)."""
     F = torch.nn.functional
+    if in_bias is not None:
+        x = x + in_bias.to(x.dtype).view(-1, 1, 1)
     return F.conv2d(F.pad(F.relu(x) if relu else x, (1, 1, 1, 1), mode="reflect"), weight, bias)

@@ -129,10 +129,10 @@ def _reflect(k, n):
 
 
 @triton.jit
-def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, Cout,
+def _conv_kernel(x_ptr, w_ptr, b_ptr, ib_ptr, y_ptr, C, H, W, Cout,
                  sx_b, sx_c, sx_h, sx_w, sy_b, sy_c, sy_h, sy_w,
                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr, ROWS: tl.constexpr,
-                 RELU: tl.constexpr, NATIVE: tl.constexpr):
+                 RELU: tl.constexpr, IN_BIAS: tl.constexpr, NATIVE: tl.constexpr):
     # program: ROWS consecutive output rows of BLOCK_P pixels, one after the other (the 3 input rows each needs were
     # mostly loaded into L1 by the rows before it)
     b = tl.program_id(2).to(tl.int64)
@@ -142,6 +142,8 @@ def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, Cout,
     c_ok = (c < C)[None, :]
     x_base = x_ptr + b * sx_b + c[None, :] * sx_c
     bias = tl.load(b_ptr + o)
+    if IN_BIAS:   # the previous convolution's bias (in x's dtype), added to x before the ReLU
+        in_bias = tl.load(ib_ptr + c, mask=c < C, other=0.0)[None, :]
     i = tl.program_id(1) * ROWS
     i_end = tl.minimum(i + ROWS, H)
     while i < i_end:
@@ -151,6 +153,11 @@ def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C, H, W, Cout,
             for dj in tl.static_range(3):
                 col = _reflect(j + dj - 1, W)
                 xt = tl.load(x_base + row * sx_h + col[:, None] * sx_w, mask=c_ok, other=0.0)     # [P, C]
+                if IN_BIAS:   # the exact sum rounded once to x's dtype
+                    if NATIVE:   # one packed 16-bit add
+                        xt = xt + in_bias
+                    else:        # the CPU interpreter (its 16-bit sums are wrong in Triton 3.6)
+                        xt = (xt.to(tl.float32) + in_bias.to(tl.float32)).to(x_ptr.dtype.element_ty)
                 if RELU:
                     xt = tl.where(xt > 0, xt, tl.zeros_like(xt))   # packed 16-bit max (tl.maximum: via float32)
                 wt = tl.load(w_ptr + ((di * 3 + dj) * BLOCK_C + c[:, None]) * BLOCK_O + o[None, :])  # [C, O]
@@ -174,10 +181,11 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                           relu: bool = True) -> torch.Tensor:
+                           relu: bool = True, in_bias: torch.Tensor | None = None) -> torch.Tensor:
     """`mambast.ops.conv3x3_reflect_ref` in one launch, without autograd: x [B, C, H, W] in bf16 or fp16 (any
     strides, written for channels-last ones; H, W >= 2, C <= 128), weight [Cout <= 16, C, 3, 3] and bias
-    [Cout] (cast to x's dtype and float32). Returns [B, Cout, H, W] in x's dtype (float32 sums)."""
+    [Cout] (cast to x's dtype and float32), in_bias [C] or None (cast to x's dtype and added to x, rounded once,
+    before the ReLU). Returns [B, Cout, H, W] in x's dtype (float32 sums)."""
     if not supported(x, weight):
         raise ValueError(f"conv3x3_reflect_triton takes bf16/fp16 [B, C <= {MAX_CHANNELS}, H >= 2, W >= 2] inputs "
                          f"(one image's offsets below 2^31) and [Cout <= {MAX_OUTPUTS}, C, 3, 3] filters; got "
@@ -190,26 +198,28 @@ def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     b = torch.zeros(block_o, device=x.device, dtype=torch.float32)
     if bias is not None:
         b[:Cout] = bias.detach().float()
+    ib = b if in_bias is None else in_bias.detach().to(x.dtype).contiguous()   # (b: any pointer, never read)
     y = torch.empty(B, Cout, H, W, device=x.device, dtype=x.dtype)
     _conv_kernel[(triton.cdiv(W, BLOCK_P), triton.cdiv(H, CONV_ROWS), B)](
-        x, w, b, y, C, H, W, Cout, *x.stride(), *y.stride(),
-        BLOCK_P=BLOCK_P, BLOCK_C=block_c, BLOCK_O=block_o, ROWS=CONV_ROWS, RELU=relu, NATIVE=COMPILED, num_warps=4)
+        x, w, b, ib, y, C, H, W, Cout, *x.stride(), *y.stride(), BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+        BLOCK_O=block_o, ROWS=CONV_ROWS, RELU=relu, IN_BIAS=in_bias is not None, NATIVE=COMPILED, num_warps=4)
     return y
 
 
 @torch.library.custom_op("mambast::conv3x3_reflect", mutates_args=(), tags=(torch.Tag.flexible_layout,))
 def conv3x3_reflect_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                       relu: bool = True) -> torch.Tensor:
+                       relu: bool = True, in_bias: torch.Tensor | None = None) -> torch.Tensor:
     """The output layer as one opaque operator for torch.compile, taking x in whatever memory layout the compiled
     graph has it (flexible layout: no copy into the eager strides). Channels-last x (the layout the kernel is
     written for: 0.7 ms at 512² batch 16 on an H200) takes the Triton kernel, any other layout PyTorch's
     operators."""
     if x.stride(1) == 1:
-        return conv3x3_reflect_triton(x, weight, bias, relu)
+        return conv3x3_reflect_triton(x, weight, bias, relu, in_bias)
     from . import conv3x3_reflect_ref
-    return conv3x3_reflect_ref(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype), relu)
+    as_x = lambda t: None if t is None else t.to(x.dtype)   # noqa: E731
+    return conv3x3_reflect_ref(x, as_x(weight), as_x(bias), relu, as_x(in_bias))
 
 
 @conv3x3_reflect_op.register_fake
-def _(x, weight, bias, relu=True):
+def _(x, weight, bias, relu=True, in_bias=None):
     return x.new_empty(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])

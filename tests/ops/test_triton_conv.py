@@ -52,6 +52,16 @@ def test_matches_reference(shape, dtype, channels_last):
     assert rel_err(got, want) < TOL[dtype]
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_bias_of_the_previous_conv_added_before_the_relu(channels_last):
+    x, w, b = inputs(2, 12, 6, 9, 3, torch.bfloat16, channels_last, seed=4)
+    in_bias = torch.randn(12, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    x_biased = (x.float() + in_bias.view(-1, 1, 1)).bfloat16().float()    # the kernel rounds x + in_bias to bf16
+    want = conv3x3_reflect_ref(x_biased, w.bfloat16().float(), b)
+    assert rel_err(conv3x3_reflect_triton(x, w, b, in_bias=in_bias), want) < TOL[torch.bfloat16]
+    assert rel_err(conv3x3_reflect_ref(x.float(), w.bfloat16().float(), b, in_bias=in_bias), want) < TOL[torch.bfloat16]
+
+
 def test_without_relu_or_bias():
     x, w, _ = inputs(2, 8, 5, 6, 3, torch.float16, seed=3)
     want = conv3x3_reflect_ref(x.float(), w.half().float(), None, relu=False)
@@ -123,13 +133,52 @@ def test_cnn_decoder_output_layer_is_its_last_modules():
     assert [name for name, _ in dec.named_parameters()][-2:] == ["28.weight", "28.bias"]
 
 
+def test_cnn_decoder_path_for_the_kernel_computes_its_modules(monkeypatch):
+    """Under torch.compile, where the kernel runs, the last hidden conv goes without its bias and the output layer
+    adds it: the same result (the path forced on the CPU here, with PyTorch's operators behind the dispatch point)."""
+    from mambast.nn import blocks
+    in_biases = []
+    fused = blocks.conv3x3_reflect
+    monkeypatch.setattr(blocks, "conv3x3_reflect", lambda *a, **k: in_biases.append(k.get("in_bias")) or fused(*a, **k))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    cfg = MambaSTConfig(dim=16, decoder_channels=(8, 8, 4))
+    dec = cnn_decoder(cfg).to(DEVICE)
+    x = torch.randn(1, 16, 2, 3, device=DEVICE)
+    with torch.no_grad():
+        assert rel_err(dec(x), torch.nn.Sequential.forward(dec, x)) < 1e-5
+    assert len(in_biases) == 1 and in_biases[0] is dec[25].bias
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_decoder_with_the_bias_added_by_the_kernel(monkeypatch):
+    """The decoder's path under torch.compile (forced here) in bf16: the fused operator gets the last hidden conv's
+    bias to add, and the result matches the plain modules (the kernel's own in_bias: test below)."""
+    from mambast.infer import cast_autocast_weights
+    calls = []
+    op = triton_conv.conv3x3_reflect_op
+    monkeypatch.setattr(triton_conv, "conv3x3_reflect_op", lambda *a: calls.append(a[4] is not None) or op(*a))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    dec = cast_autocast_weights(cnn_decoder(MambaSTConfig(dim=64, decoder_channels=(64, 64, 64))).to(DEVICE),
+                                torch.bfloat16)
+    x = torch.randn(2, 64, 8, 12, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        want = torch.nn.Sequential.forward(dec, x)
+        got = dec(x)
+    assert calls == [True]
+    assert rel_err(got, want) < 2e-2
+
+
 @pytest.mark.gpu
 @gpu
 def test_gpu_model_sized_output_layer():
     x, w, b = inputs(2, 64, 64, 96, 3, torch.bfloat16, channels_last=True, seed=7)
+    in_bias = torch.randn(64, device=DEVICE)
     with torch.no_grad():
-        got = conv3x3_reflect(x, w, b)
+        got, got_biased = conv3x3_reflect(x, w, b), conv3x3_reflect(x, w, b, in_bias=in_bias)
     assert rel_err(got, conv3x3_reflect_ref(x.float(), w.bfloat16().float(), b)) < TOL[torch.bfloat16]
+    x_biased = (x.float() + in_bias.view(-1, 1, 1)).bfloat16().float()
+    assert rel_err(got_biased, conv3x3_reflect_ref(x_biased, w.bfloat16().float(), b)) < TOL[torch.bfloat16]
 
 
 # ------------------------------------------------------------------------------ depthwise conv + SiLU
