@@ -94,3 +94,24 @@ def test_permutations_are_the_same_wherever_they_are_put():
     if torch.cuda.is_available():
         got = draw("cuda")
         assert got.is_cuda and torch.equal(got.cpu(), base)
+
+
+def test_patch_embedding_is_its_conv():
+    """PatchEmbed runs its stride-p conv as one product over the flattened patches: the conv's result (and
+    gradients) on non-square, non-contiguous inputs, and the conv itself for sides that are not multiples of p."""
+    from mambast.config import MambaSTConfig
+    from mambast.nn.blocks import PatchEmbed
+    torch.manual_seed(0)
+    pe = PatchEmbed(MambaSTConfig(dim=24))                                # 8 x 8 patches
+    x = torch.rand(2, 24, 16, 3).permute(0, 3, 1, 2).requires_grad_()     # [2, 3, 24, 16], channels-last strides
+    got = pe(x)
+    want = pe.proj(x).permute(0, 2, 3, 1)
+    assert got.shape == (2, 3, 2, 24) and got.is_contiguous()
+    assert ((got - want).abs().max() / want.abs().max()).item() < 1e-5
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (x, pe.proj.weight, pe.proj.bias), g)
+    want_grads = torch.autograd.grad(want, (x, pe.proj.weight, pe.proj.bias), g)
+    for a, b in zip(grads, want_grads):
+        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-5
+    odd = torch.rand(1, 3, 20, 17)
+    assert torch.equal(pe(odd), pe.proj(odd).permute(0, 2, 3, 1))

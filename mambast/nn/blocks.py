@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import MambaSTConfig
 from ..ops import conv3x3_reflect
@@ -65,7 +66,15 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, cfg.dim, cfg.patch_size, stride=cfg.patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        """The conv as one matrix product over the flattened patches (a conv of stride = size is one; the tokens
+        come out contiguous): on an H200 cuDNN's kernel for these 3-channel inputs was the slow part
+        (`benchmarks/patch_embed.py`). Sides that are not multiples of p take the conv, which drops the rest."""
+        B, C, H, W = x.shape
+        p = self.proj.stride[0]
+        if H % p or W % p:
+            return self.proj(x).permute(0, 2, 3, 1)
+        patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
+        return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
 
 class CNNDecoder(nn.Sequential):
