@@ -115,3 +115,12 @@ def test_patch_embedding_is_its_conv():
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-5
     odd = torch.rand(1, 3, 20, 17)
     assert torch.equal(pe(odd), pe.proj(odd).permute(0, 2, 3, 1))
+    assert pe(torch.rand(0, 3, 16, 8)).shape == (0, 2, 1, 24)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):              # as bf16 inference runs it
+        x16 = torch.rand(2, 3, 16, 24)
+        got16, want16 = pe(x16), pe.proj(x16).permute(0, 2, 3, 1)
+    assert got16.dtype == torch.bfloat16 and ((got16 - want16).float().abs().max() / want16.float().abs().max()) < 2e-2
+    seen = []
+    pe.proj.register_forward_hook(lambda *a: seen.append(1))                  # a hooked conv is called as it is
+    pe(x16)
+    assert seen == [1]

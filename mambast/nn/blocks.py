@@ -58,6 +58,14 @@ class STBlock(nn.Module):
         return self.norm(x * self.skip_scale + self.drop_path(self.self_attention(self.ln_1(x), s)))
 
 
+def _unhooked(module: nn.Module) -> bool:
+    """Whether calling `module` runs nothing but its forward (no hooks on it, no global module hooks), so that a
+    caller may compute the same from its parameters in another way."""
+    from torch.nn.modules import module as m
+    return not (module._forward_hooks or module._forward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks)
+
+
 class PatchEmbed(nn.Module):
     """[B, 3, H, W] -> [B, H/p, W/p, C] by a p x p conv of stride p (shared by content and style)."""
 
@@ -68,10 +76,11 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The conv as one matrix product over the flattened patches (a conv of stride = size is one; the tokens
         come out contiguous): on an H200 cuDNN's kernel for these 3-channel inputs was the slow part
-        (`benchmarks/patch_embed.py`). Sides that are not multiples of p take the conv, which drops the rest."""
+        (`benchmarks/patch_embed.py`; in float32 on CUDA the product also leaves out cuDNN's default TF32). Sides
+        that are not multiples of p, and a `proj` with hooks, take the conv module (which drops the rest)."""
         B, C, H, W = x.shape
         p = self.proj.stride[0]
-        if H % p or W % p:
+        if H % p or W % p or not _unhooked(self.proj):
             return self.proj(x).permute(0, 2, 3, 1)
         patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, H // p, W // p, C * p * p)
         return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
@@ -114,8 +123,8 @@ class CNNDecoder(nn.Sequential):
             x = layer(x)
         # Under torch.compile a pass over the largest activation remained before the output layer (0.25 ms at 512²
         # batch 16; by its name, the last hidden conv's bias): there that conv runs without its bias and the output
-        # layer adds it (the fused kernel on load)
-        if torch.compiler.is_compiling():
+        # layer adds it (the fused kernel on load). A conv module with hooks is called as it is.
+        if torch.compiler.is_compiling() and _unhooked(last_hidden):
             hidden = last_hidden._conv_forward(x, last_hidden.weight, None)
             return conv3x3_reflect(hidden, out.weight, out.bias, in_bias=last_hidden.bias)
         return conv3x3_reflect(last_hidden(x), out.weight, out.bias)

@@ -60,6 +60,11 @@ def test_bias_of_the_previous_conv_added_before_the_relu(channels_last):
     want = conv3x3_reflect_ref(x_biased, w.bfloat16().float(), b)
     assert rel_err(conv3x3_reflect_triton(x, w, b, in_bias=in_bias), want) < TOL[torch.bfloat16]
     assert rel_err(conv3x3_reflect_ref(x.float(), w.bfloat16().float(), b, in_bias=in_bias), want) < TOL[torch.bfloat16]
+    # the reference on bf16 x rounds in_bias to bf16 and the sum to bf16, as the kernel does
+    got_ref = conv3x3_reflect_ref(x, w.bfloat16(), b.bfloat16(), in_bias=in_bias)
+    assert got_ref.dtype == torch.bfloat16 and rel_err(got_ref, want) < TOL[torch.bfloat16]
+    with pytest.raises(ValueError, match="in_bias must be"):
+        conv3x3_reflect_triton(x, w, b, in_bias=in_bias[:8])
 
 
 def test_without_relu_or_bias():
@@ -147,6 +152,29 @@ def test_cnn_decoder_path_for_the_kernel_computes_its_modules(monkeypatch):
     with torch.no_grad():
         assert rel_err(dec(x), torch.nn.Sequential.forward(dec, x)) < 1e-5
     assert len(in_biases) == 1 and in_biases[0] is dec[25].bias
+    # a hook on that conv: the module is called as it is (the hook runs, no bias moves)
+    seen = []
+    dec[25].register_forward_hook(lambda *a: seen.append(1))
+    with torch.no_grad():
+        assert rel_err(dec(x), torch.nn.Sequential.forward(dec, x)) < 1e-5
+    assert len(seen) == 2 and in_biases[1:] == [None]
+
+
+def test_cnn_decoder_compiled_forward_and_gradients():
+    """The decoder through torch.compile (one graph; the bias moved to the output layer, PyTorch's operators on the
+    CPU): the eager result and the gradients of the input and of every parameter, that conv's bias included."""
+    torch.manual_seed(0)
+    dec = cnn_decoder(MambaSTConfig(dim=16, decoder_channels=(8, 8, 4)))
+    x = torch.randn(1, 16, 2, 3, requires_grad=True)
+    compiled = torch.compile(dec, backend="aot_eager", fullgraph=True)
+    outs = [f(x) for f in (dec, compiled)]
+    assert rel_err(outs[1], outs[0]) < 1e-5
+    g = torch.randn_like(outs[0])
+    params = [x, *dec.parameters()]
+    want, got = (torch.autograd.grad(y, params, g) for y in outs)
+    for a, b in zip(got, want):
+        assert rel_err(a, b) < 1e-4
+    torch._dynamo.reset()
 
 
 @pytest.mark.gpu
