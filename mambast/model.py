@@ -58,7 +58,7 @@ class MambaSTDecoder(nn.Module):
         """perms: [layers, H*W] permutations to use instead of drawing them (any device)."""
         B, H, W, C = s.shape
         if shuffle and perms is None:  # a fresh permutation of the L style positions before every cross block
-            perms = draw_permutations(len(self.layers), H * W, generator)
+            perms = draw_permutations(len(self.layers), H * W, generator, device=s.device)   # (no wait on CUDA)
         if shuffle:
             perms = perms.to(s.device)
         for i, layer in enumerate(self.layers):
