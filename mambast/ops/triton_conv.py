@@ -191,6 +191,8 @@ def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
                          f"(one image's offsets below 2^31) and [Cout <= {MAX_OUTPUTS}, C, 3, 3] filters; got "
                          f"{x.dtype} {tuple(x.shape)} and {tuple(weight.shape)}")
     B, C, H, W = x.shape
+    if in_bias is not None and (tuple(in_bias.shape) != (C,) or in_bias.device != x.device):
+        raise ValueError(f"in_bias must be [{C}] on {x.device}; got {tuple(in_bias.shape)} on {in_bias.device}")
     Cout = weight.shape[0]
     block_c, block_o = max(16, triton.next_power_of_2(C)), 16
     w = x.new_zeros(3, 3, block_c, block_o)                     # [tap row, tap column, C, Cout], zero padded
@@ -198,8 +200,6 @@ def conv3x3_reflect_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     b = torch.zeros(block_o, device=x.device, dtype=torch.float32)
     if bias is not None:
         b[:Cout] = bias.detach().float()
-    if in_bias is not None and (tuple(in_bias.shape) != (C,) or in_bias.device != x.device):
-        raise ValueError(f"in_bias must be [{C}] on {x.device}; got {tuple(in_bias.shape)} on {in_bias.device}")
     ib = b if in_bias is None else in_bias.detach().to(x.dtype).contiguous()   # (b: any pointer, never read)
     y = torch.empty(B, Cout, H, W, device=x.device, dtype=x.dtype)
     _conv_kernel[(triton.cdiv(W, BLOCK_P), triton.cdiv(H, CONV_ROWS), B)](
