@@ -189,9 +189,13 @@ def _autocast(device: torch.device, dtype: str):
     return autocast(device.type, _amp_dtype(dtype))
 
 
-def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto") -> MambaST:
+def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto",
+                amp: torch.dtype | None = None) -> MambaST:
+    """The model with random weights (seed 0) on `device`, its Linear and Conv2d weights stored in `amp` (cast on
+    the CPU first, as `mambast stylize` does: no float32 copies freed on the GPU between them)."""
+    from mambast.infer import cast_autocast_weights
     torch.manual_seed(0)
-    model = MambaST(cfg).to(device).eval()
+    model = cast_autocast_weights(MambaST(cfg), amp).to(device).eval()
     n = 0
     for m in model.modules():
         if hasattr(m, "scan_impl"):
@@ -295,10 +299,8 @@ class Context:
     def model(self, scan_impl, dtype="fp32"):
         """The model; for bf16 its Linear and Conv2d weights stored in bf16 (`cast_autocast_weights`: the same
         results under autocast, as `mambast stylize` runs it)."""
-        from mambast.infer import cast_autocast_weights
-
         def make():
-            return cast_autocast_weights(build_model(self.cfg, self.device, scan_impl), _amp_dtype(dtype))
+            return build_model(self.cfg, self.device, scan_impl, _amp_dtype(dtype))
         return self._get(("mambast", scan_impl, dtype), make)
 
     def vgg(self):

@@ -29,9 +29,16 @@ _STREAMS: dict = {}
 
 
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """One side stream per device for warm-ups and captures (each new stream gets its own cuBLAS workspace)."""
+    """One side stream per device for eager calls, warm-ups and captures. Each new stream gets its own cuBLAS
+    workspace (32 MiB on Hopper) on its first matrix product: one is made here, first, so that it takes a memory
+    segment of its own; made within a first eager call, it shared a segment with that call's activations and
+    kept all of it reserved."""
     if device not in _STREAMS:
-        _STREAMS[device] = torch.cuda.Stream(device)
+        stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(stream):
+            a = torch.zeros(8, 8, device=device)
+            torch.mm(a, a)
+        _STREAMS[device] = stream
     return _STREAMS[device]
 
 
@@ -39,13 +46,14 @@ class GraphCache:
     """fn(*tensors) -> tensor, replayed from a CUDA graph captured per (shapes, dtypes) of the inputs.
 
     max_graphs: captured shapes kept (each holds its inputs, output and activation memory); the least
-    recently used is dropped beyond it. warmup: eager calls on a side stream before capturing (the
-    first calls compile Triton kernels and pick cuBLAS / cuDNN algorithms). capture_after: the call of a
-    shape that captures it (the calls before run eagerly; capturing costs about warmup + 1 calls, which
+    recently used is dropped beyond it. warmup: eager calls before capturing (the first calls compile
+    Triton kernels and pick cuBLAS / cuDNN algorithms). capture_after: the call of a shape that captures
+    it (the calls before run eagerly; capturing costs about warmup + 1 calls, which
     pays only for a shape that comes back). pool: a CUDA-graph memory pool (`torch.cuda.graph_pool_handle()`)
     shared with other GraphCaches, so that their graphs' activations take the memory of the largest instead
     of their sum. Safe when all their calls run on one stream, one after another: a graph may overwrite
-    another's memory, but every replay's output is cloned before anything else runs.
+    another's memory, but every replay's output is cloned before anything else runs. Eager calls, warm-ups
+    and captures all run on one side stream per device, ordered with the caller's current stream.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], max_graphs: int = 4, warmup: int = 2,
@@ -60,18 +68,28 @@ class GraphCache:
     def _key(tensors) -> tuple:
         return tuple((tuple(t.shape), t.dtype, t.device) for t in tensors)
 
+    def _eager(self, tensors) -> torch.Tensor:
+        """fn(*tensors) launched on the capture stream, ordered after the work queued so far and before what
+        comes next on the current stream: every call of fn then runs on that one stream, so the process keeps
+        one cuBLAS workspace for it (32 MiB on Hopper; the current stream's is never made), and the activations
+        of eager calls take segments of their own instead of fragmenting the current stream's."""
+        with torch.cuda.device(tensors[0].device):   # the inputs' device, whichever is current
+            main, stream = torch.cuda.current_stream(), _capture_stream(tensors[0].device)
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                out = self.fn(*tensors)
+            main.wait_stream(stream)
+            out.record_stream(main)    # freed by the caller: not reused on the capture stream before main's use
+        return out
+
     def _capture(self, tensors):
         device = tensors[0].device
-        with torch.cuda.device(device):   # the inputs' device, whichever is current
+        with torch.cuda.device(device):
             static = [t.clone() for t in tensors]
-            stream = _capture_stream(device)
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(self.warmup):
-                    self.fn(*static)
-            torch.cuda.current_stream().wait_stream(stream)
+            for _ in range(self.warmup):
+                self._eager(static)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, stream=stream):
+            with torch.cuda.graph(graph, pool=self.pool, stream=_capture_stream(device)):
                 out = self.fn(*static)
         self.captures += 1
         return graph, static, out
@@ -83,7 +101,7 @@ class GraphCache:
         if key not in self.graphs:
             self.seen[key] += 1
             if self.seen[key] < self.capture_after:
-                return self.fn(*tensors)
+                return self._eager(tensors)
             self.graphs[key] = self._capture(tensors)
             while len(self.graphs) > self.max_graphs:
                 old, _ = self.graphs.popitem(last=False)

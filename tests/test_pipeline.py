@@ -116,9 +116,9 @@ def test_graph_replay_matches_eager_forward(tiny_model):
     from mambast.graphs import GraphCache
     from mambast.model import draw_permutations
     model = tiny_model.cuda()
-    runner = GraphCache(lambda c, s, perms: model(c, s, perms=perms), warmup=1)
+    runner = GraphCache(lambda c, s, perms: model(c, s, perms=perms), warmup=1, capture_after=2)
     with torch.inference_mode():
-        for seed in range(3):   # one capture, then replays with new inputs and permutations
+        for seed in range(4):   # an eager call (on the capture stream), one capture, then replays
             c, s = torch.rand(2, 3, 32, 24, device="cuda"), torch.rand(2, 3, 32, 24, device="cuda")
             perms = draw_permutations(len(model.decoder.layers), 12, torch.Generator().manual_seed(seed)).cuda()
             ref = model(c, s, generator=seed)
