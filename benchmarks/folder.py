@@ -95,13 +95,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     if args.weights:
-        model = MambaST.from_pretrained(args.weights, device=args.device)
+        model = MambaST.from_pretrained(args.weights)
     else:
         cfg = (MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=1, d_state=4, decoder_channels=[16, 8, 8])
                if args.tiny else MambaSTConfig())
-        model = MambaST(cfg).to(args.device).eval()
+        model = MambaST(cfg).eval()
     amp = autocast_dtype(args.dtype, args.device)
-    model = cast_autocast_weights(model, amp)
+    model = cast_autocast_weights(model, amp).to(args.device)   # cast on the CPU, then moved: as `mambast stylize`
     tmp = Path(tempfile.mkdtemp(prefix="mambast-folder-"))
     try:
         contents = make_images(tmp / "content", args.contents, args.size, 0)

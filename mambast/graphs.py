@@ -10,6 +10,7 @@ draws (pass the style permutations in as a tensor, see `mambast.model.draw_permu
 from __future__ import annotations
 
 import collections
+import contextlib
 from typing import Callable
 
 import torch
@@ -29,17 +30,33 @@ _STREAMS: dict = {}
 
 
 def _capture_stream(device: torch.device) -> torch.cuda.Stream:
-    """One side stream per device for eager calls, warm-ups and captures. Each new stream gets its own cuBLAS
-    workspace (32 MiB on Hopper) on its first matrix product: one is made here, first, so that it takes a memory
-    segment of its own; made within a first eager call, it shared a segment with that call's activations and
-    kept all of it reserved."""
+    """One side stream per device for a GraphCache's eager calls, warm-ups and captures. Each new stream gets
+    its own cuBLAS workspaces (32 MiB and 1 MiB on Hopper) on its first matrix products: they are made here,
+    first, so that they take memory segments of their own; made within a first eager call, they shared
+    segments with that call's activations and kept all of them reserved."""
     if device not in _STREAMS:
         stream = torch.cuda.Stream(device)
         with torch.cuda.stream(stream):
             a = torch.zeros(8, 8, device=device)
-            torch.mm(a, a)
+            torch.mm(a, a)                                               # cuBLAS
+            torch.nn.functional.linear(a.bfloat16(), a.bfloat16(), a[0].bfloat16())   # cuBLASLt
         _STREAMS[device] = stream
     return _STREAMS[device]
+
+
+@contextlib.contextmanager
+def _on_capture_stream(device: torch.device):
+    """Run the body on the device's capture stream, after the work queued so far on the current stream and
+    before what the current stream runs next (also when the body raises); yields (current stream, capture
+    stream)."""
+    with torch.cuda.device(device):   # the inputs' device, whichever is current
+        main, stream = torch.cuda.current_stream(), _capture_stream(device)
+        stream.wait_stream(main)
+        try:
+            with torch.cuda.stream(stream):
+                yield main, stream
+        finally:
+            main.wait_stream(stream)
 
 
 class GraphCache:
@@ -69,28 +86,30 @@ class GraphCache:
         return tuple((tuple(t.shape), t.dtype, t.device) for t in tensors)
 
     def _eager(self, tensors) -> torch.Tensor:
-        """fn(*tensors) launched on the capture stream, ordered after the work queued so far and before what
-        comes next on the current stream: every call of fn then runs on that one stream, so the process keeps
-        one cuBLAS workspace for it (32 MiB on Hopper; the current stream's is never made), and the activations
-        of eager calls take segments of their own instead of fragmenting the current stream's."""
-        with torch.cuda.device(tensors[0].device):   # the inputs' device, whichever is current
-            main, stream = torch.cuda.current_stream(), _capture_stream(tensors[0].device)
-            stream.wait_stream(main)
-            with torch.cuda.stream(stream):
-                out = self.fn(*tensors)
-            main.wait_stream(stream)
-            out.record_stream(main)    # freed by the caller: not reused on the capture stream before main's use
+        """fn(*tensors) on the capture stream (`_on_capture_stream`): every call through this cache then runs
+        on that one stream, so its calls make one set of cuBLAS workspaces (32 MiB on Hopper) and not also the
+        caller's stream's, and their activations take segments of their own instead of fragmenting the
+        caller's stream's."""
+        with _on_capture_stream(tensors[0].device) as (main, _):
+            out = self.fn(*tensors)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"GraphCache: fn must return one tensor; got {type(out).__name__}")
+        out.record_stream(main)    # freed by the caller: not reused on the capture stream before main's use
         return out
 
     def _capture(self, tensors):
         device = tensors[0].device
         with torch.cuda.device(device):
             static = [t.clone() for t in tensors]
+        with _on_capture_stream(device):
             for _ in range(self.warmup):
-                self._eager(static)
+                self.fn(*static)
+        with torch.cuda.device(device):
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool, stream=_capture_stream(device)):
                 out = self.fn(*static)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"GraphCache: fn must return one tensor; got {type(out).__name__}")
         self.captures += 1
         return graph, static, out
 

@@ -127,6 +127,38 @@ def test_graph_replay_matches_eager_forward(tiny_model):
     assert runner.captures == 1
 
 
+def test_graph_cache_refuses_cpu_tensors_before_making_a_stream():
+    from mambast import graphs
+    before = dict(graphs._STREAMS)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        graphs.GraphCache(lambda x: x * 2)(torch.ones(3))
+    assert graphs._STREAMS == before
+
+
+@gpu
+@pytest.mark.gpu
+def test_graph_cache_runs_every_call_on_its_capture_stream():
+    from mambast.graphs import GraphCache, _capture_stream
+    streams = []
+
+    def fn(x):
+        streams.append(torch.cuda.current_stream())
+        torch.cuda._sleep(1_000_000)        # the output comes late: a caller not made to wait would read zeros
+        return (x @ x.T).relu_() + 1
+    runner = GraphCache(fn, warmup=2, capture_after=2)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):           # a caller on a stream of its own
+        for seed in range(3):               # an eager call, then two warm-ups and a capture, then a replay
+            x = torch.randn(64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            got = runner(x).cpu()
+            assert torch.allclose(got, ((x @ x.T).relu_() + 1).cpu(), rtol=1e-4, atol=1e-3)
+    assert len(streams) == 4 and all(s == _capture_stream(x.device) for s in streams)
+    assert all(s != side and s != torch.cuda.default_stream() for s in streams)
+    for capture_after in (1, 2):            # captured at once, or an eager call first
+        with pytest.raises(TypeError, match="one tensor"):
+            GraphCache(lambda x: (x, x), warmup=1, capture_after=capture_after)(x)
+
+
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
