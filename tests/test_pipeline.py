@@ -143,7 +143,7 @@ def test_graph_cache_runs_every_call_on_its_capture_stream():
 
     def fn(x):
         streams.append(torch.cuda.current_stream())
-        torch.cuda._sleep(1_000_000)        # the output comes late: a caller not made to wait would read zeros
+        torch.cuda._sleep(1_000_000)        # a late output: a caller not made to wait would read it unfinished
         return (x @ x.T).relu_() + 1
     runner = GraphCache(fn, warmup=2, capture_after=2)
     side = torch.cuda.Stream()
