@@ -195,7 +195,7 @@ def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto
     the CPU first, as `mambast stylize` does: no float32 copies freed on the GPU between them)."""
     from mambast.infer import cast_autocast_weights
     torch.manual_seed(0)
-    model = cast_autocast_weights(MambaST(cfg), amp).to(device).eval()
+    model = cast_autocast_weights(MambaST(cfg), amp, device).eval()
     n = 0
     for m in model.modules():
         if hasattr(m, "scan_impl"):

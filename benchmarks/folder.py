@@ -101,7 +101,7 @@ def main(argv=None) -> int:
                if args.tiny else MambaSTConfig())
         model = MambaST(cfg).eval()
     amp = autocast_dtype(args.dtype, args.device)
-    model = cast_autocast_weights(model, amp).to(args.device)   # cast on the CPU, then moved: as `mambast stylize`
+    model = cast_autocast_weights(model, amp, args.device)   # cast, then moved: as `mambast stylize`
     tmp = Path(tempfile.mkdtemp(prefix="mambast-folder-"))
     try:
         contents = make_images(tmp / "content", args.contents, args.size, 0)

@@ -272,8 +272,7 @@ def cmd_stylize(args) -> int:
         return 0
     batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
     amp = autocast_dtype(args.dtype, device)
-    model = cast_autocast_weights(MambaST.from_pretrained(args.weights), amp).to(device)   # cast before the move:
-    # no float32 copies on the GPU, whose freed memory would stay reserved between the cast weights
+    model = cast_autocast_weights(MambaST.from_pretrained(args.weights), amp, device)
     created = []
     for folder in dict.fromkeys(t[2].parent for t in todo):
         created += _make_output_folder(folder)

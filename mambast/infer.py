@@ -129,8 +129,10 @@ def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, in
     return y
 
 
-def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
-    """Store the weights and biases of Linear and Conv2d layers in `dtype` (in place; returns the model).
+def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype | None, device=None) -> torch.nn.Module:
+    """Store the weights and biases of Linear and Conv2d layers in `dtype` (in place; returns the model), then
+    move the model to `device` if given (cast first: no float32 copies freed on a GPU between the cast weights,
+    where their memory would stay reserved).
 
     Autocast to `dtype` casts exactly these to `dtype` before every use, so results under autocast are
     unchanged, while their float32 copies and autocast's per-forward cache of them (most of the
@@ -141,7 +143,7 @@ def cast_autocast_weights(model: torch.nn.Module, dtype: torch.dtype | None) -> 
         for m in model.modules():
             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                 m.to(dtype)
-    return model
+    return model if device is None else model.to(device)
 
 
 def autocast(device_type: str, dtype: torch.dtype | None):
