@@ -47,16 +47,21 @@ def _capture_stream(device: torch.device) -> torch.cuda.Stream:
 @contextlib.contextmanager
 def _on_capture_stream(device: torch.device):
     """Run the body on the device's capture stream, after the work queued so far on the current stream and
-    before what the current stream runs next (also when the body raises); yields (current stream, capture
-    stream)."""
+    before what the current stream runs next (also when the body raises); yields the current stream."""
     with torch.cuda.device(device):   # the inputs' device, whichever is current
         main, stream = torch.cuda.current_stream(), _capture_stream(device)
         stream.wait_stream(main)
         try:
             with torch.cuda.stream(stream):
-                yield main, stream
+                yield main
         finally:
             main.wait_stream(stream)
+
+
+def _one_tensor(out):
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"GraphCache: fn must return one tensor; got {type(out).__name__}")
+    return out
 
 
 class GraphCache:
@@ -90,26 +95,22 @@ class GraphCache:
         on that one stream, so its calls make one set of cuBLAS workspaces (32 MiB on Hopper) and not also the
         caller's stream's, and their activations take segments of their own instead of fragmenting the
         caller's stream's."""
-        with _on_capture_stream(tensors[0].device) as (main, _):
-            out = self.fn(*tensors)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"GraphCache: fn must return one tensor; got {type(out).__name__}")
+        with _on_capture_stream(tensors[0].device) as main:
+            out = _one_tensor(self.fn(*tensors))
         out.record_stream(main)    # freed by the caller: not reused on the capture stream before main's use
         return out
 
     def _capture(self, tensors):
         device = tensors[0].device
-        with torch.cuda.device(device):
+        with torch.cuda.device(device):   # the inputs' device, whichever is current
             static = [t.clone() for t in tensors]
-        with _on_capture_stream(device):
-            for _ in range(self.warmup):
-                self.fn(*static)
-        with torch.cuda.device(device):
+            with _on_capture_stream(device):
+                for _ in range(self.warmup):
+                    self.fn(*static)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool, stream=_capture_stream(device)):
                 out = self.fn(*static)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"GraphCache: fn must return one tensor; got {type(out).__name__}")
+        _one_tensor(out)
         self.captures += 1
         return graph, static, out
 
