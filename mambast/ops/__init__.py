@@ -27,18 +27,13 @@ def _needs_grad(*ts) -> bool:
 def selective_scan_2d(u, delta, A, B, C, D, delta_bias, H: int, W: int, impl: str = "auto"):
     """Four-direction selective scan (see `selective_scan_2d_ref` for shapes and meaning).
 
-    impl: "auto" picks the fused Triton kernel on CUDA, the fused CPU kernel for CPU inference,
-    and the reference otherwise (CPU autograd); "ref", "cpu", "triton" force one.
+    impl: "auto" picks the fused Triton kernel on CUDA and the fused CPU kernel on the CPU (whose backward, when
+    gradients are needed, goes through the reference); "ref", "cpu", "triton" force one.
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
     if impl == "auto":
-        if u.is_cuda:
-            impl = "triton"
-        elif _needs_grad(u, delta, A, B, C, D, delta_bias):
-            impl = "ref"
-        else:
-            impl = "cpu"
+        impl = "triton" if u.is_cuda else "cpu"
     if impl == "triton":
         from .triton_scan import selective_scan_2d_triton
         return selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H, W)

@@ -1,6 +1,8 @@
-"""Fused CPU selective scan for inference: `selective_scan_2d_ref` in one multi-threaded numba kernel.
+"""Fused CPU selective scan: `selective_scan_2d_ref` in one multi-threaded numba kernel.
 
-Forward only (no autograd); numba is imported on the first call, never on import (without it: the reference).
+The kernel is forward only; with gradients needed the forward still runs it and the backward recomputes through
+the reference (so a forward in grad mode costs about what inference does). numba is imported on the first call,
+never on import (without it: the reference).
 """
 
 from __future__ import annotations
@@ -37,10 +39,33 @@ def selective_scan_2d_cpu(u, delta, A, B, C, D, delta_bias, H: int, W: int) -> t
 
     u: [Bt, L, Dm]; delta: [Bt, 4, L, Dm] raw (softplus(delta + delta_bias) inside); A: [4, Dm, N] (<= 0);
     B, C: [Bt, 4, L, N]; D, delta_bias: [4, Dm]; L = H * W. Any float dtype in, float32 math and state,
-    returns y: [Bt, L, Dm] float32. Inference only: raises if autograd would need gradients.
+    returns y: [Bt, L, Dm] float32. Differentiable: the backward recomputes the reference's forward and
+    differentiates it (the gradients are the reference's).
     """
     _check_args(u, delta, A, B, C, D, delta_bias, H, W)
-    return _scan_cpu(u, delta, A, B, C, D, delta_bias, int(H), int(W))
+    tensors = (u, delta, A, B, C, D, delta_bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _ScanCpuRefBackward.apply(*tensors, int(H), int(W))
+    return _scan_cpu(*tensors, int(H), int(W))
+
+
+class _ScanCpuRefBackward(torch.autograd.Function):
+    """Forward: the fused kernel; backward: autograd through the reference, recomputed from the saved inputs."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, H, W):
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
+        ctx.H, ctx.W = H, W
+        return _scan_cpu(u, delta, A, B, C, D, delta_bias, H, W)
+
+    @staticmethod
+    def backward(ctx, gy):
+        inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
+        wanted = [t for t in inputs if t.requires_grad]
+        with torch.enable_grad():
+            y = selective_scan_2d_ref(*inputs, ctx.H, ctx.W)
+            grads = iter(torch.autograd.grad(y, wanted, gy))
+        return (*(next(grads) if t.requires_grad else None for t in inputs), None, None)
 
 
 @torch.library.custom_op("mambast::selective_scan_2d_cpu", mutates_args=())
@@ -91,9 +116,6 @@ def _check_args(u, delta, A, B, C, D, delta_bias, H, W) -> None:
     for name, t in ts.items():
         if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or not t.is_floating_point():
             raise ValueError(f"{name} must be a floating-point CPU tensor")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts.values()):
-        raise RuntimeError("selective_scan_2d_cpu is forward-only: call it under torch.no_grad() or "
-                           "torch.inference_mode(), or use selective_scan_2d_ref when gradients are needed")
     if delta.dim() != 4 or delta.shape[1] != N_ORDERS:
         raise ValueError(f"delta must be [Bt, 4, L, Dm]; got {tuple(delta.shape)}")
     Bt, _, L, Dm = delta.shape
