@@ -96,6 +96,7 @@ class ScanKernelConfig:
     block_d_bwd: int = 16   # channels per backward program (power of two)
     warps_fwd: int = 1
     warps_bwd: int = 4
+    partial_bc_bwd: bool = False  # backward: per-channel-block sums of dB, dC stored and summed after (no atomics)
     fma_decays_fwd: int = 0  # of each thread's states, how many get their decay exp2(dt A) from FMAs (see above)
 
     def __post_init__(self):
@@ -328,7 +329,7 @@ def _scan_bwd_kernel(
     sB_b, sB_k, sB_l, sB_n,
     sC_b, sC_k, sC_l, sC_n,
     sg_b, sg_l, sg_d,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, PARTIAL_BC: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
@@ -352,8 +353,12 @@ def _scan_bwd_kernel(
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d[:, None] * N + n[None, :]
     du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
     ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
-    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
-    dC_base = dC_ptr + (b * 4 + k) * L * N
+    if PARTIAL_BC:   # each channel block writes its own sums over channels: [Bt, 4, blocks, L, N], summed in torch
+        bc_off = ((b * 4 + k) * tl.num_programs(0) + pid_d) * L * N
+    else:            # fp32 [Bt, 4, L, N], contiguous, every channel block adding into it
+        bc_off = (b * 4 + k) * L * N
+    dB_base = dB_ptr + bc_off
+    dC_base = dC_ptr + bc_off
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
@@ -395,7 +400,10 @@ def _scan_bwd_kernel(
         _, hs = tl.associative_scan((a, tl.where((rows == 0)[:, None, None], bx + a * h_in[None, :, :], bx)),
                                     0, _compose)                                            # h_t
         dC = tl.sum(hs * gy[:, :, None], axis=1)                                           # [T, BN]
-        tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
+        if PARTIAL_BC:
+            tl.store(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok)
+        else:
+            tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
         ah = hs - bx                                                                        # a_t h_{t-1}
 
         # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
@@ -410,7 +418,10 @@ def _scan_bwd_kernel(
 
         gB = tl.sum(g * Bt[:, None, :], axis=2)                                            # <g_t, B_t> [T, BD]
         dB = tl.sum(g * dtu[:, :, None], axis=1)                                           # [T, BN]
-        tl.atomic_add(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok, sem="relaxed")
+        if PARTIAL_BC:
+            tl.store(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok)
+        else:
+            tl.atomic_add(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok, sem="relaxed")
         gah = g * ah                                                                        # g_t a_t h_{t-1}
         ddt = tl.sum(gah * A2[None, :, :], axis=2) * LN2 + u * gB                          # [T, BD]
         dx = tl.where(td_ok, ddt * (1.0 / (1.0 + tl.exp(-x))), 0.0)                         # through softplus
@@ -470,8 +481,11 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
     dev, f32 = u.device, torch.float32
     du = torch.zeros(Bt, L, Dm, device=dev, dtype=f32)
     ddelta = torch.empty(Bt, N_ORDERS, L, Dm, device=dev, dtype=delta.dtype)
-    dB = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
-    dC = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
+    blocks = triton.cdiv(Dm, cfg.block_d_bwd)
+    partial = cfg.partial_bc_bwd
+    dB = (torch.empty(Bt, N_ORDERS, blocks, L, N, device=dev, dtype=f32) if partial
+          else torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32))
+    dC = torch.empty_like(dB) if partial else torch.zeros_like(dB)
     dA = torch.empty(Bt, N_ORDERS, Dm, N, device=dev, dtype=f32)
     dD = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
     dbias = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
@@ -481,9 +495,11 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
         du, ddelta, dB, dC, dA, dD, dbias,
         L, H, W, Dm, N, n_chunks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *gy.stride(),
-        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N),
+        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N), PARTIAL_BC=partial,
         num_warps=cfg.warps_bwd,
     )
+    if partial:
+        dB, dC = dB.sum(2), dC.sum(2)
     return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
 
 
@@ -572,4 +588,4 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
         if not delta_softplus:
             raise ValueError("delta_softplus=False has no backward: call it without gradients")
         return _SelectiveScan2D.apply(*tensors, int(H), int(W), config)
-    return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)), bool(delta_softplus))
+    return _scan_no_grad(*tensors, int(H), int(W), [int(v) for v in astuple(config)], bool(delta_softplus))

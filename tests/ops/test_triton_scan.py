@@ -142,6 +142,14 @@ def test_backward_matches_autograd_through_reference(shape):
     assert_forward_and_backward_match(make_inputs(*shape, seed=10 + sum(shape)), H, W, SMALL)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_backward_with_per_block_sums_of_dB_dC(shape):
+    """The backward that stores each channel block's dB, dC sums (no atomics) against the reference."""
+    Bt, Dm, N, H, W = shape
+    cfg = dataclasses.replace(SMALL, partial_bc_bwd=True)
+    assert_forward_and_backward_match(make_inputs(*shape, seed=20 + sum(shape)), H, W, cfg)
+
+
 def test_backward_bf16_inputs_give_bf16_gradients():
     Bt, Dm, N, H, W = shape = (1, 8, 4, 2, 3)
     xs = [x.to(torch.bfloat16) for x in make_inputs(*shape, seed=3)]

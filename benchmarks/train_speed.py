@@ -1,0 +1,123 @@
+"""Training throughput of `mambast train` on one GPU: images per second at 256² crops, per configuration.
+
+Usage (CUDA machine, repository root on PYTHONPATH):
+    python benchmarks/train_speed.py --out DIR [--content C --style S] [--methods eager,channels-last,compiled]
+Each configuration runs the real trainer (`mambast.train.train`, data loading included) for --warmup + --steps
+steps and reads images/s from its log after the warm-up; peak GPU memory from the same process. Without
+--content/--style it trains on generated JPEG noise images (same sizes and decode cost as the training set).
+The loss network is a randomly initialised VGG-19 (same cost as the normalised one; no download).
+Writes DIR/train-speed.json: a header record, then one record per configuration
+{"method", "batch", "resolution", "images_per_s", "peak_mem_bytes", "dtype"}; exits 1 if any run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+# method -> TrainConfig overrides; "eager" is the trainer's behaviour before channels-last and compile existed
+METHODS = {
+    "eager": dict(channels_last=False, compile=False),
+    "channels-last": dict(channels_last=True, compile=False),
+    "compiled": dict(channels_last=True, compile=True),
+}
+
+
+def make_images(folder: Path, n: int, seed: int) -> None:
+    """n random-noise JPEGs of 256 x 384 (the training set's short side, at its largest aspect)."""
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (256, 384, 3), dtype=np.uint8)).save(folder / f"{i:04d}.jpg", quality=85)
+
+
+def images_per_s(log: Path, warmup: int, batch: int) -> float:
+    """Mean images/s over the log rows after the warm-up (each row: it/s over its last log_every steps)."""
+    with open(log, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) > warmup]
+    if not rows:
+        raise RuntimeError(f"{log}: no rows after step {warmup}")
+    seconds = sum(1.0 / float(r["it_per_s"]) for r in rows)     # equal steps per row: harmonic mean of it/s
+    return batch * len(rows) / seconds
+
+
+def run_one(method: str, batch: int, args, content: str, style: str, work: Path) -> dict:
+    from mambast.networks.vgg import VGG19Features
+    from mambast.train import TrainConfig, train
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    out = work / f"{method}-b{batch}"
+    cfg = TrainConfig(content=content, style=style, out=str(out), batch_size=batch, crop=args.resolution,
+                      steps=args.warmup + args.steps, log_every=args.log_every, ckpt_every=0, sample_every=0,
+                      progress=False, print_every=10 ** 9, workers=args.workers, seed=0, **METHODS[method])
+    code = train(cfg, vgg=VGG19Features())
+    if code:
+        raise RuntimeError(f"trainer exited with {code}")
+    return {"method": method, "batch": batch, "resolution": args.resolution,
+            "images_per_s": round(images_per_s(out / "log.csv", args.warmup, batch), 2),
+            "peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "dtype": "bf16 autocast"}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder for train-speed.json")
+    ap.add_argument("--content", default="", help="content image folder (default: generated images)")
+    ap.add_argument("--style", default="", help="style image folder (default: generated images)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated among {', '.join(METHODS)}")
+    ap.add_argument("--batches", default="8,32", help="comma-separated batch sizes (content and style each)")
+    ap.add_argument("--resolution", type=int, default=256, help="training crop side")
+    ap.add_argument("--warmup", type=int, default=30, help="steps before timing (compilation, cuDNN autotuning)")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=6, help="data loader processes per stream")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("train_speed.py needs a CUDA device", file=sys.stderr)
+        return 1
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        ap.error(f"unknown methods: {', '.join(unknown)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    header = {"gpu": torch.cuda.get_device_name(), "git_commit": commit or "unknown",
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+              "warmup_steps": args.warmup, "timed_steps": args.steps,
+              "data": "given folders" if args.content else "generated 256x384 JPEG noise"}
+    records, failed = [{"header": header}], False
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        content, style = args.content, args.style
+        if not content or not style:
+            make_images(work / "content", 64, 0)
+            make_images(work / "style", 64, 1)
+            content, style = content or str(work / "content"), style or str(work / "style")
+        for batch in (int(b) for b in args.batches.split(",")):
+            for method in methods:
+                try:
+                    rec = run_one(method, batch, args, content, style, work)
+                except Exception as e:  # out of memory or a compile failure: record it, go on
+                    rec = {"method": method, "batch": batch, "resolution": args.resolution, "error": str(e)[:300]}
+                    failed = True
+                print(json.dumps(rec), flush=True)
+                records.append(rec)
+                (args.out / "train-speed.json").write_text(json.dumps(records, indent=1) + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
