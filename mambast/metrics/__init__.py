@@ -1,4 +1,4 @@
-"""Style-transfer quality metrics: FID, LPIPS, CFSD and ArtFID on the authors' evaluation protocol.
+"""Style-transfer quality metrics: FID (clean-fid preprocessing), LPIPS, CFSD on our VGG-19 and ArtFID.
 
 Pure metric maths over features and images (loaded lazily, so the CLI stays light); the networks
 live in `mambast.networks`, the end-to-end run (stylize, score, report) in `mambast.evaluate`.

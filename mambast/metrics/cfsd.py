@@ -3,6 +3,8 @@
 Per image: VGG-19 relu3_1 features F [HW, C] / C, S = F F^T, and the KL divergence between the row
 softmaxes of S_content and S_stylized, summed over rows (the authors' `kl_div(reduction='batchmean')` over a
 batch of one flattened image). Rows are processed in chunks so the HW x HW matrix is never held whole.
+StyleID's formula; on our normalised Caffe VGG-19 (reflect padding) it is "CFSD on our VGG-19": it ranks methods
+measured here only and is not comparable with StyleID's numbers (theirs: torchvision's VGG-19, zero padding).
 """
 
 from __future__ import annotations

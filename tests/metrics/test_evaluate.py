@@ -14,8 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambast.evaluate import (ART_INCEPTION_NOTE, EvaluationError, MetricNetworks, evaluate, load_square, pair_seed,
-                              stylized_name)
+from mambast.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, PROTOCOL_PAIRS, EvaluationError, MetricNetworks, evaluate,
+                              load_square, pair_seed, stylized_name)
 from mambast.networks.lpips import LPIPS
 
 SIZE = 32
@@ -115,7 +115,7 @@ def test_evaluate_stylizes_every_pair_and_writes_reports(folders, nets, tmp_path
                                                           ("b.jpg", "x.png"), ("b.jpg", "y.png")]
     assert np.mean([float(r["lpips"]) for r in rows]) == pytest.approx(saved["lpips"], rel=1e-6)
     sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.size == (3 * (64 + 2) + 2, 3 * (64 + 2) + 2)
+    assert sheet.size == (3 * (256 + 2) + 2, 3 * (256 + 2) + 2)      # tiles large enough to see the style
 
 
 def test_evaluate_resumes_and_only_fills_missing_outputs(folders, nets, tmp_path):
@@ -255,3 +255,59 @@ def test_cached_style_tokens_depend_on_the_content_working_size(tiny_model):
     for w in (18, 21):   # both pad to 24
         c = torch.rand(1, 3, 16, w, generator=g)
         assert torch.equal(cached(c, style, 3), stylize_tensor(tiny_model, c, style, size=None, seed=3))
+
+
+def test_report_labels_each_metric_with_direction_and_meaning(folders, nets, tmp_path):
+    content, style = folders
+    report = evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "o", size=SIZE, networks=nets,
+                      progress=False)
+    info = report["metrics_info"]
+    assert set(info) == {"artfid", "fid", "lpips", "cfsd"}
+    assert all(v["direction"] == "↓" and v["meaning"] for v in info.values())
+    assert info["cfsd"]["label"] == "CFSD on our VGG-19" and "not comparable with StyleID" in info["cfsd"]["meaning"]
+    assert "clean-fid" in info["fid"]["label"]
+    assert CFSD_NOTE in report["notes"] and "not comparable with StyleID" in CFSD_NOTE
+    assert "clean-fid" in ART_INCEPTION_NOTE and "clean-fid" in report["protocol"]
+    # 4 images, not the protocol's 800: FID is noise and the report says so
+    assert len(report["warnings"]) == 1 and f"fewer than the protocol's {PROTOCOL_PAIRS}" in report["warnings"][0]
+
+
+def test_contact_sheet_at_full_size(folders, nets, tmp_path):
+    content, style = folders
+    evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "o", size=SIZE, networks=nets, thumb=None,
+             progress=False)
+    assert Image.open(tmp_path / "o" / "contact_sheet.png").size == (3 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
+    with pytest.raises(EvaluationError, match="thumb must be"):
+        evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "o", size=SIZE, networks=nets, thumb=0)
+
+
+@pytest.mark.parametrize("into", ["content", "style"])
+def test_outputs_in_an_input_folder_are_not_scored_as_inputs(folders, nets, into):
+    content, style = folders
+    out = content if into == "content" else style
+    first = evaluate(content, style, model=Blend(), outputs_dir=out, size=SIZE, networks=nets, progress=False)
+    assert first["counts"] == {"content": 2, "style": 2, "stylized": 4}
+    method = Blend()
+    second = evaluate(content, style, model=method, outputs_dir=out, size=SIZE, networks=nets, progress=False)
+    assert second["counts"] == first["counts"] and method.calls == []        # nothing new: a plain rerun
+    assert second["fid"] == pytest.approx(first["fid"], rel=1e-6)
+    assert any("5 image(s) in the input folders" in w for w in second["warnings"])   # 4 outputs + the sheet
+    scored = evaluate(content, style, model=None, outputs_dir=out, size=SIZE, networks=nets, progress=False)
+    assert scored["counts"]["stylized"] == 4
+
+
+def test_eval_command_prints_direction_meaning_and_warnings(folders, nets, tmp_path, capsys, monkeypatch):
+    from mambast.cli import main
+    content, style = folders
+    out = tmp_path / "o"
+    evaluate(content, style, model=Blend(), outputs_dir=out, size=SIZE, networks=nets, progress=False)
+    monkeypatch.setattr(MetricNetworks, "load", classmethod(lambda cls, metrics, device, cache=None: nets))
+    code = main(["eval", "--content", str(content), "--style", str(style), "--outputs", str(out), "--model", "none",
+                 "--size", str(SIZE), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = captured.out.splitlines()
+    assert [ln.split(" ↓ ")[0] for ln in lines[:4]] == ["ArtFID", "FID (standard Inception, clean-fid preprocessing)",
+                                                       "LPIPS (AlexNet)", "CFSD on our VGG-19"]
+    assert all("(" in ln for ln in lines[:4]) and "4 images" in lines[4]
+    assert "mambast: warning: 4 stylized images, fewer than the protocol's 800" in captured.err

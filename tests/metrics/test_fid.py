@@ -110,6 +110,64 @@ def test_inception_input_is_299_and_in_tf_range():
     assert y[0].min().item() == -1.0 and y[1].max().item() == pytest.approx(127 / 128)
 
 
+def _keys_bicubic(t):
+    """The bicubic convolution kernel with a = -0.5 (Keys 1981), the one PIL's BICUBIC filter uses."""
+    t = np.abs(t)
+    a = -0.5
+    return np.where(t < 1, (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1,
+                    np.where(t < 2, a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a, 0.0))
+
+
+def _resample_matrix(n_in, n_out):
+    """[n_out, n_in] weights of an antialiased bicubic resize: pixel centres at i + 0.5, the kernel stretched by
+    the downscale factor (never shrunk), taps clipped to the image and the weights renormalised to sum 1."""
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        centre = (i + 0.5) * scale
+        lo, hi = max(int(centre - 2 * support + 0.5), 0), min(int(centre + 2 * support + 0.5), n_in)
+        j = np.arange(lo, hi)
+        w = _keys_bicubic((j + 0.5 - centre) / support)
+        m[i, lo:hi] = w / w.sum()
+    return m
+
+
+def _clean_fid_input(u8):
+    """Independent clean-fid preprocessing in numpy: uint8 [N, H, W, 3] -> float64 [N, 3, 299, 299]."""
+    x = u8.astype(np.float64).transpose(0, 3, 1, 2)                           # [N, 3, H, W]
+    rows, cols = _resample_matrix(x.shape[2], 299), _resample_matrix(x.shape[3], 299)
+    return np.clip(rows @ x @ cols.T, 0, 255) / 128 - 1                     # rows, then columns
+
+
+@pytest.mark.parametrize("h,w", [(512, 512), (300, 420), (128, 200)])
+def test_inception_input_matches_an_independent_clean_fid_computation(h, w):
+    # downscales (512 -> 299, the protocol) and an upscale; uint8 images as read from files
+    rng = np.random.default_rng(h + w)
+    u8 = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    u8[1] = np.clip(np.cumsum(rng.integers(-8, 9, (h, w, 3)), axis=1) + 128, 0, 255)   # smooth too
+    x = torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
+    got = to_inception_input(x).double().numpy()
+    ref = _clean_fid_input(u8)
+    assert np.abs(got - ref).max() < 1e-6                           # float32 PIL vs float64 numpy
+    assert got.min() >= -1 and got.max() < 1
+
+
+def test_inception_input_refuses_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        to_inception_input(torch.rand(3, 32, 32))
+
+
+@pytest.mark.parametrize("n1,n2,d", [(30, 50, 64), (80, 90, 40)])
+def test_fid_from_features_matches_scipy_sqrtm_on_random_features(n1, n2, d):
+    # both paths of fid_from_features (fewer samples than dimensions, and more) against scipy.linalg.sqrtm
+    rng = np.random.default_rng(n1 * n2 + d)
+    x1 = rng.normal(size=(n1, d)) * rng.uniform(0.5, 2.0, d)
+    x2 = rng.normal(size=(n2, d)) @ rng.normal(size=(d, d)) * 0.3 + 0.2
+    ref = frechet_distance_sqrtm(*feature_statistics(x1), *feature_statistics(x2))
+    assert fid_from_features(x1, x2) == pytest.approx(ref, rel=1e-6)
+
+
 def test_fid_of_a_set_against_itself_is_exactly_zero_not_negative():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(6, 40)) * 30

