@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import MambastError
+from .errors import MambastError, printable, resource_error
 
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
@@ -260,7 +260,7 @@ def cmd_stylize(args) -> int:
             clashes.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
     triples = [t for t in triples if t not in refused]
     for msg, _ in clashes:
-        print(f"mambast: error: {msg}", file=sys.stderr)
+        print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     clashed = sum(n for _, n in clashes)
     todo = [t for t in triples if args.overwrite or not to_folder or not present[t[2]]]
     skipped = len(triples) - len(todo)
@@ -288,9 +288,12 @@ def cmd_stylize(args) -> int:
                 failures += 1
                 if str(error) not in reported:   # a bad file is reported once, however many pairs it is in
                     reported.add(str(error))
-                    tqdm.write(f"mambast: error: {error}", file=sys.stderr)
-    except torch.cuda.OutOfMemoryError:
-        raise CLIError(f"out of GPU memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
+                    tqdm.write(f"mambast: error: {printable(error)}", file=sys.stderr)
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if resource_error(e) is None:   # a RuntimeError other than the CPU allocator's
+            raise
+        where = "GPU " if isinstance(e, torch.cuda.OutOfMemoryError) else ""
+        raise CLIError(f"out of {where}memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
                        "--batch-size or --size") from None
     finally:
         bar.close()
@@ -336,10 +339,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from .runtime import keep_freed_memory
     keep_freed_memory()   # about 20 % faster CPU inference (see mambast.runtime)
+    return run_command(args.func, args)
+
+
+def run_command(func, args) -> int:
+    """func(args) as a command: its exit status, or a one-line error (user errors, out of memory or disk space)
+    and status 1; used by `mambast` and `python -m mambast.train`."""
     try:
-        return int(args.func(args) or 0)
-    except MambastError as e:
-        print(f"mambast: error: {e}", file=sys.stderr)
+        return int(func(args) or 0)
+    except (MambastError, MemoryError, OSError, RuntimeError) as e:
+        msg = str(e) if isinstance(e, MambastError) else resource_error(e)
+        if msg is None:   # a bug, not the input or the machine: the traceback helps
+            raise
+        print(f"mambast: error: {printable(msg)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mambast: interrupted", file=sys.stderr)

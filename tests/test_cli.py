@@ -164,17 +164,22 @@ def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
     assert code == 1 and flag[0] in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weights, capsys):
+def test_a_strip_is_worked_small_and_a_size_too_large_is_a_clear_error(tmp_path, weights, capsys):
     cdir = tmp_path / "c"
     cdir.mkdir()
     _img(cdir / "strip.png", 20000, 1), _img(cdir / "ok.png", 16, 16, 1)
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    # --size 256 would make the 20000 x 1 strip 5,120,000 x 256 pixels: refused, the other image goes on
+    # the 20000 x 1 strip is worked at 8192 x 1 (16 rows once padded: 2 x 256² pixels), not 5,120,000 x 256
     code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights),
                  "--size", "256", "--quiet"])
+    assert code == 0 and Image.open(tmp_path / "o" / "strip_stylized_s.png").size == (20000, 1)
+    capsys.readouterr()
+    # 5000 x 5000 is beyond the working-size limit: refused in one line, nothing written
+    code = main(["stylize", str(cdir / "ok.png"), str(s), "-o", str(tmp_path / "big.png"), "--weights", str(weights),
+                 "--size", "5000"])
     err = capsys.readouterr().err
-    assert code == 1 and "strip.png" in err and "too large" in err and "--size" in err
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok_stylized_s.png"]
+    assert code == 1 and "ok.png" in err and "too large" in err and "--size" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "big.png").exists()
 
 
 def test_single_pair_output_is_replaced(tmp_path, weights):
