@@ -27,12 +27,14 @@ changed input is not noticed: --overwrite redoes them), and a bad file is report
 go on (exit status 1 at the end). A single pair's output file is always written, replacing one there.
 
 Sizes: the content is stylized with its short side at --size pixels (default 512; 0 keeps it as
-it is), aspect ratio kept, and the result is resized back to the content's original pixel size.
+it is), aspect ratio kept, within about 2 x size x size pixels: strips and panoramas longer
+than 2:1 are worked smaller (1000 x 24 at --size 512: 4674 x 112, not 21,333 x 512), so they cost
+what a 2:1 image does. The result is resized back to the content's original pixel size.
 Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
 brought to the content's working size without stretching: its short side is scaled to the
 content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
-A working size above 4096 x 4096 pixels (16.8 MP) is refused (a long strip at a large --size, a
-huge image with --size 0): lower --size.
+A working size above 4096 x 4096 pixels (16.8 MP; a huge image with --size 0), or on the CPU one
+the available memory cannot hold (about 1.5 KB a pixel), is refused: lower --size.
 
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
@@ -55,7 +57,8 @@ def _add_stylize(sub) -> None:
                    help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
                         "a folder named 'default' is ./default)")
     p.add_argument("--size", type=int, default=512,
-                   help="working short side of the content in pixels; 0 = original size (default 512)")
+                   help="working short side of the content in pixels, within about 2 x SIZE² pixels (strips are "
+                        "worked smaller); 0 = original size (default 512)")
     p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
     p.add_argument("--no-shuffle", action="store_true", help="do not shuffle the style tokens")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")

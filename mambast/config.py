@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 # Hard limits, checked before anything is built: a few bytes of JSON must not allocate gigabytes.
 LIMITS = {"dim": 8192, "depth_encoder": 64, "depth_decoder": 64, "d_state": 256, "expand": 8, "dt_rank": 8192,
           "d_conv": 15, "decoder_channels": 8192}
-MAX_PARAMETERS = 1_000_000_000    # about 37 times the reference model (4 GB of float32)
+MAX_PARAMETERS = 1_000_000_000    # about 40 times the reference model (4 GB of float32)
 MAX_CONFIG_BYTES = 65_536          # a config is a few hundred bytes
 MAX_JSON_DEPTH = 8                 # a config nests two levels (the object and decoder_channels)
 
@@ -116,13 +116,15 @@ class MambaSTConfig:
         """A config from JSON text; ValueError beyond MAX_CONFIG_BYTES or MAX_JSON_DEPTH (checked before parsing,
         whose recursion a deeply nested document would exhaust)."""
         if len(text) > MAX_CONFIG_BYTES:
-            raise ValueError(f"config is {len(text):,} bytes; the limit is {MAX_CONFIG_BYTES:,}")
+            raise ValueError(f"config is larger than the limit of {MAX_CONFIG_BYTES:,} bytes")
         if isinstance(text, bytes):
             text = text.decode("utf-8")
         depth = deepest = 0
-        for bracket in re.findall(r"[\[\]{}]", re.sub(r'"(?:[^"\\]|\\.)*"', "", text)):
-            depth += 1 if bracket in "[{" else -1
-            deepest = max(deepest, depth)
+        # strings and brackets, one token each; an unclosed string runs to the end (no backtracking, linear time)
+        for token in re.findall(r'"(?:[^"\\]|\\.)*"?|[][{}]', text):
+            if token in ("[", "{", "]", "}"):
+                depth += 1 if token in "[{" else -1
+                deepest = max(deepest, depth)
         if deepest > MAX_JSON_DEPTH:
             raise ValueError(f"config JSON nests deeper than {MAX_JSON_DEPTH} levels")
         return cls.from_dict(json.loads(text))

@@ -71,6 +71,8 @@ def _refused_global(path: Path) -> str | None:
                 pushed.append(memo.get(arg))
             elif op.name not in ("PROTO", "FRAME", "STOP", "MARK"):
                 pushed.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
+            if name and name.startswith("__builtin__."):   # protocol 2 spells builtins as Python 2 did
+                name = "builtins." + name.split(".", 1)[1]
             if name and (name not in allowed if allowed else not name.startswith(("torch.", "collections."))):
                 return name
     except Exception:   # a damaged or odd pickle: no name, torch's own reason is given instead
@@ -297,6 +299,9 @@ def load_pretrained(path="default", device=None, dtype=None):
             config = MambaSTConfig.from_json(meta["config"]) if meta.get("config") else None
     except (OSError, ValueError, TypeError) as e:   # unreadable, not UTF-8, not JSON, wrong keys or values
         raise WeightsError(f"{path}: bad {CONFIG_NAME} ({type(e).__name__}: {one_line(e)})") from None
-    sd = dequantize(sd)
+    try:
+        sd = dequantize(sd)
+    except WeightsError as e:
+        raise WeightsError(f"{weights}: {e}") from None
     model = _build_and_load(sd, config or infer_config(sd), str(weights))
     return model.to(device=device, dtype=dtype).eval()

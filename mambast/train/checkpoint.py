@@ -138,12 +138,12 @@ _FIELD_ERRORS = (MambastError, ValueError, TypeError, KeyError, IndexError, Attr
 
 
 def _check_field(name: str, check, *args):
-    """check(*args), its errors turned into one ValueError naming the field."""
+    """check(*args), its errors turned into one ValueError naming the field (ours name it already)."""
     try:
         return check(*args)
     except _FIELD_ERRORS as e:
         why = f"{e.args[0]!r} is missing" if isinstance(e, KeyError) else one_line(e)
-        raise ValueError(f"field {name}: {why}") from None
+        raise ValueError(str(e) if isinstance(e, MambastError) else f"field {name}: {why}") from None
 
 
 def _require(ok: bool, what: str) -> None:
@@ -156,20 +156,20 @@ def _check_fields(ckpt: dict) -> None:
     from ..config import MambaSTConfig
     from ..weights import _build_and_load
 
-    _check_field("step", _require, _integer(ckpt.get("step")), "must be an integer >= 0")
-    _check_field("world_size", _require, _integer(ckpt.get("world_size"), 1), "must be an integer >= 1")
-    config = _check_field("model_config", MambaSTConfig.from_dict, ckpt.get("model_config"))
-    _check_field("model", _require, isinstance(ckpt.get("model"), dict), "must be a state dict")
-    try:
-        model = _build_and_load(ckpt["model"], config, "field model")
-    except MambastError as e:
-        raise ValueError(str(e)) from None
-    _check_field("optimizer", _check_optimizer, ckpt.get("optimizer"), [p.shape for p in model.parameters()])
-    rng = ckpt.get("rng")
+    missing = [k for k in ("step", "model", "optimizer", "rng", "data", "model_config", "world_size") if k not in ckpt]
+    if missing:
+        raise ValueError(f"field {missing[0]} is missing")
+    _check_field("step", _require, _integer(ckpt["step"]), "must be an integer >= 0")
+    _check_field("world_size", _require, _integer(ckpt["world_size"], 1), "must be an integer >= 1")
+    config = _check_field("model_config", MambaSTConfig.from_dict, ckpt["model_config"])
+    _check_field("model", _require, isinstance(ckpt["model"], dict), "must be a state dict")
+    model = _check_field("model", _build_and_load, ckpt["model"], config, "field model")
+    _check_field("optimizer", _check_optimizer, ckpt["optimizer"], [p.shape for p in model.parameters()])
+    rng = ckpt["rng"]
     _check_field("rng", _require, isinstance(rng, list) and len(rng) > 0, "must be a list of RNG states")
     for i, state in enumerate(rng):
         _check_field(f"rng[{i}]", _check_rng, state)
-    data = ckpt.get("data")
+    data = ckpt["data"]
     _check_field("data", _require, isinstance(data, dict) and isinstance(data.get("seen"), dict),
                  "must hold the counts of images seen")
     _check_field("data.seen", _require, all(_integer(data["seen"].get(k)) for k in ("content", "style")),
