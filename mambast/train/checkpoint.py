@@ -83,8 +83,8 @@ def save_checkpoint(payload: dict, path: Path) -> Path:
     body["sha256"] = payload_digest(body)
     try:
         return atomic_write(path, lambda tmp: torch.save(body, tmp), suffix=".tmp")
-    except (OSError, RuntimeError) as e:   # torch's writer reports a full disk as a RuntimeError
-        why = e.strerror if isinstance(e, OSError) and e.strerror else one_line(e)
+    except (OSError, RuntimeError) as e:   # torch's writer reports a full disk as a RuntimeError of its internals
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
         free = shutil.disk_usage(Path(path).parent).free / 1e9 if Path(path).parent.is_dir() else 0
         raise TrainError(f"checkpoint: cannot write {path} ({why}; {free:.1f} GB free there); the checkpoints "
                          "before it are kept: free space, then --resume latest") from None

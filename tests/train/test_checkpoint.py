@@ -15,8 +15,8 @@ from conftest import tiny_config
 from mambast.model import MambaST
 from mambast.train.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint
 from mambast.train.config import TrainError
-from test_trainer import config, tiny_vgg
 from mambast.train.trainer import Trainer
+from test_trainer import REPO, config, make_images, tiny_vgg
 
 
 def payload() -> dict:
@@ -160,3 +160,36 @@ def test_a_model_field_of_non_tensors_is_named(tmp_path):
     save_checkpoint(ck, tmp_path / "step_00000003.pt")
     with pytest.raises(TrainError, match="step_00000003.pt: field model: "):
         load_checkpoint(tmp_path / "step_00000003.pt")
+
+
+def test_a_full_disk_while_training_is_a_one_line_error_and_the_run_resumes_later(tmp_path):
+    """`python -m mambast.train` as a user runs it, its files limited in size as a full disk would limit them."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    content, style = make_images(tmp_path / "data")
+    save_file(tiny_vgg().state_dict(), str(tmp_path / "vgg.safetensors"))
+    cmd = [sys.executable, "-m", "mambast.train", "--content", str(content), "--style", str(style), "--out",
+           str(tmp_path / "run"), "--batch-size", "2", "--size", "48", "--crop", "32", "--workers", "0", "--config",
+           "tiny", "--vgg", str(tmp_path / "vgg.safetensors"), "--ckpt-every", "2", "--sample-every", "0",
+           "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    subprocess.run(cmd + ["--steps", "2"], check=True, cwd=REPO, env=env, capture_output=True)
+    first = tmp_path / "run" / "checkpoints" / "step_00000002.pt"
+    size = first.stat().st_size
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    done = subprocess.run(cmd + ["--steps", "4", "--resume"], cwd=REPO, env=env, capture_output=True, text=True,
+                          preexec_fn=small_files)
+    errors = [ln for ln in done.stderr.splitlines() if not ln.startswith("[train]")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "step_00000004.pt" in errors[0] and "the checkpoints before it are kept" in errors[0]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000002.pt"]
+    assert load_checkpoint(first)["step"] == 2
+    subprocess.run(cmd + ["--steps", "4", "--resume"], check=True, cwd=REPO, env=env, capture_output=True)
+    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["step"] == 4
