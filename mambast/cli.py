@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import math
 import os
 import re
 import sys
@@ -33,8 +34,9 @@ what a 2:1 image does. The result is resized back to the content's original pixe
 Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
 brought to the content's working size without stretching: its short side is scaled to the
 content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
-A working size above 4096 x 4096 pixels (16.8 MP; a huge image with --size 0), or on the CPU one
-the available memory cannot hold (about 1.5 KB a pixel), is refused: lower --size.
+--size is at most 4096. A working size above 4096 x 4096 pixels (16.8 MP; a huge image with
+--size 0), or on the CPU one the available memory cannot hold (about 1.5 KB a pixel), is refused:
+lower --size.
 
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
@@ -231,12 +233,13 @@ def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import autocast_dtype, cast_autocast_weights, default_device
+    from .infer import MAX_WORKING_PIXELS, autocast_dtype, cast_autocast_weights, default_device
     from .model import MambaST
     from .pipeline import Job, PairStylizer
 
-    if args.size < 0:
-        raise CLIError(f"--size must be >= 0; got {args.size}")
+    side = math.isqrt(MAX_WORKING_PIXELS)   # a larger --size makes every working size too large
+    if not 0 <= args.size <= side:
+        raise CLIError(f"--size must be in 0..{side} (0: the original size); got {args.size}")
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.seed is not None and not -2 ** 63 <= args.seed < 2 ** 64:

@@ -157,7 +157,7 @@ def test_trailing_slash_makes_the_output_a_folder(tmp_path, weights):
 
 
 @pytest.mark.parametrize("flag", [["--device", "foo"], ["--device", "meta"], ["--seed", str(2 ** 70)],
-                                  ["--batch-size", "0"]])
+                                  ["--batch-size", "0"], ["--size", "-1"], ["--size", "4097"], ["--size", "1" + "0" * 400]])
 def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(weights)] + flag)
@@ -175,11 +175,12 @@ def test_a_strip_is_worked_small_and_a_size_too_large_is_a_clear_error(tmp_path,
                  "--size", "256", "--quiet"])
     assert code == 0 and Image.open(tmp_path / "o" / "strip_stylized_s.png").size == (20000, 1)
     capsys.readouterr()
-    # 5000 x 5000 is beyond the working-size limit: refused in one line, nothing written
-    code = main(["stylize", str(cdir / "ok.png"), str(s), "-o", str(tmp_path / "big.png"), "--weights", str(weights),
-                 "--size", "5000"])
+    # 4352 x 4096 is beyond the working-size limit: refused in one line, nothing written
+    _img(tmp_path / "c.png", 17, 16)
+    code = main(["stylize", str(tmp_path / "c.png"), str(s), "-o", str(tmp_path / "big.png"), "--weights", str(weights),
+                 "--size", "4096"])
     err = capsys.readouterr().err
-    assert code == 1 and "ok.png" in err and "too large" in err and "--size" in err
+    assert code == 1 and "c.png" in err and "too large" in err and "--size" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "big.png").exists()
 
 
