@@ -1,7 +1,8 @@
 """Loading, saving and converting Mamba-ST weights: the authors' .pth files, our safetensors folders,
 and the int8 packaging of the bundled default model.
 
-A checkpoint is untrusted input: .pth files are read with `torch.load(weights_only=True)` only.
+A checkpoint is untrusted input: .pth files are read with `torch.load(weights_only=True)` only, a config is
+held to hard limits and every tensor is checked (name, shape, dtype, finite values) before a model takes it.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def check_state_dict(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
             raise WeightsError(f"{source}: key {k} holds NaN or Inf values")
 
 
-def _build_and_load(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str):
+def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str):
     """A MambaST of `config` with the checked weights of `sd`; the model is built only if it needs at most twice
     the numbers the weights hold (plus a million, so that a missing tensor is still named): a few bytes of
     config cannot make it allocate gigabytes."""
@@ -212,7 +213,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> MambaSTConfig:
 def load_official(mamba, decoder, embedding, config: MambaSTConfig | None = None):
     """Build a MambaST from the authors' embedding / mamba / decoder checkpoints (paths or state dicts)."""
     sd = official_to_ours(mamba, decoder, embedding)
-    return _build_and_load(sd, config or infer_config(sd), "official checkpoint").eval()
+    return build_checked(sd, config or infer_config(sd), "official checkpoint").eval()
 
 
 def save_pretrained(model, directory, quantize: bool = False) -> None:
@@ -303,5 +304,5 @@ def load_pretrained(path="default", device=None, dtype=None):
         sd = dequantize(sd)
     except WeightsError as e:
         raise WeightsError(f"{weights}: {e}") from None
-    model = _build_and_load(sd, config or infer_config(sd), str(weights))
+    model = build_checked(sd, config or infer_config(sd), str(weights))
     return model.to(device=device, dtype=dtype).eval()

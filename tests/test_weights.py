@@ -145,6 +145,7 @@ def _with(model, key, value):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny_model, capsys, value):
+    from PIL import Image
     from safetensors.torch import save_file
 
     from mambast.cli import main
@@ -152,7 +153,6 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny
     save_file(_with(tiny_model, "decoder.norm.weight", value), tmp_path / "m" / "model.safetensors")
     with pytest.raises(WeightsError, match=r"decoder\.norm\.weight holds NaN or Inf"):
         MambaST.from_pretrained(tmp_path / "m")
-    from PIL import Image
     c = tmp_path / "c.png"
     Image.new("RGB", (16, 16), (200, 10, 10)).save(c)
     code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "out.png"), "--weights", str(tmp_path / "m")])
