@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import math
 import os
 import re
 import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import MambastError
+from .errors import MambastError, printable, resource_error
 
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
@@ -27,12 +28,15 @@ changed input is not noticed: --overwrite redoes them), and a bad file is report
 go on (exit status 1 at the end). A single pair's output file is always written, replacing one there.
 
 Sizes: the content is stylized with its short side at --size pixels (default 512; 0 keeps it as
-it is), aspect ratio kept, and the result is resized back to the content's original pixel size.
+it is), aspect ratio kept, within about 2 x size x size pixels: strips and panoramas longer
+than 2:1 are worked smaller (1000 x 24 at --size 512: 4674 x 112, not 21,333 x 512), so they cost
+what a 2:1 image does. The result is resized back to the content's original pixel size.
 Any size works: the image is reflect-padded to a multiple of 8 and cropped back. The style is
 brought to the content's working size without stretching: its short side is scaled to the
 content's short side, then it is centre-cropped where larger and mirror-tiled where smaller.
-A working size above 4096 x 4096 pixels (16.8 MP) is refused (a long strip at a large --size, a
-huge image with --size 0): lower --size.
+--size is at most 4096. A working size above 4096 x 4096 pixels (16.8 MP; a huge image with
+--size 0), or on the CPU one the available memory cannot hold (about 1.5 KB a pixel), is refused:
+lower --size.
 
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
@@ -55,7 +59,8 @@ def _add_stylize(sub) -> None:
                    help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
                         "a folder named 'default' is ./default)")
     p.add_argument("--size", type=int, default=512,
-                   help="working short side of the content in pixels; 0 = original size (default 512)")
+                   help="working short side of the content in pixels, within about 2 x SIZE² pixels (strips are "
+                        "worked smaller); 0 = original size (default 512)")
     p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
     p.add_argument("--no-shuffle", action="store_true", help="do not shuffle the style tokens")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -228,12 +233,13 @@ def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import autocast_dtype, cast_autocast_weights, default_device
+    from .infer import MAX_WORKING_PIXELS, autocast_dtype, cast_autocast_weights, default_device
     from .model import MambaST
     from .pipeline import Job, PairStylizer
 
-    if args.size < 0:
-        raise CLIError(f"--size must be >= 0; got {args.size}")
+    side = math.isqrt(MAX_WORKING_PIXELS)   # a larger --size makes every working size too large
+    if not 0 <= args.size <= side:
+        raise CLIError(f"--size must be in 0..{side} (0: the original size); got {args.size}")
     if args.batch_size is not None and args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
     if args.seed is not None and not -2 ** 63 <= args.seed < 2 ** 64:
@@ -260,7 +266,7 @@ def cmd_stylize(args) -> int:
             clashes.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
     triples = [t for t in triples if t not in refused]
     for msg, _ in clashes:
-        print(f"mambast: error: {msg}", file=sys.stderr)
+        print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     clashed = sum(n for _, n in clashes)
     todo = [t for t in triples if args.overwrite or not to_folder or not present[t[2]]]
     skipped = len(triples) - len(todo)
@@ -288,9 +294,12 @@ def cmd_stylize(args) -> int:
                 failures += 1
                 if str(error) not in reported:   # a bad file is reported once, however many pairs it is in
                     reported.add(str(error))
-                    tqdm.write(f"mambast: error: {error}", file=sys.stderr)
-    except torch.cuda.OutOfMemoryError:
-        raise CLIError(f"out of GPU memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
+                    tqdm.write(f"mambast: error: {printable(error)}", file=sys.stderr)
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if resource_error(e) is None:   # a RuntimeError other than the CPU allocator's
+            raise
+        where = "GPU " if isinstance(e, torch.cuda.OutOfMemoryError) else ""
+        raise CLIError(f"out of {where}memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
                        "--batch-size or --size") from None
     finally:
         bar.close()
@@ -336,10 +345,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from .runtime import keep_freed_memory
     keep_freed_memory()   # about 20 % faster CPU inference (see mambast.runtime)
+    return run_command(args.func, args)
+
+
+def run_command(func, args) -> int:
+    """func(args) as a command: its exit status, or a one-line error (user errors, out of memory or disk space)
+    and status 1; used by `mambast` and `python -m mambast.train`."""
     try:
-        return int(args.func(args) or 0)
-    except MambastError as e:
-        print(f"mambast: error: {e}", file=sys.stderr)
+        return int(func(args) or 0)
+    except (MambastError, MemoryError, OSError, RuntimeError) as e:
+        msg = str(e) if isinstance(e, MambastError) else resource_error(e)
+        if msg is None:   # a bug, not the input or the machine: the traceback helps
+            raise
+        print(f"mambast: error: {printable(msg)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mambast: interrupted", file=sys.stderr)

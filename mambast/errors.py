@@ -1,4 +1,9 @@
-"""Error types shown to users as one line (the CLI prints them without a traceback)."""
+"""Error types shown to users as one line (the CLI prints them without a traceback).
+
+Also the one-line texts of running out of memory or disk space; nothing here imports torch.
+"""
+
+import errno
 
 
 class MambastError(Exception):
@@ -15,3 +20,28 @@ class WeightsError(MambastError, ValueError):
 
 class FetchError(MambastError, RuntimeError):
     """A pretrained network could not be downloaded, extracted or verified."""
+
+
+def one_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message, else its type's name (some messages are empty)."""
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (newlines in file names, terminal escapes) written as escapes: one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's CUDA OutOfMemoryError, Python's MemoryError, or the RuntimeError of torch's CPU allocator."""
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)))
+
+
+def resource_error(e: BaseException) -> str | None:
+    """A one-line message saying what to do for running out of memory or disk space, None for other errors."""
+    if _out_of_memory(e):
+        return "out of memory: try a smaller --size or --batch-size"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{e.filename or 'a file'}: {e.strerror}: free some space (files already written are complete)"
+    return None

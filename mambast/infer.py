@@ -17,6 +17,10 @@ from .io import load_image, pil_to_tensor, tensor_to_pil
 DEFAULT_SIZE = 512
 # Largest working size (pixels) stylized: 4096 x 4096 takes about 14 GiB on a GPU in bf16, more on a CPU.
 MAX_WORKING_PIXELS = 4096 * 4096
+# A working size holds at most this many size x size squares: a strip or panorama costs what a 2:1 image does.
+MAX_SQUARES = 2
+# Peak memory of a CPU stylization per working pixel (float32, measured 1.0-1.3 KB from 512² to 2048², plus margin).
+CPU_BYTES_PER_PIXEL = 1536
 
 
 def short_side_size(H: int, W: int, size: int) -> tuple[int, int]:
@@ -25,21 +29,53 @@ def short_side_size(H: int, W: int, size: int) -> tuple[int, int]:
     return max(1, round(H * s)), max(1, round(W * s))
 
 
-def check_working_size(h: int, w: int) -> None:
-    """ValueError if an h x w working size is beyond MAX_WORKING_PIXELS (long strips at a large --size,
-    huge images at their original size)."""
+def working_size(H: int, W: int, size: int, multiple: int = 8) -> tuple[int, int]:
+    """(h, w) at which an H x W content is stylized: short side `size`, aspect ratio kept, but at most
+    MAX_SQUARES * size² pixels once padded (`pad_to_multiple`), so that a strip costs what a 2:1 image does
+    (a 1000 x 24 strip at 512 is worked at 4674 x 112, not 21,333 x 512)."""
+    cap = MAX_SQUARES * size * size
+    s = min(size / min(H, W), math.sqrt(cap / (H * W)))
+    if min(H, W) * s < 2 * multiple:   # the short side is padded to 2 * multiple: the long side pays for it
+        s = min(s, cap / (2 * multiple * max(H, W)))
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_working_size(h: int, w: int, device=None) -> None:
+    """ValueError if an h x w working size is beyond MAX_WORKING_PIXELS (huge images at their original size),
+    or, on the CPU, needs more memory than is available (the kernel would kill the process, or the machine
+    would swap for hours, instead of an error)."""
     if h * w > MAX_WORKING_PIXELS:
         raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w:,} pixels, limit "
                          f"{MAX_WORKING_PIXELS:,}): use a smaller --size")
+    free = available_memory() if device is None or torch.device(device).type == "cpu" else None
+    if free is not None and h * w * CPU_BYTES_PER_PIXEL > free:
+        raise ValueError(f"working size {w} x {h} needs about {h * w * CPU_BYTES_PER_PIXEL / 1e9:.1f} GB of memory, "
+                         f"{free / 1e9:.1f} GB is available: use a smaller --size")
+
+
+def resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """[B, 3, H, W] -> [B, 3, h, w] (bicubic, antialiased when shrinking)."""
+    if tuple(hw) == tuple(x.shape[-2:]):
+        return x
+    shrink = hw[0] < x.shape[-2] or hw[1] < x.shape[-1]
+    return F.interpolate(x, size=tuple(hw), mode="bicubic", align_corners=False, antialias=shrink).clamp_(0, 1)
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
     """[B, 3, H, W] -> short side `size`, aspect ratio kept (antialiased when shrinking)."""
-    H, W = x.shape[-2:]
-    new = short_side_size(H, W, size)
-    if new == (H, W):
-        return x
-    return F.interpolate(x, size=new, mode="bicubic", align_corners=False, antialias=size < min(H, W)).clamp_(0, 1)
+    return resize(x, short_side_size(*x.shape[-2:], size))
 
 
 def _mirror_tile(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
@@ -82,13 +118,11 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, i
 
 
 def prepare_content(content: torch.Tensor, size: int | None, multiple: int):
-    """The content at its working size (short side `size`, None: as is) padded to a multiple of `multiple`,
-    and the working size; ValueError beyond MAX_WORKING_PIXELS (checked before resizing)."""
-    check_working_size(*(short_side_size(*content.shape[-2:], size) if size is not None else content.shape[-2:]))
-    if size is not None:
-        content = resize_short_side(content, size)
-    working = tuple(content.shape[-2:])
-    return pad_to_multiple(content, multiple)[0], working
+    """The content at its working size (`working_size`; size None: as is) padded to a multiple of `multiple`,
+    and the working size; ValueError if it is too large (`check_working_size`, before resizing)."""
+    working = working_size(*content.shape[-2:], size, multiple) if size is not None else tuple(content.shape[-2:])
+    check_working_size(*working, content.device)
+    return pad_to_multiple(resize(content, working), multiple)[0], working
 
 
 def prepare_style(style: torch.Tensor, working: tuple[int, int], multiple: int) -> torch.Tensor:
@@ -107,7 +141,7 @@ def stylize_tensor(model, content: torch.Tensor, style: torch.Tensor, size: int 
                    seed=None, shuffle: bool = True, keep_size: bool = True, autocast_dtype=None) -> torch.Tensor:
     """content [1, 3, H, W], style [1, 3, h, w] in [0, 1] -> stylized [1, 3, H, W] in [0, 1].
 
-    size: the content's short side while stylizing (None: as is). keep_size: resize the result
+    size: the content's working short side (see `working_size`; None: as is). keep_size: resize the result
     back to H x W (else it stays at the working size).
     """
     p = next(model.parameters())

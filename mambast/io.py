@@ -15,7 +15,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
                   ".jfif", ".tga", ".ico"}
 
 
-from .errors import ImageError  # noqa: F401  (re-exported)
+from .errors import ImageError, one_line  # noqa: F401  (ImageError re-exported)
 
 
 def _to_rgb(img):
@@ -66,8 +66,7 @@ def load_image(path):
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not a recognised image file") from None
     except Exception as e:   # Pillow's decoders raise many types on malformed files (OSError, ValueError, TypeError...)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImageError(f"{path}: cannot decode image ({msg})") from None
+        raise ImageError(f"{path}: cannot decode image ({one_line(e)})") from None
 
 
 _filters_set = False

@@ -1,12 +1,12 @@
 """Loading, saving and converting Mamba-ST weights: the authors' .pth files, our safetensors folders,
 and the int8 packaging of the bundled default model.
 
-A checkpoint is untrusted input: .pth files are read with `torch.load(weights_only=True)` only.
+A checkpoint is untrusted input: .pth files are read with `torch.load(weights_only=True)` only, a config is
+held to hard limits and every tensor is checked (name, shape, dtype, finite values) before a model takes it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 import re
@@ -32,7 +32,53 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
                              r"|(new_ps\..*)")
 
 
-from .errors import WeightsError  # noqa: F401  (re-exported)
+from .errors import WeightsError, one_line  # noqa: F401  (WeightsError re-exported)
+
+
+MAX_PICKLE_SCAN = 64 << 20   # bytes of a refused pickle read to name the global it wanted
+
+
+def _refused_global(path: Path) -> str | None:
+    """The first global a pickle (plain, or a torch zip's data.pkl) imports that torch's weights-only loader does
+    not allow, read with pickletools (which parses, never runs); None if there is none or the file is unreadable."""
+    import pickletools
+    import zipfile
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        allowed = set(_get_allowed_globals())
+    except (ImportError, AttributeError):   # a private helper: without it, anything outside torch is named
+        allowed = set()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
+                with z.open(member) as f:
+                    data = f.read(MAX_PICKLE_SCAN)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_PICKLE_SCAN)
+        pushed, memo = [], {}   # values pushed (strings, else None) and memoised, enough to follow STACK_GLOBAL
+        for op, arg, _ in pickletools.genops(data):
+            name = None
+            if op.name == "GLOBAL":
+                name = arg.replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(pushed) >= 2 and all(isinstance(v, str) for v in pushed[-2:]):
+                name = ".".join(pushed[-2:])
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = pushed[-1] if pushed else None
+            elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                pushed.append(memo.get(arg))
+            elif op.name not in ("PROTO", "FRAME", "STOP", "MARK"):
+                pushed.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
+            if name and name.startswith("__builtin__."):   # protocol 2 spells builtins as Python 2 did
+                name = "builtins." + name.split(".", 1)[1]
+            if name and (name not in allowed if allowed else not name.startswith(("torch.", "collections."))):
+                return name
+    except Exception:   # a damaged or odd pickle: no name, torch's own reason is given instead
+        return None
+    return None
 
 
 def _unpickling_reason(e: Exception) -> str:
@@ -46,32 +92,41 @@ def _unpickling_reason(e: Exception) -> str:
     return reason[:200] or "unsupported content"
 
 
+def load_torch_file(path, what: str):
+    """torch.load(weights_only=True) of an untrusted file; WeightsError in one line naming the file (empty,
+    damaged, or a pickle that would run code: then the global it wanted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: empty file (not a {what})")
+    try:
+        with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        name = _refused_global(path)
+        why = f"it would import {name}" if name else _unpickling_reason(e)
+        raise WeightsError(f"{path}: refused: not a plain tensor {what} ({why}); only tensors are read from "
+                           ".pth files, no code") from None
+    except Exception as e:   # zip, pickle and storage errors of every kind
+        raise WeightsError(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {one_line(e)})") from None
+
+
 def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
     """A state dict from a dict, a .pth/.pt file (weights_only) or a .safetensors file."""
     if isinstance(src, dict):
         sd = src
     else:
         path = Path(src)
-        if not path.exists():
-            raise WeightsError(f"{path}: {what} checkpoint not found")
-        if not path.is_file():
-            raise WeightsError(f"{path}: {what} checkpoint is not a file")
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and path.is_file():
             from safetensors.torch import load_file
             try:
                 sd = load_file(str(path))
             except Exception as e:  # safetensors raises several error types for broken files
-                raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
+                raise WeightsError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
         else:
-            try:
-                with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
-                    warnings.simplefilter("ignore", UserWarning)
-                    sd = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as e:
-                raise WeightsError(f"{path}: refused: not a plain tensor checkpoint ({_unpickling_reason(e)}); "
-                                   "only tensors are read from .pth files, no code") from None
-            except Exception as e:
-                raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+            sd = load_torch_file(path, f"{what} checkpoint")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
@@ -79,19 +134,41 @@ def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _check_and_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
+def _more(names: list[str]) -> str:
+    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str) -> None:
+    """WeightsError naming the first key of `sd` that is missing, unexpected, of another shape than in `own`,
+    not floating point, or holding NaN or Inf (which would give black images without an error)."""
     missing = [k for k in own if k not in sd]
     if missing:
-        raise WeightsError(f"{source}: missing key {missing[0]}" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise WeightsError(f"{source}: missing key {_more(missing)}")
     unexpected = [k for k in sd if k not in own]
     if unexpected:
-        raise WeightsError(f"{source}: unexpected key {unexpected[0]}"
-                           + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise WeightsError(f"{source}: unexpected key {_more(unexpected)}")
     for k, v in sd.items():
         if v.shape != own[k].shape:
             raise WeightsError(f"{source}: key {k} has shape {list(v.shape)}, the model expects {list(own[k].shape)}")
+        if not v.is_floating_point():
+            raise WeightsError(f"{source}: key {k} has dtype {str(v.dtype).replace('torch.', '')}, expected floats")
+        if not torch.isfinite(v).all():
+            raise WeightsError(f"{source}: key {k} holds NaN or Inf values")
+
+
+def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str):
+    """A MambaST of `config` with the checked weights of `sd`; the model is built only if it needs at most twice
+    the numbers the weights hold (plus a million, so that a missing tensor is still named): a few bytes of
+    config cannot make it allocate gigabytes."""
+    from .model import MambaST
+    held = sum(v.numel() for v in sd.values())
+    if config.num_parameters > 2 * held + 1_000_000:
+        raise WeightsError(f"{source}: the config describes {config.num_parameters:,} parameters, the weights "
+                           f"hold {held:,}")
+    model = MambaST(config)
+    check_state_dict(sd, model.state_dict(), source)
     model.load_state_dict(sd, strict=True)
+    return model
 
 
 def official_to_ours(mamba, decoder, embedding) -> dict[str, torch.Tensor]:
@@ -101,7 +178,7 @@ def official_to_ours(mamba, decoder, embedding) -> dict[str, torch.Tensor]:
         for k, v in _read_state_dict(src, what).items():
             if what == "mamba" and OFFICIAL_UNUSED.match(k):
                 continue
-            out[OFFICIAL_PREFIX[what] + k] = v.float()
+            out[OFFICIAL_PREFIX[what] + k] = v.float() if v.is_floating_point() else v   # others refused later
     return out
 
 
@@ -135,11 +212,8 @@ def infer_config(sd: dict[str, torch.Tensor]) -> MambaSTConfig:
 
 def load_official(mamba, decoder, embedding, config: MambaSTConfig | None = None):
     """Build a MambaST from the authors' embedding / mamba / decoder checkpoints (paths or state dicts)."""
-    from .model import MambaST
     sd = official_to_ours(mamba, decoder, embedding)
-    model = MambaST(config or infer_config(sd))
-    _check_and_load(model, sd, "official checkpoint")
-    return model.eval()
+    return build_checked(sd, config or infer_config(sd), "official checkpoint").eval()
 
 
 def save_pretrained(model, directory, quantize: bool = False) -> None:
@@ -171,17 +245,27 @@ def quantize_int8(sd: dict[str, torch.Tensor], min_numel: int = 4096) -> dict[st
     return out
 
 
+def dequantize_int8(name: str, q: torch.Tensor, scale: torch.Tensor | None, rows: int, scale_name: str):
+    """float32 of int8 `q` stored as `rows` rows of one scale each; WeightsError if the scale is missing, not a
+    vector of `rows` floats (a damaged file would otherwise fail deep inside torch, or broadcast silently)."""
+    if scale is None:
+        raise WeightsError(f"int8 tensor {name} has no {scale_name}")
+    if scale.dim() != 1 or scale.numel() != rows or not scale.is_floating_point():
+        raise WeightsError(f"{scale_name} must be {rows} floats, one per row of {name} {list(q.shape)}; got "
+                           f"{str(scale.dtype).replace('torch.', '')} of shape {list(scale.shape)}")
+    return (q.reshape(rows, -1).float() * scale.float()[:, None]).reshape(q.shape)
+
+
 def dequantize(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Floats of `quantize_int8` output (other dtypes are left for `check_state_dict` to refuse)."""
     out = {}
     for k, v in sd.items():
         if k.endswith(SCALE_SUFFIX):
             continue
         if v.dtype == torch.int8:
-            scale = sd.get(k + SCALE_SUFFIX)
-            if scale is None:
-                raise WeightsError(f"int8 tensor {k} has no {k + SCALE_SUFFIX}")
-            v = (v.reshape(scale.shape[0], -1).float() * scale[:, None]).reshape(v.shape)
-        out[k] = v.float()
+            rows = v.numel() // max(1, v.shape[-1]) if v.dim() == 3 else (v.shape[0] if v.dim() else 1)
+            v = dequantize_int8(k, v, sd.get(k + SCALE_SUFFIX), rows, k + SCALE_SUFFIX)
+        out[k] = v.float() if v.is_floating_point() else v
     return out
 
 
@@ -189,7 +273,6 @@ def load_pretrained(path="default", device=None, dtype=None):
     """A MambaST from "default" (the bundled model), a save_pretrained folder, or a .safetensors file."""
     from safetensors import safe_open
 
-    from .model import MambaST
     if str(path) == "default":
         path = DEFAULT_MODEL_DIR
         if not (path / WEIGHTS_NAME).exists():
@@ -210,15 +293,16 @@ def load_pretrained(path="default", device=None, dtype=None):
             meta = f.metadata() or {}
     except Exception:
         meta = {}
-    try:
+    try:   # limits checked before anything is built (see MambaSTConfig)
         if path.is_dir() and (path / CONFIG_NAME).exists():
-            cfg_text = (path / CONFIG_NAME).read_text(encoding="utf-8")
+            config = MambaSTConfig.from_json_file(path / CONFIG_NAME)
         else:
-            cfg_text = meta.get("config")
-        config = MambaSTConfig.from_dict(json.loads(cfg_text)) if cfg_text else None
+            config = MambaSTConfig.from_json(meta["config"]) if meta.get("config") else None
     except (OSError, ValueError, TypeError) as e:   # unreadable, not UTF-8, not JSON, wrong keys or values
-        raise WeightsError(f"{path}: bad {CONFIG_NAME} ({type(e).__name__}: {e})") from None
-    sd = dequantize(sd)
-    model = MambaST(config or infer_config(sd))
-    _check_and_load(model, sd, str(weights))
+        raise WeightsError(f"{path}: bad {CONFIG_NAME} ({type(e).__name__}: {one_line(e)})") from None
+    try:
+        sd = dequantize(sd)
+    except WeightsError as e:
+        raise WeightsError(f"{weights}: {e}") from None
+    model = build_checked(sd, config or infer_config(sd), str(weights))
     return model.to(device=device, dtype=dtype).eval()

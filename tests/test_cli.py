@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mambast.cli import main
@@ -156,7 +157,7 @@ def test_trailing_slash_makes_the_output_a_folder(tmp_path, weights):
 
 
 @pytest.mark.parametrize("flag", [["--device", "foo"], ["--device", "meta"], ["--seed", str(2 ** 70)],
-                                  ["--batch-size", "0"]])
+                                  ["--batch-size", "0"], ["--size", "-1"], ["--size", "4097"], ["--size", "1" + "0" * 400]])
 def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(weights)] + flag)
@@ -164,17 +165,23 @@ def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
     assert code == 1 and flag[0] in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_strip_too_long_for_its_working_size_is_a_clear_error(tmp_path, weights, capsys):
+def test_a_strip_is_worked_small_and_a_size_too_large_is_a_clear_error(tmp_path, weights, capsys):
     cdir = tmp_path / "c"
     cdir.mkdir()
     _img(cdir / "strip.png", 20000, 1), _img(cdir / "ok.png", 16, 16, 1)
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    # --size 256 would make the 20000 x 1 strip 5,120,000 x 256 pixels: refused, the other image goes on
+    # the 20000 x 1 strip is worked at 8192 x 1 (16 rows once padded: 2 x 256² pixels), not 5,120,000 x 256
     code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights),
                  "--size", "256", "--quiet"])
+    assert code == 0 and Image.open(tmp_path / "o" / "strip_stylized_s.png").size == (20000, 1)
+    capsys.readouterr()
+    # 4352 x 4096 is beyond the working-size limit: refused in one line, nothing written
+    _img(tmp_path / "c.png", 17, 16)
+    code = main(["stylize", str(tmp_path / "c.png"), str(s), "-o", str(tmp_path / "big.png"), "--weights", str(weights),
+                 "--size", "4096"])
     err = capsys.readouterr().err
-    assert code == 1 and "strip.png" in err and "too large" in err and "--size" in err
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["ok_stylized_s.png"]
+    assert code == 1 and "c.png" in err and "too large" in err and "--size" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "big.png").exists()
 
 
 def test_single_pair_output_is_replaced(tmp_path, weights):
@@ -234,3 +241,58 @@ def test_output_that_is_an_input_under_another_name_is_refused(tmp_path, weights
     assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "link.png"), "--weights", str(weights)]) == 1
     assert "refusing to write over an input image" in capsys.readouterr().err
     assert c.read_bytes() == before
+
+
+def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path, weights, capsys):
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    (cdir / "bad\nname\x1b[31m.png").write_bytes(b"not an image")
+    _img(cdir / "ok.png", 16, 16)
+    code = main(["stylize", str(cdir), str(_img(tmp_path / "s.png", 16, 16, 1)), "-o", str(tmp_path / "o"),
+                 "--weights", str(weights), "--size", "16", "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 2 and "bad\\nname\\x1b[31m.png: not a recognised image" in lines[0]
+    assert lines[1] == "1 stylized, 0 already present, 1 failed"
+
+
+def test_cpu_out_of_memory_is_a_one_line_error_suggesting_smaller_sizes(tmp_path, weights, capsys, monkeypatch):
+    from mambast.pipeline import PairStylizer
+
+    def run(self, jobs):
+        torch.empty(1 << 50, dtype=torch.uint8)   # what torch's CPU allocator raises when memory runs out
+        yield from ()
+    monkeypatch.setattr(PairStylizer, "run", run)
+    c = _img(tmp_path / "c.png", 16, 16)
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "out of memory after 0 of 1 images" in err and "--batch-size" in err and "--size" in err
+
+
+def test_a_size_that_cannot_fit_the_memory_available_is_refused(tmp_path, weights, capsys, monkeypatch):
+    monkeypatch.setattr("mambast.infer.available_memory", lambda: 100_000_000)
+    c = _img(tmp_path / "c.png", 16, 16)
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights), "--size", "512"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "o.png").exists()
+    assert "needs about 0.4 GB of memory, 0.1 GB is available: use a smaller --size" in err
+    assert main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                 "--size", "64"]) == 0
+
+
+@pytest.mark.parametrize("error, says", [
+    (lambda: torch.empty(1 << 50, dtype=torch.uint8), "out of memory: try a smaller --size or --batch-size"),
+    (lambda: (_ for _ in ()).throw(OSError(28, "No space left on device", "/x/log.csv")),
+     "/x/log.csv: No space left on device: free some space"),
+])
+def test_commands_report_resources_running_out_in_one_line(capsys, error, says):
+    from mambast.cli import run_command
+    assert run_command(lambda args: error(), None) == 1
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
+
+
+def test_other_errors_of_a_command_keep_their_traceback():
+    from mambast.cli import run_command
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_command(lambda args: (_ for _ in ()).throw(RuntimeError("a bug")), None)

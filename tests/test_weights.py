@@ -113,3 +113,109 @@ def test_convert_onto_an_existing_file_is_a_one_line_error(tmp_path, official_fi
                  "--embedding", str(paths["embedding"]), "-o", str(target)])
     err = capsys.readouterr().err
     assert code == 1 and "taken" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- hostile files: one line, nothing built or written
+
+@pytest.fixture
+def never_built(monkeypatch):
+    """Fails the test if a MambaST is built (a hostile config must be refused before)."""
+    def refuse(self, *a, **kw):
+        raise AssertionError("a model was built")
+    monkeypatch.setattr(MambaST, "__init__", refuse)
+
+
+@pytest.mark.parametrize("config, match", [('{"dim": 1000000}', "dim must be at most"),
+                                           ('{"depth_encoder": 100000}', "depth_encoder must be at most"),
+                                           ("[" * 30000 + "]" * 30000, "nests deeper"),
+                                           ('{"dim": 1024, "depth_encoder": 8}', "describes .* parameters")])
+def test_hostile_config_json_is_refused_before_the_model_is_built(tmp_path, tiny_model, never_built, config, match):
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(config)
+    with pytest.raises(WeightsError, match=match) as err:
+        MambaST.from_pretrained(tmp_path / "m")
+    assert "\n" not in str(err.value)
+
+
+def _with(model, key, value):
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd[key].view(-1)[0] = value
+    return sd
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny_model, capsys, value):
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from mambast.cli import main
+    tiny_model.save_pretrained(tmp_path / "m")
+    save_file(_with(tiny_model, "decoder.norm.weight", value), tmp_path / "m" / "model.safetensors")
+    with pytest.raises(WeightsError, match=r"decoder\.norm\.weight holds NaN or Inf"):
+        MambaST.from_pretrained(tmp_path / "m")
+    c = tmp_path / "c.png"
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(c)
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "out.png"), "--weights", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 1 and "decoder.norm.weight" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_convert_refuses_non_finite_weights_naming_the_tensor(tmp_path, tiny_model, capsys):
+    from mambast.cli import main
+    mamba, dec, emb = to_official(tiny_model)
+    mamba["decoder.layers.0.self_attention.Ds"][3] = float("nan")
+    for name, sd in (("m", mamba), ("d", dec), ("e", emb)):
+        torch.save(sd, tmp_path / f"{name}.pth")
+    code = main(["convert", "--mamba", str(tmp_path / "m.pth"), "--decoder", str(tmp_path / "d.pth"),
+                 "--embedding", str(tmp_path / "e.pth"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "decoder.layers.0.self_attention.Ds holds NaN" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_integer_tensors_are_refused_not_converted(tiny_model):
+    mamba, dec, emb = to_official(tiny_model)
+    dec["1.bias"] = torch.arange(dec["1.bias"].numel(), dtype=torch.int32)
+    with pytest.raises(WeightsError, match=r"cnn_decoder\.1\.bias has dtype int32"):
+        MambaST.from_official(mamba, dec, emb)
+
+
+@pytest.mark.parametrize("damage", [lambda s: s[:-1], lambda s: s[:, None], lambda s: s.to(torch.int32),
+                                    lambda s: torch.cat([s, s])])
+def test_int8_scales_of_the_wrong_length_rank_or_dtype_are_one_line_errors(tmp_path, tiny_model, damage):
+    from safetensors.torch import save_file
+    sd = quantize_int8({k: v.float() for k, v in tiny_model.state_dict().items()}, min_numel=256)
+    key = "encoder_c.layers.0.self_attention.x_proj_weight"     # stacked [4, R+2N, Di]: one scale per row
+    sd[key + ".int8_scale"] = damage(sd[key + ".int8_scale"])
+    tiny_model.save_pretrained(tmp_path / "m")
+    save_file(sd, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(WeightsError, match=r"model\.safetensors: .*x_proj_weight\.int8_scale must be \d+ floats") as e:
+        MambaST.from_pretrained(tmp_path / "m")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", [lambda s: s[:-1], lambda s: s[:, None]])
+def test_vgg_int8_scales_of_the_wrong_shape_are_one_line_errors(damage):
+    from mambast.networks.vgg import _dequantise
+    q = torch.randint(-127, 127, (8, 4, 3, 3), dtype=torch.int8)
+    assert _dequantise({"c.weight": q, "c.weight_scale": torch.ones(8)})["c.weight"].shape == q.shape
+    with pytest.raises(WeightsError, match=r"c\.weight_scale must be 8 floats"):
+        _dequantise({"c.weight": q, "c.weight_scale": damage(torch.ones(8))})
+
+
+def test_pickle_refusals_name_the_refused_global(tmp_path):
+    from mambast.weights import load_torch_file
+    raw, zipped = tmp_path / "raw.pth", tmp_path / "zipped.pth"
+    raw.write_bytes(pickle.dumps({"x": _Evil()}, protocol=4))
+    torch.save({"x": _Evil()}, zipped)
+    for path in (raw, zipped):
+        with pytest.raises(WeightsError, match="it would import builtins.print") as e:
+            load_torch_file(path, "checkpoint")
+        assert "weights_only" not in str(e.value) and path.name in str(e.value)
+
+
+def test_an_empty_checkpoint_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty.pth").touch()
+    with pytest.raises(WeightsError, match=r"empty\.pth: empty file"):
+        MambaST.from_official(tmp_path / "empty.pth", tmp_path / "empty.pth", tmp_path / "empty.pth")

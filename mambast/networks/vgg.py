@@ -249,11 +249,9 @@ def _dequantise(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in state.items():
         if k.startswith("stats.") or k.endswith(".weight_scale"):
             continue
-        if v.dtype == torch.int8:
-            scale = state.get(k + "_scale")
-            if scale is None:
-                raise WeightsError(f"int8 tensor {k} has no {k}_scale")
-            v = v.float() * scale.float().view(-1, *([1] * (v.dim() - 1)))
+        if v.dtype == torch.int8:   # one scale per output channel
+            from ..weights import dequantize_int8
+            v = dequantize_int8(k, v, state.get(k + "_scale"), v.shape[0] if v.dim() else 1, k + "_scale")
         out[k] = v.float()
     return out
 

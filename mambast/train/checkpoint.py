@@ -1,18 +1,22 @@
 """Training checkpoints: atomic writes, listing and pruning, and capture/restore of every RNG state.
 
-Checkpoints hold only tensors and plain Python values, so they load with `torch.load(weights_only=True)`.
+Checkpoints hold only tensors and plain Python values, so they load with `torch.load(weights_only=True)`; they
+carry a checksum of their payload and are checked field by field before a run resumes from them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..errors import MambastError, one_line
 
 from .config import TrainError
 
@@ -45,9 +49,45 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def payload_digest(obj) -> str:
+    """SHA-256 of a checkpoint's values (tensor bytes, dtypes, shapes, keys, numbers, in order): torch.load does
+    not check the zip's CRCs, so a flipped byte would otherwise resume silently on damaged values."""
+    h = hashlib.sha256()
+
+    def feed(v) -> None:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{list(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(v, dict):
+            h.update(f"D{len(v)}".encode())
+            for k, x in v.items():
+                feed(k)
+                feed(x)
+        elif isinstance(v, (list, tuple)):
+            h.update(f"{type(v).__name__[0]}{len(v)}".encode())
+            for x in v:
+                feed(x)
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            h.update(f"{type(v).__name__}:{v!r};".encode("utf-8", "surrogatepass"))
+        else:
+            raise TypeError(f"a checkpoint cannot hold {type(v).__name__}")
+    feed(obj)
+    return h.hexdigest()
+
+
 def save_checkpoint(payload: dict, path: Path) -> Path:
-    """torch.save to a temp file in the same folder, then os.replace: a reader never sees half a file."""
-    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **payload}, tmp), suffix=".tmp")
+    """torch.save to a temp file in the same folder, then os.replace: a reader never sees half a file, and a
+    failed write (a full disk) is a TrainError that leaves the checkpoints already there as they were."""
+    body = {"format": FORMAT, **payload}
+    body["sha256"] = payload_digest(body)
+    try:
+        return atomic_write(path, lambda tmp: torch.save(body, tmp), suffix=".tmp")
+    except (OSError, RuntimeError) as e:   # torch's writer reports a full disk as a RuntimeError of its internals
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
+        free = shutil.disk_usage(Path(path).parent).free / 1e9 if Path(path).parent.is_dir() else 0
+        raise TrainError(f"checkpoint: cannot write {path} ({why}; {free:.1f} GB free there); the checkpoints "
+                         "before it are kept: free space, then --resume latest") from None
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -64,14 +104,124 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise TrainError(f"resume: {path} is not a checkpoint file")
+def _integer(v, least: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _check_rng(state) -> None:
+    """Apply an RNG state to throwaway generators: whatever they refuse, set_rng_state would refuse mid-setup."""
+    random.Random().setstate(state["python"])
+    n = state["numpy"]
+    np.random.RandomState().set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                                       n["cached"]))
+    torch.Generator().set_state(state["torch"])
+    if "cuda" in state and not (isinstance(state["cuda"], torch.Tensor) and state["cuda"].dtype == torch.uint8):
+        raise TypeError("the CUDA state is not a byte tensor")
+
+
+def _check_optimizer(opt, shapes: list) -> None:
+    """Adam's state for parameters of `shapes`: every index once in the groups, moments of each one's shape."""
+    groups = opt["param_groups"]
+    indices = sorted(i for g in groups for i in g["params"])
+    if indices != list(range(len(shapes))):
+        raise ValueError(f"its groups hold parameters {indices[:3]}..., the model has {len(shapes)}")
+    for i, state in opt["state"].items():
+        for name, t in state.items():
+            if not isinstance(t, torch.Tensor) or not torch.isfinite(t).all():
+                raise ValueError(f"state {i}.{name} is not a finite tensor")
+            if t.dim() and t.shape != shapes[i]:
+                raise ValueError(f"state {i}.{name} has shape {list(t.shape)}, its parameter {list(shapes[i])}")
+
+
+# What a damaged field makes the checks (or torch, numpy, random) raise.
+_FIELD_ERRORS = (MambastError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError)
+
+
+def _check_field(name: str, check, *args):
+    """check(*args), its errors turned into one ValueError naming the field (ours name it already)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors of every kind: one line
-        raise TrainError(f"resume: cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        return check(*args)
+    except _FIELD_ERRORS as e:
+        why = f"{e.args[0]!r} is missing" if isinstance(e, KeyError) else one_line(e)
+        raise ValueError(str(e) if isinstance(e, MambastError) else f"field {name}: {why}") from None
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(what)
+
+
+def _check_fields(ckpt: dict) -> None:
+    """ValueError naming the first field a resume could not use."""
+    from ..config import MambaSTConfig
+    from ..weights import build_checked
+
+    missing = [k for k in ("step", "model", "optimizer", "rng", "data", "model_config", "world_size") if k not in ckpt]
+    if missing:
+        raise ValueError(f"field {missing[0]} is missing")
+    _check_field("step", _require, _integer(ckpt["step"]), "must be an integer >= 0")
+    _check_field("world_size", _require, _integer(ckpt["world_size"], 1), "must be an integer >= 1")
+    config = _check_field("model_config", MambaSTConfig.from_dict, ckpt["model_config"])
+    _check_field("model", _require, isinstance(ckpt["model"], dict), "must be a state dict")
+    model = _check_field("model", build_checked, ckpt["model"], config, "field model")
+    _check_field("optimizer", _check_optimizer, ckpt["optimizer"], [p.shape for p in model.parameters()])
+    rng = ckpt["rng"]
+    _check_field("rng", _require, isinstance(rng, list) and len(rng) > 0, "must be a list of RNG states")
+    for i, state in enumerate(rng):
+        _check_field(f"rng[{i}]", _check_rng, state)
+    data = ckpt["data"]
+    _check_field("data", _require, isinstance(data, dict) and isinstance(data.get("seen"), dict),
+                 "must hold the counts of images seen")
+    _check_field("data.seen", _require, all(_integer(data["seen"].get(k)) for k in ("content", "style")),
+                 "must count content and style images (integers >= 0)")
+    _check_field("data.skipped", _require, _integer(data.get("skipped", 0)), "must be an integer >= 0")
+    train = ckpt.get("train_config", {})
+    _check_field("train_config", _require, isinstance(train, dict) and _integer(train.get("batch_size", 1), 1),
+                 "must be a training config (batch_size an integer >= 1)")
+
+
+def _load_valid(path: Path) -> dict:
+    """The checkpoint at `path`, read and checked: readable, ours, its checksum right, every field usable."""
+    from ..weights import load_torch_file
+    try:
+        ckpt = load_torch_file(path, "training checkpoint")
+    except MambastError as e:
+        raise TrainError(f"resume: {e}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise TrainError(f"resume: {path} is not a mambast training checkpoint")
+    digest = ckpt.pop("sha256", None)
+    try:
+        if digest is None:
+            raise ValueError("it has no payload checksum")
+        if payload_digest(ckpt) != digest:
+            raise ValueError("its payload does not match its checksum (damaged)")
+        _check_fields(ckpt)
+    except (ValueError, TypeError, RecursionError) as e:   # TypeError: a value the digest cannot read
+        raise TrainError(f"resume: {path}: {one_line(e)}") from None
     return ckpt
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checked checkpoint (see `_load_valid`); TrainError naming the file otherwise."""
+    try:
+        return _load_valid(Path(path))
+    except TrainError as e:
+        raise TrainError(f"{e} (--resume latest takes the newest valid checkpoint)") from None
+
+
+def newest_valid_checkpoint(found: list[Path], say) -> dict:
+    """The newest of `found` (oldest first) that is valid, saying which one and why newer ones were passed
+    over; TrainError if none is."""
+    skipped = []
+    for path in reversed(found):
+        try:
+            ckpt = _load_valid(path)
+        except TrainError as e:
+            say(f"{e}: trying the one before")
+            skipped.append(path)
+            continue
+        say(f"resuming from {path}" + (f" (the newest valid checkpoint; {len(skipped)} newer skipped)" if skipped
+                                      else ""))
+        return ckpt
+    raise TrainError(f"resume: none of the {len(found)} checkpoints in {found[0].parent} is valid (see above); "
+                     "start a fresh run in another --out")

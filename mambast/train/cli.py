@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
-from ..errors import MambastError
 from .config import TrainConfig
 
 DESCRIPTION = """\
@@ -69,11 +67,5 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return cmd_train(args)
-    except MambastError as e:
-        print(f"mambast: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("mambast: interrupted", file=sys.stderr)
-        return 130
+    from ..cli import run_command
+    return run_command(cmd_train, args)

@@ -6,12 +6,11 @@ Defaults give the published recipe (batch 8, Adam lr 1e-4 constant, 512x512 resi
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import MambaSTConfig
-from ..errors import MambastError
+from ..errors import MambastError, one_line
 
 
 class TrainError(MambastError, ValueError):
@@ -106,13 +105,13 @@ def model_config(spec: str) -> MambaSTConfig:
         return MambaSTConfig(**PRESETS[spec])
     if spec.startswith("{"):
         try:
-            return MambaSTConfig.from_dict(json.loads(spec))
+            return MambaSTConfig.from_json(spec)
         except (ValueError, TypeError) as e:
-            raise TrainError(f"config: bad inline JSON ({e})") from None
+            raise TrainError(f"config: bad inline JSON ({one_line(e)})") from None
     path = Path(spec)
     if not path.is_file():
         raise TrainError(f"config must be one of {', '.join(PRESETS)}, a JSON file or a JSON object; got {spec!r}")
     try:
-        return MambaSTConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise TrainError(f"config: {path}: {e}") from None
+        return MambaSTConfig.from_json_file(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise TrainError(f"config: {path}: {one_line(e)}") from None

@@ -21,8 +21,8 @@ import torch
 import torch.nn as nn
 
 from . import ddp
-from .checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, prune_checkpoints, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, newest_valid_checkpoint,
+                         prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig, TrainError, model_config
 from .data import ImageStream, TrainImages, find_images, fixed_batch
 from .losses import TERMS, StyleTransferLoss
@@ -81,7 +81,7 @@ class Trainer:
             if not found:
                 self._say(f"no checkpoint in {self.ckpt_dir}: starting a fresh run")
                 return None
-            path = found[-1]
+            return newest_valid_checkpoint(found, self._say)
         else:
             path = Path(self.cfg.resume)
         self._say(f"resuming from {path}")

@@ -39,10 +39,12 @@ def test_a_tensor_larger_than_a_shard_is_refused(tmp_path):
 
 
 def test_export_and_merge_scripts_rebuild_the_model(tmp_path):
-    from mambast.train.checkpoint import save_checkpoint
+    from mambast.train.checkpoint import rng_state, save_checkpoint
     torch.manual_seed(0)
     model = MambaST(MambaSTConfig(**TINY))
     save_checkpoint({"step": 7, "model": model.state_dict(), "model_config": model.config.to_dict(),
+                     "optimizer": torch.optim.Adam(model.parameters()).state_dict(), "rng": [rng_state()],
+                     "data": {"seen": {"content": 14, "style": 14}}, "world_size": 1,
                      "train_config": {"lr": 1e-4}}, tmp_path / "run" / "checkpoints" / "step_00000007.pt")
     run = [sys.executable, str(REPO / "scripts" / "device_export.py"), str(tmp_path / "run"), str(tmp_path / "back")]
     subprocess.run(run, check=True, cwd=REPO, capture_output=True)
