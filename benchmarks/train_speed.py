@@ -1,7 +1,7 @@
 """Training throughput of `mambast train` on one GPU: images per second at 256² crops, per configuration.
 
 Usage (CUDA machine, repository root on PYTHONPATH):
-    python benchmarks/train_speed.py --out DIR [--content C --style S] [--methods eager,channels-last,compiled]
+    python benchmarks/train_speed.py --out DIR [--content C --style S] [--methods eager,compiled]
 Each configuration runs the real trainer (`mambast.train.train`, data loading included) for --warmup + --steps
 steps and reads images/s from its log after the warm-up; peak GPU memory from the same process. Without
 --content/--style it trains on generated JPEG noise images (same sizes and decode cost as the training set).
@@ -23,11 +23,10 @@ from pathlib import Path
 
 import torch
 
-# method -> TrainConfig overrides; "eager" is the trainer's behaviour before channels-last and compile existed
+# method -> TrainConfig overrides
 METHODS = {
-    "eager": dict(channels_last=False, compile=False),
-    "channels-last": dict(channels_last=True, compile=False),
-    "compiled": dict(channels_last=True, compile=True),
+    "eager": dict(compile=False),
+    "compiled": dict(compile=True),       # the model and the loss network through torch.compile
 }
 
 

@@ -96,7 +96,6 @@ class ScanKernelConfig:
     block_d_bwd: int = 16   # channels per backward program (power of two)
     warps_fwd: int = 1
     warps_bwd: int = 4
-    partial_bc_bwd: bool = False  # backward: per-channel-block sums of dB, dC stored and summed after (no atomics)
     fma_decays_fwd: int = 0  # of each thread's states, how many get their decay exp2(dt A) from FMAs (see above)
 
     def __post_init__(self):
@@ -134,6 +133,13 @@ ONE_IMAGE = 4096
 GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1, fma_decays_fwd=1)
 
 
+# Training (forward that saves states, then the backward) with many sequences: backward tiles of 8 steps x 32
+# channels. At batch 24, L = 32², Dm = 1024, N = 16 (a training step's scan at batch 8) on an H100, forward +
+# backward took 9.6 ms against 12.9 for DEFAULT_CONFIG, the fastest of chunks 8/16 x 16/32/64 channels x 4/8 warps
+# (docs/performance.md).
+TRAINING_CONFIG = ScanKernelConfig(chunk=8, tile_fwd=8, block_d_bwd=32, warps_bwd=4)
+
+
 def default_config(batch: int, channels: int, grad: bool = False, given_steps: bool = False) -> ScanKernelConfig:
     """The kernel configuration used when none is given, from the number of sequences to scan, whether the
     backward will run and whether the step sizes come finished (no softplus in the scan)."""
@@ -142,7 +148,9 @@ def default_config(batch: int, channels: int, grad: bool = False, given_steps: b
         return ONE_IMAGE_CONFIG
     if sequences < FEW_SEQUENCES:
         return FEW_SEQUENCES_CONFIG
-    return GIVEN_STEPS_CONFIG if given_steps and not grad else DEFAULT_CONFIG
+    if grad:
+        return TRAINING_CONFIG
+    return GIVEN_STEPS_CONFIG if given_steps else DEFAULT_CONFIG
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -329,7 +337,7 @@ def _scan_bwd_kernel(
     sB_b, sB_k, sB_l, sB_n,
     sC_b, sC_k, sC_l, sC_n,
     sg_b, sg_l, sg_d,
-    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, PARTIAL_BC: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
     k = tl.program_id(1)
@@ -353,12 +361,8 @@ def _scan_bwd_kernel(
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d[:, None] * N + n[None, :]
     du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
     ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
-    if PARTIAL_BC:   # each channel block writes its own sums over channels: [Bt, 4, blocks, L, N], summed in torch
-        bc_off = ((b * 4 + k) * tl.num_programs(0) + pid_d) * L * N
-    else:            # fp32 [Bt, 4, L, N], contiguous, every channel block adding into it
-        bc_off = (b * 4 + k) * L * N
-    dB_base = dB_ptr + bc_off
-    dC_base = dC_ptr + bc_off
+    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
+    dC_base = dC_ptr + (b * 4 + k) * L * N
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
@@ -400,10 +404,7 @@ def _scan_bwd_kernel(
         _, hs = tl.associative_scan((a, tl.where((rows == 0)[:, None, None], bx + a * h_in[None, :, :], bx)),
                                     0, _compose)                                            # h_t
         dC = tl.sum(hs * gy[:, :, None], axis=1)                                           # [T, BN]
-        if PARTIAL_BC:
-            tl.store(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok)
-        else:
-            tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
+        tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
         ah = hs - bx                                                                        # a_t h_{t-1}
 
         # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
@@ -418,10 +419,7 @@ def _scan_bwd_kernel(
 
         gB = tl.sum(g * Bt[:, None, :], axis=2)                                            # <g_t, B_t> [T, BD]
         dB = tl.sum(g * dtu[:, :, None], axis=1)                                           # [T, BN]
-        if PARTIAL_BC:
-            tl.store(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok)
-        else:
-            tl.atomic_add(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok, sem="relaxed")
+        tl.atomic_add(dB_base + p[:, None] * N + n[None, :], dB, mask=tn_ok, sem="relaxed")
         gah = g * ah                                                                        # g_t a_t h_{t-1}
         ddt = tl.sum(gah * A2[None, :, :], axis=2) * LN2 + u * gB                          # [T, BD]
         dx = tl.where(td_ok, ddt * (1.0 / (1.0 + tl.exp(-x))), 0.0)                         # through softplus
@@ -481,11 +479,8 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
     dev, f32 = u.device, torch.float32
     du = torch.zeros(Bt, L, Dm, device=dev, dtype=f32)
     ddelta = torch.empty(Bt, N_ORDERS, L, Dm, device=dev, dtype=delta.dtype)
-    blocks = triton.cdiv(Dm, cfg.block_d_bwd)
-    partial = cfg.partial_bc_bwd
-    dB = (torch.empty(Bt, N_ORDERS, blocks, L, N, device=dev, dtype=f32) if partial
-          else torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32))
-    dC = torch.empty_like(dB) if partial else torch.zeros_like(dB)
+    dB = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
+    dC = torch.zeros(Bt, N_ORDERS, L, N, device=dev, dtype=f32)
     dA = torch.empty(Bt, N_ORDERS, Dm, N, device=dev, dtype=f32)
     dD = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
     dbias = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
@@ -495,11 +490,9 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
         du, ddelta, dB, dC, dA, dD, dbias,
         L, H, W, Dm, N, n_chunks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *gy.stride(),
-        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N), PARTIAL_BC=partial,
+        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N),
         num_warps=cfg.warps_bwd,
     )
-    if partial:
-        dB, dC = dB.sum(2), dC.sum(2)
     return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
 
 
@@ -588,4 +581,4 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
         if not delta_softplus:
             raise ValueError("delta_softplus=False has no backward: call it without gradients")
         return _SelectiveScan2D.apply(*tensors, int(H), int(W), config)
-    return _scan_no_grad(*tensors, int(H), int(W), [int(v) for v in astuple(config)], bool(delta_softplus))
+    return _scan_no_grad(*tensors, int(H), int(W), list(astuple(config)), bool(delta_softplus))

@@ -63,8 +63,6 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local GPU)")
     amp: bool = _f(True, "bf16 autocast on CUDA")
     compile: bool = _f(False, "torch.compile the model and the loss network (CUDA; the first steps compile)")
-    channels_last: bool = _f(False, "on CUDA, run the CNN decoder and the VGG loss network in channels-last layout "
-                                   "(cuDNN's native one for 16-bit convolutions: no layout conversions)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "size", "crop", "log_every", "print_every", "keep_last", "n_samples"):

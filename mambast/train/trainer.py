@@ -119,9 +119,6 @@ class Trainer:
         model.to(device).train()
 
         vgg = (self._vgg if self._vgg is not None else load_vgg19(path=cfg.vgg or None)).to(device).eval()
-        if cfg.channels_last and device.type == "cuda":
-            model.cnn_decoder.to(memory_format=torch.channels_last)
-            vgg.to(memory_format=torch.channels_last)
         self.criterion = StyleTransferLoss(vgg, cfg.content_weight, cfg.style_weight,
                                            cfg.identity1_weight, cfg.identity2_weight)
         self.loss_fn = torch.compile(self.criterion) if cfg.compile else self.criterion

@@ -19,7 +19,8 @@ from _compare import rel_err  # noqa: E402
 from mambast.ops import triton_scan  # noqa: E402
 from mambast.ops.scan_ref import selective_scan_2d_ref  # noqa: E402
 from mambast.ops.triton_scan import (  # noqa: E402
-    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, GIVEN_STEPS_CONFIG, ONE_IMAGE_CONFIG, ScanKernelConfig, default_config,
+    DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, GIVEN_STEPS_CONFIG, ONE_IMAGE_CONFIG, TRAINING_CONFIG, ScanKernelConfig,
+    default_config,
     selective_scan_2d_triton)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -142,14 +143,6 @@ def test_backward_matches_autograd_through_reference(shape):
     assert_forward_and_backward_match(make_inputs(*shape, seed=10 + sum(shape)), H, W, SMALL)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_backward_with_per_block_sums_of_dB_dC(shape):
-    """The backward that stores each channel block's dB, dC sums (no atomics) against the reference."""
-    Bt, Dm, N, H, W = shape
-    cfg = dataclasses.replace(SMALL, partial_bc_bwd=True)
-    assert_forward_and_backward_match(make_inputs(*shape, seed=20 + sum(shape)), H, W, cfg)
-
-
 def test_backward_bf16_inputs_give_bf16_gradients():
     Bt, Dm, N, H, W = shape = (1, 8, 4, 2, 3)
     xs = [x.to(torch.bfloat16) for x in make_inputs(*shape, seed=3)]
@@ -161,8 +154,9 @@ def test_backward_bf16_inputs_give_bf16_gradients():
         assert rel_err(g, w) < 1e-2, f"d{name}: rel err {rel_err(g, w):.2e}"
 
 
-@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, GIVEN_STEPS_CONFIG],
-                         ids=["auto", "default", "few", "one-image", "given-steps"])
+@pytest.mark.parametrize("config", [None, DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, GIVEN_STEPS_CONFIG,
+                                    TRAINING_CONFIG],
+                         ids=["auto", "default", "few", "one-image", "given-steps", "training"])
 def test_default_configs_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (1, 20, 8, 5, 4)
     assert_forward_and_backward_match(make_inputs(*shape, seed=4), H, W, config)

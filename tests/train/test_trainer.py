@@ -186,8 +186,8 @@ def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_fast_training_paths_give_the_eager_gradients(tmp_path):
-    """One training step's loss and gradients with channels-last and torch.compile against the plain eager step
-    (same weights, same images, same random draws), within bf16 rounding."""
+    """One training step's loss and gradients with torch.compile against the plain eager step (same weights, same
+    images, no random draws), within bf16 rounding."""
     def step(**kw):
         trainer = Trainer(config(tmp_path, "run", device="cuda", config="default", **kw), vgg=VGG19Features())
         trainer._setup()
@@ -205,8 +205,7 @@ def test_gpu_fast_training_paths_give_the_eager_gradients(tmp_path):
     torch.manual_seed(0)
     from mambast.model import MambaST
     reference_state = MambaST().state_dict()
-    terms_ref, g_ref = step(channels_last=False, compile=False)
-    for kw in (dict(channels_last=True, compile=False), dict(channels_last=True, compile=True)):
-        terms, g = step(**kw)
-        assert torch.allclose(terms, terms_ref, rtol=2e-2), kw
-        assert ((g - g_ref).norm() / g_ref.norm()).item() < 5e-2, kw
+    terms_ref, g_ref = step(compile=False)
+    terms, g = step(compile=True)
+    assert torch.allclose(terms, terms_ref, rtol=2e-2), (terms, terms_ref)
+    assert ((g - g_ref).norm() / g_ref.norm()).item() < 5e-2
