@@ -26,7 +26,7 @@ import torch
 # method -> TrainConfig overrides
 METHODS = {
     "eager": dict(compile=False),
-    "compiled": dict(compile=True),       # the model and the loss network through torch.compile
+    "compiled": dict(compile=True),       # the model through torch.compile
 }
 
 
@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--workers", type=int, default=6, help="data loader processes per stream")
+    ap.add_argument("--commit", default="", help="commit to record in the header (default: git rev-parse HEAD)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("train_speed.py needs a CUDA device", file=sys.stderr)
@@ -89,10 +90,12 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown methods: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = args.commit
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        except OSError:
+            commit = ""
     header = {"gpu": torch.cuda.get_device_name(), "git_commit": commit or "unknown",
               "date": datetime.date.today().isoformat(), "torch": torch.__version__,
               "warmup_steps": args.warmup, "timed_steps": args.steps,

@@ -121,7 +121,6 @@ class Trainer:
         vgg = (self._vgg if self._vgg is not None else load_vgg19(path=cfg.vgg or None)).to(device).eval()
         self.criterion = StyleTransferLoss(vgg, cfg.content_weight, cfg.style_weight,
                                            cfg.identity1_weight, cfg.identity2_weight)
-        self.loss_fn = torch.compile(self.criterion) if cfg.compile else self.criterion
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
         self.step = cfg.init_step if init_model is not None else 0
@@ -206,7 +205,7 @@ class Trainer:
         with self._autocast():
             out, icc, iss = self.forward_model(torch.cat([content, content, style]),
                                                torch.cat([style, content, style])).split(B)
-            terms = self.loss_fn(content, style, out, icc, iss)
+            terms = self.criterion(content, style, out, icc, iss)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.opt.step()

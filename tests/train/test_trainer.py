@@ -186,8 +186,8 @@ def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_fast_training_paths_give_the_eager_gradients(tmp_path):
-    """One training step's loss and gradients with torch.compile against the plain eager step (same weights, same
-    images, no random draws), within bf16 rounding."""
+    """One training step's loss and gradients with the model through torch.compile against the plain eager step
+    (same weights, same images, no random draws), within bf16 rounding."""
     def step(**kw):
         trainer = Trainer(config(tmp_path, "run", device="cuda", config="default", **kw), vgg=VGG19Features())
         trainer._setup()
