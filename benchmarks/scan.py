@@ -190,8 +190,8 @@ def main() -> int:
     # ---- timings
     impls = {"triton": selective_scan_2d_triton, "torch": scan_2d_torch, "ref": selective_scan_2d_ref}
     ref_per_token = {}
-    header = f"{'impl':7} {'dtype':5} {'L':>6} {'pass':8} {'ms':>10} {'us/token':>9} {'GB/s':>8} {'of peak':>8}"
-    print(header)
+    columns = f"{'impl':7} {'dtype':5} {'L':>6} {'pass':8} {'ms':>10} {'us/token':>9} {'GB/s':>8} {'of peak':>8}"
+    print(columns)
     for name in dtypes:
         dtype = DTYPES[name]
         for side in sides:
