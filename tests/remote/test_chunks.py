@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from chunks import MIB, missing_chunks, pack, unpack  # scripts/remote/chunks.py (see conftest.py)
-
 CHUNKS = Path(__file__).resolve().parents[2] / "scripts" / "remote" / "chunks.py"
+sys.path.insert(0, str(CHUNKS.parent))   # the helpers are scripts
+from chunks import MIB, missing_chunks, pack, unpack  # noqa: E402
 
 
 def tiny_tree(root: Path) -> Path:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import torch
 
-from export import export  # scripts/remote/export.py (see conftest.py)
-from merge import merge
 from mambast.config import MambaSTConfig
 from mambast.model import MambaST
 from mambast.train.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 REMOTE = REPO / "scripts" / "remote"
+sys.path.insert(0, str(REMOTE))   # the helpers are scripts
+from export import export  # noqa: E402
+from merge import merge  # noqa: E402
+
 TINY = dict(dim=32, depth_encoder=1, depth_decoder=1, d_state=4, decoder_channels=[16, 8, 8])
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from chunks import MIB, unpack  # scripts/remote/ (see conftest.py)
-from pack_training import pack_training
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "remote"))  # the helpers are scripts
+from chunks import MIB, unpack  # noqa: E402
+from pack_training import pack_training  # noqa: E402
 
 
 def test_the_unpacked_data_folder_holds_what_the_trainer_reads(tmp_path):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from shards import read_shards, write_shards  # scripts/remote/shards.py (see conftest.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "remote"))  # the helpers are scripts
+from shards import read_shards, write_shards  # noqa: E402
 
 
 def test_shards_respect_the_size_limit_and_round_trip(tmp_path):
