@@ -17,13 +17,10 @@ Methods (random weights; speed does not depend on values; inputs torch.rand on t
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import math
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,10 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python benchmarks/efficiency.py` from anywhere
-    sys.path.insert(0, str(REPO))
-
+import common  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
+from common import REPO  # noqa: E402
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
@@ -373,45 +368,16 @@ def run_case(ctx: Context, case: dict, args) -> dict:
     return rec
 
 
-def git_commit(given: str | None) -> tuple[str, bool | None]:
-    """(commit, has local changes) of the checkout; `given` wins; ("unknown", None) without git."""
-    if given:
-        return given, None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:
-        return "unknown", None
-    return (commit, bool(dirty)) if commit else ("unknown", None)
-
-
 def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = None
-    commit, dirty = git_commit(args.commit)
-    h = {
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "gpu_mem_bytes": torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None,
-        "device": str(device), "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": commit, "git_dirty": dirty,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "threads": torch.get_num_threads(),
-        "config": cfg.to_dict(), "tiny_config": bool(args.tiny),
-        "params_mambast": sum(p.numel() for p in MambaST(cfg).parameters()),
-        "attn_heads": args.attn_heads,
-        "argv": sys.argv[1:],
-        "method": (
+    h = common.header(device, args.commit,
+        matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+        cudnn_benchmark=torch.backends.cudnn.benchmark,
+        config=cfg.to_dict(), tiny_config=bool(args.tiny),
+        params_mambast=sum(p.numel() for p in MambaST(cfg).parameters()),
+        attn_heads=args.attn_heads,
+        argv=sys.argv[1:],
+        method=(
             "Random weights (PyTorch default init; timing does not depend on values); inputs torch.rand on the "
             "device; model.eval() under torch.inference_mode(); shuffle of the style tokens on, as at inference. "
             f"{args.warmup} warm-up calls, then {args.runs} timed calls each bracketed by synchronize + "
@@ -433,7 +399,7 @@ def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
             "scan: a lower bound of what the authors' test script costs. cross-attention: 3 layers of "
             f"{args.attn_heads}-head softmax(QK^T/sqrt(d))V at width {cfg.dim} between L=(res/{cfg.patch_size})^2 "
             "content and style tokens, attention matrix materialised, fusion only (no encoders, no CNN decoder)."),
-    }
+    )
     return h
 
 
@@ -755,7 +721,7 @@ def main(argv=None) -> int:
     failed: set = set()
 
     def save():
-        (out / "efficiency.json").write_text(json.dumps([{"header": head}] + records, indent=1))
+        common.write_json(out / "efficiency.json", [{"header": head}] + records)
 
     for case in plan(args):
         elapsed = time.perf_counter() - start

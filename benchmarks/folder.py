@@ -20,7 +20,6 @@ left in torch's caches: compiled modes after the first compile less).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -30,12 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-for p in (REPO, REPO / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from efficiency import git_commit  # noqa: E402
+from common import header, write_json  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
 
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.infer import autocast_dtype, cast_autocast_weights, stylize_tensor  # noqa: E402
@@ -144,14 +138,10 @@ def main(argv=None) -> int:
         for r in records:
             r["speedup_vs_per_pair"] = r["images_per_s"] / base
         print("speed-up over per-pair: " + ", ".join(f"{r['mode']} {r['speedup_vs_per_pair']:.2f}x" for r in records))
-        head = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-                "torch": torch.__version__, "size": args.size, "contents": args.contents, "styles": args.styles,
-                "dtype": args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"),
-                "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-                "git_commit": git_commit(args.commit)[0]}
+        head = header(args.device, args.commit, size=args.size, contents=args.contents, styles=args.styles,
+                      dtype=args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
         if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "folder.json").write_text(json.dumps({"header": head, "records": records}, indent=1))
+            write_json(Path(args.out) / "folder.json", {"header": head, "records": records})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU checks: the tests of the fused Triton selective scan, the step-size kernel, the fused convolutions, the
 # CUDA-graph pipeline and the default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a
-# CUDA machine; logs and JSON go to $OUT (default out/gpu_checks).
+# CUDA machine; logs and JSON go to the folder given (default out/gpu_checks).
+#   bash benchmarks/gpu_checks.sh [OUTPUT_DIR]
 # SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-out="${OUT:-out/gpu_checks}"
+out="${1:-out/gpu_checks}"
 mkdir -p "$out"
 unset TRITON_INTERPRET                                  # compiled kernels, not the CPU interpreter
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import efficiency as eff  # noqa: E402
+import efficiency as eff  # noqa: E402  (beside this file)
+from common import header  # noqa: E402
 
 MIB = 2 ** 20
 
@@ -76,6 +77,7 @@ def main() -> int:
     args = ap.parse_args()
     eargs = eff.parse_args(["--resolutions", str(args.resolution), "--runs", "5", "--warmup", "3"])
     device = torch.device("cuda")
+    print("# " + json.dumps(header(device, argv=sys.argv[1:])))
     torch.backends.cuda.matmul.allow_tf32 = False       # as efficiency.py
     ctx = eff.Context(eargs, device)
     for spec in filter(None, args.before.split(",")):

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
+from common import header  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
 from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.infer import cast_autocast_weights  # noqa: E402
 from mambast.model import MambaST, draw_permutations  # noqa: E402
@@ -127,6 +124,7 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
+    print("# " + json.dumps(header("cuda", argv=sys.argv[1:])))
     torch.manual_seed(0)
     model = MambaST(MambaSTConfig()).cuda().eval()
     dtype = torch.bfloat16 if args.dtype == "bf16" else None

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from common import header, time_calls, write_json  # benchmarks/common.py; puts the repository on sys.path
 from mambast.ops.scan_ref import scan_orders, selective_scan_2d_ref
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -93,12 +92,7 @@ def rel_err(x, ref):
 def time_ms(fn, slow=False):
     """Median milliseconds: do_bench (L2 flushed between runs) or, for the slow loop, 3 timed runs."""
     if DEVICE != "cuda":
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(times)
+        return statistics.median(time_calls(fn, 3)) * 1e3
     if not slow:
         import triton.testing
         return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
@@ -174,9 +168,8 @@ def main() -> int:
     sides = [int(s) for s in args.lengths.split(",")]
     dtypes = [d.strip() for d in args.dtypes.split(",")]
     Dm, N = args.dm, args.n
-    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
-    report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-              "Bt": 1, "Dm": Dm, "N": N, "peak_gbps": args.peak_gbps,
+    report = {"header": header(DEVICE), "device": torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE,
+              "torch": torch.__version__, "triton": triton.__version__, "Bt": 1, "Dm": Dm, "N": N, "peak_gbps": args.peak_gbps,
               "default_config": dataclasses.asdict(DEFAULT_CONFIG),
               "few_sequences_config": dataclasses.asdict(FEW_SEQUENCES_CONFIG),
               "few_sequences_below": FEW_SEQUENCES,
@@ -197,8 +190,8 @@ def main() -> int:
     # ---- timings
     impls = {"triton": selective_scan_2d_triton, "torch": scan_2d_torch, "ref": selective_scan_2d_ref}
     ref_per_token = {}
-    header = f"{'impl':7} {'dtype':5} {'L':>6} {'pass':8} {'ms':>10} {'us/token':>9} {'GB/s':>8} {'of peak':>8}"
-    print(header)
+    columns = f"{'impl':7} {'dtype':5} {'L':>6} {'pass':8} {'ms':>10} {'us/token':>9} {'GB/s':>8} {'of peak':>8}"
+    print(columns)
     for name in dtypes:
         dtype = DTYPES[name]
         for side in sides:
@@ -295,8 +288,7 @@ def main() -> int:
             print(f"  fwd+bwd Bt=1 {dtypes[0]} chunk {cfg.chunk} D{cfg.block_d_bwd} w{cfg.warps_bwd}: {ms:.3f} ms")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "scan_benchmark.json"
-    path.write_text(json.dumps(report, indent=1))
+    path = write_json(args.out / "scan_benchmark.json", report)
     print(f"\nwrote {path}; correctness checks {'passed' if ok_all else 'FAILED'}")
     return 0 if ok_all else 1
 

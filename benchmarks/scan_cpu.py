@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from common import time_calls  # benchmarks/common.py; puts the repository on sys.path
 from mambast.ops.scan_cpu import kernel_available, selective_scan_2d_cpu
 from mambast.ops.scan_ref import selective_scan_2d_ref
 
@@ -34,12 +35,7 @@ def make_inputs(Bt, Dm, N, H, W, seed=0):
 
 
 def median_seconds(fn, runs):
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, runs))
 
 
 def main(argv=None) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import time
 
 import torch
 
+from common import time_calls  # benchmarks/common.py; puts the repository on sys.path
 from mambast import MambaST, keep_freed_memory
 from mambast.infer import stylize_tensor
 
@@ -36,11 +36,8 @@ def main() -> None:
     style = torch.rand(1, 3, args.size, args.size, generator=g)
     dtype = torch.bfloat16 if args.bf16 else None
     stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype)  # warm-up (JIT compile)
-    times = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype)
-        times.append(time.perf_counter() - t)
+    times = time_calls(lambda: stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype),
+                       args.runs)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.size}x{args.size} {'bf16 autocast' if args.bf16 else 'float32'}, {args.threads} threads: "
           f"median {statistics.median(times):.2f} s per image (min {min(times):.2f}, max {max(times):.2f}, "

@@ -1,7 +1,7 @@
 """Package trained weights as the bundled default model: int8 per output channel, checked against float32.
 
 Usage: python scripts/package_default_model.py MODEL_DIR [--out mambast/assets/default]
-MODEL_DIR is a save_pretrained folder (e.g. from merge_shards.py). Writes model.safetensors (int8 +
+MODEL_DIR is a save_pretrained folder (e.g. from scripts/remote/merge.py). Writes model.safetensors (int8 +
 float32 scales), config.json and quantization.json (the measured output difference) into --out, and
 refuses to write when the int8 model's stylized output differs from float32 by 2 % or more.
 """

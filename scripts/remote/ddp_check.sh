@@ -1,26 +1,24 @@
 #!/usr/bin/env bash
-# Run THERE (a machine with 2 GPUs), from the repository copy, carrying .data/train-set and
-# .data/vgg19_int8.safetensors: evidence that data-parallel training works and how it scales.
-#   bash scripts/device_ddp_check.sh [--stash]
-# The images, the VGG and the repository together exceed what one call carries, so they may come over two
-# calls back to back: each call first keeps what it carried from .data/ in $MAMBAST_DEVICE_DATA (default
-# ~/mambast-data, the layout of device_train_start.sh), and the check reads its data from there; --stash
-# only keeps and lists them.
+# On a machine with 2 GPUs: evidence that data-parallel training works and how it scales.
+#   bash scripts/remote/ddp_check.sh OUTPUT_DIR DATA_DIR VGG_FILE
+# DATA_DIR holds content/ and style/ (e.g. train-set/ of a folder unpacked from pack_training.py's chunks);
+# VGG_FILE is an exported loss network (vgg19_int8.safetensors or vgg19_float16.safetensors).
 # 1. one GPU, 2. torchrun with two GPUs (same per-GPU batch): it/s, images/s, scaling efficiency;
 # 3. both ranks hold bitwise-identical weights and Adam moments (scripts/ddp_compare.py);
 # 4. the two-GPU run's checkpoint (written by rank 0) resumes on one GPU;
 # 5. kill -9 of rank 1 mid-run: torchrun exits non-zero, no process is left, the newest checkpoint loads.
-# Writes $OUT/ddp_check.log (everything) and $OUT/ddp_summary.json (numbers, pass/fail per check).
+# Writes OUTPUT_DIR/ddp_check.log (everything) and OUTPUT_DIR/ddp_summary.json (numbers, pass/fail per check).
 # DDP_CHECK_CPU=1 runs the same flow on CPU (gloo, tiny model, 32-pixel crops, a few steps) in about a minute.
-# Other settings: DDP_CHECK_DATA (folder with content/ and style/), DDP_CHECK_VGG, DDP_CHECK_WORKERS (loader
-# processes per stream and rank; 4, on CPU 0), DDP_CHECK_WORK (scratch folder, removed at the end unless
-# DDP_CHECK_KEEP=1), DDP_CHECK_BUDGET (seconds for the whole script; 560).
+# Other settings: DDP_CHECK_WORKERS (loader processes per stream and rank; 4, on CPU 0), DDP_CHECK_WORK
+# (scratch folder, removed at the end unless DDP_CHECK_KEEP=1), DDP_CHECK_BUDGET (seconds for the whole script; 560).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+USAGE="usage: ddp_check.sh OUTPUT_DIR DATA_DIR VGG_FILE"
+OUTDIR=$(realpath -m "${1:?$USAGE}")
+DATA=$(realpath -m "${2:?$USAGE}")
+VGG=$(realpath -m "${3:?$USAGE}")
+cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-OUTDIR=${OUT:-out/ddp-check}
 mkdir -p "$OUTDIR"
-OUTDIR=$(cd "$OUTDIR" && pwd)
 LOG=$OUTDIR/ddp_check.log
 SUMMARY=$OUTDIR/ddp_summary.json
 CPU=${DDP_CHECK_CPU:-0}
@@ -30,19 +28,12 @@ RES=$WORK/results
 mkdir -p "$RES"
 
 if [ "$CPU" = 1 ]; then
-  DATA=${DDP_CHECK_DATA:-../shared/train-set}
-  [ -d "$DATA/content" ] || DATA=.data/train-set
-  VGG=${DDP_CHECK_VGG:-.data/vgg19_int8.safetensors}
   export OMP_NUM_THREADS=1
   BATCH=2
   MODEL=(--device cpu --config tiny --size 64 --crop 32 --batch-size $BATCH --workers ${DDP_CHECK_WORKERS:-0} --log-every 2 --print-every 4)
   STEPS=12 WARM=4 CKPT=5 CMP_STEPS=3 PLUS=4 KILL_CKPT=3 KILL_AFTER=1
   T_RUN=120 T_CMP=90 T_RESUME=90 KILL_POLL=60 KILL_EXIT=60 LEFTOVER_WAIT=15
 else
-  STASH=${MAMBAST_DEVICE_DATA:-$HOME/mambast-data}
-  DATA=${DDP_CHECK_DATA:-$STASH/train-set}
-  VGG=${DDP_CHECK_VGG:-$STASH/vgg19_int8.safetensors}
-  [ -n "${DDP_CHECK_VGG:-}" ] || [ -f "$VGG" ] || [ ! -f "$STASH/vgg19_fp16.safetensors" ] || VGG=$STASH/vgg19_fp16.safetensors
   BATCH=8
   MODEL=(--size 256 --crop 256 --batch-size $BATCH --workers ${DDP_CHECK_WORKERS:-4} --log-every 10 --print-every 50)
   # CKPT does not divide STEPS: when it does, the trainer's ranks disagree on writing a final checkpoint
@@ -52,26 +43,6 @@ else
 fi
 COMMON=(--content "$DATA/content" --style "$DATA/style" --vgg "$VGG" --sample-every 0 --no-progress "${MODEL[@]}")
 TORCHRUN=(python3 -m torch.distributed.run --standalone --nproc_per_node 2)
-
-stash() {  # keep what this call carried (files outside the repository copy survive while the machine is warm)
-  mkdir -p "$STASH/train-set"
-  local part f
-  for part in content style; do
-    if [ -d ".data/train-set/$part" ]; then
-      rm -rf "${STASH:?}/train-set/$part"; cp -r ".data/train-set/$part" "$STASH/train-set/$part"
-      echo "kept .data/train-set/$part ($(find "$STASH/train-set/$part" -type f | wc -l) files)"
-    fi
-  done
-  for f in .data/vgg19_*.safetensors; do [ -f "$f" ] && cp "$f" "$STASH/" && echo "kept $f"; done
-  for f in "$STASH/train-set/content" "$STASH/train-set/style" "$VGG"; do
-    [ -e "$f" ] && echo "present: $f" || echo "missing: $f (carry it in a call of this script)"
-  done
-}
-
-if [ "${1:-}" = --stash ]; then
-  [ "$CPU" = 1 ] && { echo "--stash is for the GPU machine"; exit 2; }
-  stash; rm -rf "$WORK"; exit 0
-fi
 
 now() { date +%s.%N; }
 T_START=$(now)
@@ -146,7 +117,7 @@ run_timed() {  # name timeout out_dir world_size command...: run, log, then meas
 }
 
 main() {
-  say "device_ddp_check: cpu=$CPU data=$DATA vgg=$VGG work=$WORK budget=${BUDGET}s"
+  say "ddp_check: cpu=$CPU data=$DATA vgg=$VGG work=$WORK budget=${BUDGET}s"
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())"
   [ "$CPU" = 1 ] || nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
   env | grep -E '^(NCCL|TORCH_SYMM|NVSHMEM)_' | sort
@@ -387,7 +358,6 @@ PY
 }
 
 {
-  [ "$CPU" = 1 ] || stash
   main
   summary
   [ "${DDP_CHECK_KEEP:-0}" = 1 ] || rm -rf "$WORK"

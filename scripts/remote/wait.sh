@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Run THERE: keep the machine busy while training runs detached. Returns after N seconds (default 540; keep
-# it under the 10-minute call limit) or as soon as training ends, printing the log's last line each minute.
-#   bash scripts/device_train_wait.sh [N]
+# On the GPU machine: wait while the detached training runs, printing the log's last line each minute.
+# Returns after SECONDS (default 540) or as soon as training ends.
+#   bash scripts/remote/wait.sh RUN_DIR [SECONDS]
 set -uo pipefail
-RUN=${MAMBAST_DEVICE_RUN:-$HOME/mambast-run}
-n=${1:-540}
+RUN=${1:?usage: wait.sh RUN_DIR [SECONDS]}
+n=${2:-540}
 end=$((SECONDS + n))
 pid=$(cat "$RUN/train.pid" 2>/dev/null || echo "")
 [ -n "$pid" ] || { echo "no training was started ($RUN/train.pid missing)"; exit 1; }

@@ -1,6 +1,7 @@
 """Model weights as bf16 safetensors shards below a size limit, and back to one fp32 state dict.
 
-Used to bring trained weights back from a machine that returns only small files; no training logic here.
+Brings trained weights back from a machine that returns only small files (export.py writes them, merge.py
+reads them); no training logic here.
 """
 
 from __future__ import annotations
