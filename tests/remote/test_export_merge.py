@@ -12,7 +12,7 @@ import torch
 
 from mambast.config import MambaSTConfig
 from mambast.model import MambaST
-from mambast.train.checkpoint import load_checkpoint, save_checkpoint
+from mambast.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 REMOTE = REPO / "scripts" / "remote"
@@ -27,6 +27,8 @@ def test_export_and_merge_scripts_rebuild_the_model(tmp_path):
     torch.manual_seed(0)
     model = MambaST(MambaSTConfig(**TINY))
     save_checkpoint({"step": 7, "model": model.state_dict(), "model_config": model.config.to_dict(),
+                     "optimizer": torch.optim.Adam(model.parameters()).state_dict(), "rng": [rng_state()],
+                     "data": {"seen": {"content": 14, "style": 14}}, "world_size": 1,
                      "train_config": {"lr": 1e-4}}, tmp_path / "run" / "checkpoints" / "step_00000007.pt")
     run = [sys.executable, str(REMOTE / "export.py"), str(tmp_path / "run"), str(tmp_path / "back"),
            "--chunk-mib", "15.5", "--max-mib", "0"]          # weights only: the checkpoint does not fit
