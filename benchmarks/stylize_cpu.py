@@ -3,6 +3,8 @@
 Usage: python benchmarks/stylize_cpu.py [--weights PATH] [--size 512] [--threads 2] [--runs 5]
 Random weights of the reference configuration unless --weights is given (speed does not depend on values).
 Applies `mambast.keep_freed_memory()` as the `mambast` command does, unless --default-malloc.
+--grad-mode: instead, the model's forward `m(content, style)` as a Python user calls it, with grad mode on
+against under `torch.inference_mode()`, and their ratio.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the non-scan layers")
+    ap.add_argument("--grad-mode", action="store_true",
+                    help="time m(content, style) with grad mode on against under torch.inference_mode()")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc as it is (the mambast command calls keep_freed_memory)")
     args = ap.parse_args()
@@ -35,6 +39,17 @@ def main() -> None:
     content = torch.rand(1, 3, args.size, args.size, generator=g)
     style = torch.rand(1, 3, args.size, args.size, generator=g)
     dtype = torch.bfloat16 if args.bf16 else None
+    if args.grad_mode:
+        medians = {}
+        for mode in ("inference_mode", "grad mode"):
+            ctx = torch.inference_mode if mode == "inference_mode" else torch.enable_grad
+            with ctx():
+                model(content, style, generator=0)                                       # warm-up
+                medians[mode] = statistics.median(time_calls(lambda: model(content, style, generator=0), args.runs))
+        print(f"{args.size}x{args.size} m(content, style), {args.threads} threads: under inference_mode "
+              f"{medians['inference_mode']:.2f} s, grad mode on {medians['grad mode']:.2f} s "
+              f"(ratio {medians['grad mode'] / medians['inference_mode']:.2f}; median of {args.runs})")
+        return
     stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype)  # warm-up (JIT compile)
     times = time_calls(lambda: stylize_tensor(model, content, style, size=None, seed=0, autocast_dtype=dtype),
                        args.runs)
