@@ -41,7 +41,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def resource_error(e: BaseException) -> str | None:
     """A one-line message saying what to do for running out of memory or disk space, None for other errors."""
     if _out_of_memory(e):
-        return "out of memory: try a smaller --size or --batch-size"
+        return "out of memory: try a smaller --batch-size, or a smaller --size (stylize) or --crop (train)"
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"{e.filename or 'a file'}: {e.strerror}: free some space (files already written are complete)"
     return None

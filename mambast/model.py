@@ -39,7 +39,8 @@ def draw_permutations(n: int, length: int, generator=None, device=None) -> torch
     CPU, as the authors draw them (layer by layer, so a seed gives the same permutations either way).
     device: where to put them; a CUDA device gets them through pinned memory without waiting for the work
     already queued on its stream (a copy from pageable memory would wait, leaving the GPU idle while the
-    next kernels are launched); under torch.compile, which cannot trace pinning, a plain copy."""
+    next kernels are launched); under torch.compile, which cannot trace pinning, a plain copy (and the noise comes
+    from the compiled graph's own generator: not the eager permutations for the same seed)."""
     perms = torch.stack([torch.argsort(torch.rand(length, generator=generator)) for _ in range(n)])
     if device is not None and torch.device(device).type == "cuda" and not torch.compiler.is_compiling():
         return perms.pin_memory().to(device, non_blocking=True)

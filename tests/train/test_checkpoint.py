@@ -111,10 +111,16 @@ def test_missing_or_wrong_fields_are_one_line_errors_naming_file_and_field(tmp_p
     assert "\n" not in str(e.value) and "--resume latest" in str(e.value)
 
 
-def test_a_checkpoint_without_a_checksum_is_refused(tmp_path):
+def test_a_checkpoint_from_before_checksums_loads_with_a_warning_and_its_fields_checked(tmp_path):
     torch.save({"format": "mambast-train-checkpoint", **payload()}, tmp_path / "step_00000003.pt")
-    with pytest.raises(TrainError, match="no payload checksum"):
-        load_checkpoint(tmp_path / "step_00000003.pt")
+    with pytest.warns(UserWarning, match="no payload checksum"):
+        ckpt = load_checkpoint(tmp_path / "step_00000003.pt")
+    assert ckpt["step"] == payload()["step"]
+    bad = payload()
+    bad["step"] = "abc"
+    torch.save({"format": "mambast-train-checkpoint", **bad}, tmp_path / "step_00000004.pt")
+    with pytest.warns(UserWarning), pytest.raises(TrainError, match=r"step_00000004\.pt: field step"):
+        load_checkpoint(tmp_path / "step_00000004.pt")
 
 
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):

