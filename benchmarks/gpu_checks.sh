@@ -19,7 +19,7 @@ EOF
 
 start=$SECONDS
 python -m pytest tests/ops/test_triton_scan.py tests/ops/test_triton_delta.py tests/ops/test_triton_conv.py \
-    tests/test_pipeline.py tests/test_default_model.py -q -rs 2>&1 | tee "$out/gpu_tests.log"
+    tests/test_pipeline.py tests/test_default_model.py tests/train/test_trainer.py -q -rs 2>&1 | tee "$out/gpu_tests.log"
 tests=${PIPESTATUS[0]}
 if grep -q "SKIPPED" "$out/gpu_tests.log"; then
     echo "tests: some tests were skipped on the GPU (see above); counted as a failure"
