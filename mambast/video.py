@@ -89,12 +89,13 @@ def _encoder_options(av, codec: str, crf: int | None) -> tuple[str, dict]:
                          f"libvpx-vp9, mpeg4)") from None
     if found.type != "video":
         raise VideoError(f"codec {codec!r} is a {found.type} encoder, not a video one")
+    extra = {"x265-params": "log-level=error"} if found.name == "libx265" else {}   # x265 prints a page otherwise
     with_crf = found.name in ("libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
     if crf is not None and not with_crf:
         raise VideoError(f"codec {codec!r} has no crf quality setting (give crf=None)")
     if crf is not None and not 0 <= crf <= 63:
         raise VideoError(f"crf must be in 0..63; got {crf}")
-    return found.name, ({"crf": str(DEFAULT_CRF if crf is None else crf)} if with_crf else {})
+    return found.name, ({"crf": str(DEFAULT_CRF if crf is None else crf)} if with_crf else {}) | extra
 
 
 def _pixel_format(av, codec: str, width: int, height: int) -> str:
@@ -123,6 +124,13 @@ class _Frames:
     def __iter__(self):
         return self._iter
 
+    def close(self) -> None:
+        """End decoding early (once no thread is decoding): the log capture ends with it."""
+        try:
+            self._iter.close()
+        except ValueError:   # still running in a thread that did not stop; it ends with the container
+            pass
+
     def _decode(self):
         streams = [self.video] + ([self.audio_stream] if self.audio_stream is not None else [])
         fmt = self.container.format.name
@@ -137,7 +145,7 @@ class _Frames:
                         continue
                     for frame in packet.decode():
                         if self.count == 0:
-                            self.rotation = int(round(frame.rotation or 0))
+                            self.rotation = int(round(getattr(frame, "rotation", 0) or 0))
                         self.count += 1
                         yield frame.to_ndarray(format="rgb24"), frame.pts
             except self.av.FFmpegError as e:
@@ -169,7 +177,7 @@ class _Stylizer:
         with torch.inference_mode(), self.amp():
             s = prepare_style(style.to(self.device, torch.float32), self.working, self.patch)
             self.style_tokens = model.encode_style(s.to(self.dtype))                      # [1, H', W', C]
-        n, L = len(model.decoder.layers), self.style_tokens.shape[1] * self.style_tokens.shape[2]
+        n, L = model.config.depth_decoder, self.style_tokens.shape[1] * self.style_tokens.shape[2]
         self.perms = draw_permutations(n, L, as_generator(seed, "cpu"), self.device)
         self.previous = None                                                               # smoothed tokens
 
@@ -268,12 +276,12 @@ def stylize_video(input, style, output, *, model=None, size: int = 512, batch_si
         raise VideoError(f"{output}: the output would replace the input")
     codec, options = _encoder_options(av, codec, crf)
     started = time.perf_counter()
+    container, video, audio = _open_input(av, input)
+    frames = _Frames(av, input, container, video, audio)
     restore_level = av.logging.get_level()
     if restore_level is None or restore_level < av.logging.ERROR:
         av.logging.set_level(av.logging.ERROR)   # route FFmpeg's errors to PyAV, where they are captured
-    container, video, audio = _open_input(av, input)
     try:
-        frames = _Frames(av, input, container, video, audio)
         try:
             first = next(iter(frames))
         except StopIteration:
@@ -294,6 +302,7 @@ def stylize_video(input, style, output, *, model=None, size: int = 512, batch_si
         return VideoSummary(output, frames.count, width, height, video.average_rate, audio is not None,
                             time.perf_counter() - started)
     finally:
+        frames.close()
         container.close()
         if restore_level is None:
             av.logging.restore_default_callback()
@@ -323,25 +332,45 @@ def _load_model(model, device, dtype):
     return cast_autocast_weights(MambaST.from_pretrained(model or "default"), amp, device).eval(), amp
 
 
+def _output_streams(av, out, size, rate, video, audio, codec, options, rotation, output):
+    """The output's video stream (input's size, frame rate, time base, aspect ratio, rotation) and audio stream
+    (a copy of the input's codec parameters, or None)."""
+    height, width = size
+    v = out.add_stream(codec, rate=rate, options=options)
+    v.width, v.height, v.pix_fmt = width, height, _pixel_format(av, codec, width, height)
+    v.codec_context.time_base = video.time_base   # frames keep the input's timestamps
+    if video.sample_aspect_ratio:
+        v.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
+    if rotation:
+        if not hasattr(v, "set_display_rotation"):   # PyAV < 18 cannot write the tag: refuse, not play rotated
+            raise VideoError(f"{output}: keeping the input's rotation tag needs PyAV >= 18 (pip install -U av)")
+        v.set_display_rotation(rotation)
+    if audio is None:
+        return v, None
+    try:
+        return v, out.add_stream_from_template(audio)
+    except ValueError:
+        raise VideoError(f"{output}: a {output.suffix} file cannot hold the input's {audio.codec_context.name} "
+                         f"audio, which is copied as it is: choose another container (.mkv holds most)") from None
+
+
 def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, batch_size, progress,
                output) -> None:
     """Decode (thread) -> stylize (this thread) -> encode and mux with the copied audio (thread), into `tmp`."""
     from tqdm.auto import tqdm
-    height, width = first[0].shape[:2]
     try:
         out = av.open(tmp, "w")
     except (av.FFmpegError, ValueError) as e:
         raise VideoError(f"{output}: not a container FFmpeg can write ({one_line(e)})") from None
     try:
         rate = video.average_rate or video.guessed_rate or Fraction(25)
-        v = out.add_stream(codec, rate=rate, options=options)
-        v.width, v.height, v.pix_fmt = width, height, _pixel_format(av, codec, width, height)
-        v.codec_context.time_base = video.time_base   # frames keep the input's timestamps
-        if video.sample_aspect_ratio:
-            v.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
-        if frames.rotation:
-            v.set_display_rotation(frames.rotation)
-        a = out.add_stream_from_template(audio) if audio is not None else None
+        try:
+            v, a = _output_streams(av, out, first[0].shape[:2], rate, video, audio, codec, options, frames.rotation,
+                                   output)
+        except VideoError:
+            raise
+        except ValueError as e:   # PyAV's refusals of a codec in this container
+            raise VideoError(f"{output}: {one_line(e)}") from None
         step = max(1, round(1 / (rate * video.time_base))) if video.time_base else 1
 
         stop = threading.Event()

@@ -157,6 +157,10 @@ BAD = {
     "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
     "output without suffix": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out"}, "suffix"),
     "unknown container": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out.notavideo"}, "container"),
+    "codec the container refuses": (lambda t: make_clip(t / "bad.mp4", n=3, audio=False), {"out": "out.webm"},
+                                    "does not support 'libx264'"),
+    "audio the container refuses": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out.webm", "codec": "libvpx-vp9"},
+                                    "cannot hold the input's aac audio"),
 }
 
 
