@@ -160,7 +160,8 @@ def speed(args, model, amp, style: Path, folder: Path) -> list[dict]:
 def compensated_change(frames: np.ndarray, pan: int) -> float:
     """Mean |frame t - frame t-1 moved by the pan| (0-255) over the part of the scene both show."""
     f = frames.astype(np.float64)
-    return float(np.abs(f[1:, :, :-pan] - f[:-1, :, pan:]).mean())
+    width = f.shape[2]
+    return float(np.abs(f[1:, :, :width - pan] - f[:-1, :, pan:]).mean())
 
 
 def stability(args, model, amp, style: Path, folder: Path) -> list[dict]:

@@ -332,6 +332,16 @@ def _load_model(model, device, dtype):
     return cast_autocast_weights(MambaST.from_pretrained(model or "default"), amp, device).eval(), amp
 
 
+def _expected_frames(video, rate) -> int | None:
+    """The clip's frame count from its header, else estimated from its duration (for the progress bar's ETA)."""
+    if video.frames:
+        return video.frames
+    seconds = video.duration * video.time_base if video.duration and video.time_base else None
+    if seconds is None and video.container.duration:
+        seconds = Fraction(video.container.duration, 1_000_000)   # the container's, in microseconds
+    return max(1, round(seconds * rate)) if seconds else None
+
+
 def _output_streams(av, out, size, rate, video, audio, codec, options, rotation, output):
     """The output's video stream (input's size, frame rate, time base, aspect ratio, rotation) and audio stream
     (a copy of the input's codec parameters, or None)."""
@@ -411,7 +421,7 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, b
         workers = [_Worker(decode, stop, "mambast-video-decode"), _Worker(encode, stop, "mambast-video-encode")]
         for w in workers:
             w.start()
-        bar = tqdm(total=video.frames or None, unit="frame", disable=not progress, desc=output.name)
+        bar = tqdm(total=_expected_frames(video, rate), unit="frame", disable=not progress, desc=output.name)
         try:
             done = False
             while not done:
