@@ -176,6 +176,14 @@ def test_bad_input_is_refused_in_one_line_without_output(tmp_path, model, style,
     assert sorted(p.name for p in tmp_path.iterdir()) == before   # no output, no temporary file
 
 
+def test_unreadable_style_is_an_image_error_without_output(tmp_path, model):
+    from mambast.errors import ImageError
+    clip = make_clip(tmp_path / "in.mp4", n=3)
+    with pytest.raises(ImageError, match="no such file"):
+        run(model, tmp_path / "missing.png", clip, tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_interrupt_leaves_no_output(tmp_path, model, style, monkeypatch):
     import mambast.video as video
     clip = make_clip(tmp_path / "in.mp4")
