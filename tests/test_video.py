@@ -96,6 +96,23 @@ def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
 
 
+def test_irregular_timestamps_and_an_odd_size_are_kept(tmp_path, model, style):
+    from fractions import Fraction
+    times = [0, 100, 150, 400, 410, 700]                         # milliseconds: a variable frame rate
+    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+        v = out.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 63, 47, "yuv444p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((47, 63, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+    run(model, style, tmp_path / "vfr.mkv", tmp_path / "out.mp4")
+    out = read(tmp_path / "out.mp4")
+    assert out["pts"] == [Fraction(t, 1000) for t in times] and (out["width"], out["height"]) == (63, 47)
+
+
 def test_codec_and_container_are_selectable(tmp_path, model, style):
     clip = make_clip(tmp_path / "in.mp4", n=5)
     run(model, style, clip, tmp_path / "out.mkv", codec="mpeg4")
