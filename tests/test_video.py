@@ -218,6 +218,37 @@ def test_interrupt_leaves_no_output(tmp_path, model, style, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+SLOW_RUN = '''
+import sys, time, torch
+sys.path.insert(0, sys.argv[4])
+from conftest import randomize, tiny_config
+import mambast.video as video
+from mambast.model import MambaST
+real = video._Stylizer.__call__
+video._Stylizer.__call__ = lambda self, frames: (time.sleep(0.2), real(self, frames))[1]   # time to interrupt
+torch.manual_seed(0)
+video.stylize_video(sys.argv[1], sys.argv[2], sys.argv[3], model=randomize(MambaST(tiny_config())), size=32,
+                    batch_size=1, progress=False)
+'''
+
+
+def test_ctrl_c_from_outside_leaves_no_output(tmp_path, style):
+    import signal
+    import time
+    clip = make_clip(tmp_path / "in.mp4")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(clip), str(style), str(tmp_path / "out.mp4"),
+                             str(REPO / "tests")], env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)                                           # until the temporary output exists
+    assert len(list(tmp_path.iterdir())) == 2, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=20)[1]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_import_mambast_video_loads_neither_av_nor_torch():
     code = "import sys, mambast, mambast.video; print('av' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
