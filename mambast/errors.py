@@ -18,6 +18,10 @@ class WeightsError(MambastError, ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, or not matching the model."""
 
 
+class VideoError(MambastError, ValueError):
+    """A video that cannot be stylized or written (not a video, truncated, no frames, unknown codec, ...)."""
+
+
 class FetchError(MambastError, RuntimeError):
     """A pretrained network could not be downloaded, extracted or verified."""
 

@@ -1,0 +1,256 @@
+"""Video stylization on tiny generated clips with an audio track: what the output keeps, still scenes, bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+av = pytest.importorskip("av")
+
+from conftest import randomize, tiny_config  # noqa: E402
+from mambast.errors import VideoError  # noqa: E402
+from mambast.model import MambaST  # noqa: E402
+from mambast.video import flicker, stylize_video  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+W, H, FPS, N = 64, 48, 8, 16
+
+
+def make_clip(path: Path, n: int = N, still: bool = False, audio: bool = True, rotation: int = 0,
+              video: bool = True) -> Path:
+    """A clip of n frames of W x H at FPS (a bar moving right, or a still picture), lossless H.264, with a
+    sine tone of the same length in AAC; video=False: the audio alone; n=0: a video track without frames."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        if video:
+            v = out.add_stream("libx264", rate=FPS, options={"crf": "0"})
+            v.width, v.height, v.pix_fmt = W, H, "yuv444p"
+            if rotation:
+                v.set_display_rotation(rotation)
+        if audio:
+            a = out.add_stream("aac", rate=8000)
+            a.layout = "mono"
+        for i in range(n if video else 0):
+            img = base.copy()
+            if not still:
+                img[:, (4 * i) % W:(4 * i) % W + 8] = 255
+            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        if audio:
+            t = np.arange(8000 * max(n, 4) // FPS) / 8000
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for k in range(0, tone.shape[1], 1024):
+                f = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k:k + 1024]), format="fltp", layout="mono")
+                f.sample_rate, f.pts = 8000, k
+                out.mux(a.encode(f))
+            out.mux(a.encode(None))
+        if video:
+            out.mux(v.encode(None))
+    return path
+
+
+def read(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(video=0))
+        info = dict(rate=v.average_rate, width=v.codec_context.width, height=v.codec_context.height,
+                    pts=[f.pts * f.time_base for f in frames], rotation=frames[0].rotation,
+                    images=np.stack([f.to_ndarray(format="rgb24") for f in frames]))
+    with av.open(str(path)) as c:
+        info["audio"] = [bytes(p) for p in c.demux(audio=0) if p.dts is not None] if c.streams.audio else None
+    return info
+
+
+@pytest.fixture(scope="module")
+def model() -> MambaST:
+    torch.manual_seed(0)
+    return randomize(MambaST(tiny_config()))
+
+
+@pytest.fixture(scope="module")
+def style(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("style") / "style.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run(model, style, clip, out, **kw):
+    return stylize_video(clip, style, out, model=model, size=32, batch_size=3, progress=False, **kw)
+
+
+def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, style):
+    clip = make_clip(tmp_path / "in.mp4", rotation=90)
+    summary = run(model, style, clip, tmp_path / "out.mp4")
+    src, out = read(clip), read(tmp_path / "out.mp4")
+    assert summary.frames == len(out["images"]) == N and (summary.width, summary.height) == (W, H)
+    assert out["rate"] == src["rate"] == FPS and out["pts"] == src["pts"]
+    assert (out["width"], out["height"]) == (W, H) and out["rotation"] == src["rotation"] == 90
+    assert out["audio"] == src["audio"] and len(out["audio"]) > 0        # packets copied byte for byte
+    assert np.abs(out["images"].astype(int) - src["images"]).mean() > 10  # stylized, not copied
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_irregular_timestamps_and_an_odd_size_are_kept(tmp_path, model, style):
+    from fractions import Fraction
+    times = [0, 100, 150, 400, 410, 700]                         # milliseconds: a variable frame rate
+    with av.open(str(tmp_path / "vfr.mkv"), "w") as out:
+        v = out.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 63, 47, "yuv444p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((47, 63, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+    run(model, style, tmp_path / "vfr.mkv", tmp_path / "out.mp4")
+    out = read(tmp_path / "out.mp4")
+    assert out["pts"] == [Fraction(t, 1000) for t in times] and (out["width"], out["height"]) == (63, 47)
+
+
+def test_codec_and_container_are_selectable(tmp_path, model, style):
+    clip = make_clip(tmp_path / "in.mp4", n=5)
+    run(model, style, clip, tmp_path / "out.mkv", codec="mpeg4")
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.video[0].codec_context.name == "mpeg4"
+        assert len(list(c.decode(video=0))) == 5
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_still_clip_gives_identical_frames(tmp_path, model, style, smoothing):
+    clip = make_clip(tmp_path / "still.mp4", still=True, audio=False)
+    assert len(np.unique(read(clip)["images"], axis=0)) == 1
+    run(model, style, clip, tmp_path / "out.mp4", crf=0, smoothing=smoothing)
+    images = read(tmp_path / "out.mp4")["images"]
+    assert len(images) == N and all(np.array_equal(images[0], im) for im in images)
+
+
+def test_same_seed_same_output_and_smoothing_reduces_change(tmp_path, model, style):
+    clip = make_clip(tmp_path / "in.mp4", audio=False)
+    outs = {}
+    for name, kw in (("a", {}), ("b", {}), ("smooth", {"smoothing": 0.8})):
+        run(model, style, clip, tmp_path / f"{name}.mp4", crf=0, **kw)
+        outs[name] = read(tmp_path / f"{name}.mp4")["images"]
+    assert np.array_equal(outs["a"], outs["b"])
+    src = read(clip)["images"]
+    assert flicker(src, outs["smooth"]) < flicker(src, outs["a"])
+
+
+def test_flicker_is_the_ratio_of_frame_to_frame_changes():
+    x = np.zeros((3, 2, 2))
+    x[1], x[2] = 1, 2
+    assert flicker(x, 2 * x) == 2 and flicker(x, np.zeros_like(x)) == 0
+    with pytest.raises(ValueError):
+        flicker(x[:1], x[:1])
+
+
+def _junk(tmp):
+    (tmp / "bad.mp4").write_bytes(b"this is not a video " * 50)
+    return tmp / "bad.mp4"
+
+
+def _cut(tmp, ext):
+    whole = make_clip(tmp / f"whole.{ext}").read_bytes()
+    (tmp / f"whole.{ext}").unlink()
+    (tmp / f"bad.{ext}").write_bytes(whole[:len(whole) * 2 // 3])
+    return tmp / f"bad.{ext}"
+
+
+BAD = {
+    "not a video": (_junk, {}, "not a readable video"),
+    "truncated mp4": (lambda t: _cut(t, "mp4"), {}, "not a readable video"),
+    "truncated mkv": (lambda t: _cut(t, "mkv"), {}, "truncated"),
+    "no video stream": (lambda t: make_clip(t / "bad.mkv", video=False), {}, "no video stream"),
+    "zero-length": (lambda t: make_clip(t / "bad.mkv", n=0), {}, "no frames"),
+    "empty file": (lambda t: (t / "bad.mp4").write_bytes(b"") or t / "bad.mp4", {}, "empty file"),
+    "missing": (lambda t: t / "bad.mp4", {}, "no such file"),
+    "unknown codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "h265-turbo"}, "not a video encoder"),
+    "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "not a video one"),
+    "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
+    "output without suffix": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out"}, "suffix"),
+    "unknown container": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out.notavideo"}, "container"),
+    "codec the container refuses": (lambda t: make_clip(t / "bad.mp4", n=3, audio=False), {"out": "out.webm"},
+                                    "does not support 'libx264'"),
+    "audio the container refuses": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out.webm", "codec": "libvpx-vp9"},
+                                    "cannot hold the input's aac audio"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_in_one_line_without_output(tmp_path, model, style, case):
+    make, kw, message = BAD[case]
+    clip = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / kw.pop("out", "out.mp4")
+    with pytest.raises(VideoError, match=message) as e:
+        run(model, style, clip, out, **kw)
+    assert "\n" not in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before   # no output, no temporary file
+
+
+def test_unreadable_style_is_an_image_error_without_output(tmp_path, model):
+    from mambast.errors import ImageError
+    clip = make_clip(tmp_path / "in.mp4", n=3)
+    with pytest.raises(ImageError, match="no such file"):
+        run(model, tmp_path / "missing.png", clip, tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_interrupt_leaves_no_output(tmp_path, model, style, monkeypatch):
+    import mambast.video as video
+    clip = make_clip(tmp_path / "in.mp4")
+    calls = []
+    real = video._Stylizer.__call__
+
+    def interrupted(self, frames):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, frames)
+    monkeypatch.setattr(video._Stylizer, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, style, clip, tmp_path / "out.mp4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+SLOW_RUN = '''
+import sys, time, torch
+sys.path.insert(0, sys.argv[4])
+from conftest import randomize, tiny_config
+import mambast.video as video
+from mambast.model import MambaST
+real = video._Stylizer.__call__
+video._Stylizer.__call__ = lambda self, frames: (time.sleep(0.2), real(self, frames))[1]   # time to interrupt
+torch.manual_seed(0)
+video.stylize_video(sys.argv[1], sys.argv[2], sys.argv[3], model=randomize(MambaST(tiny_config())), size=32,
+                    batch_size=1, progress=False)
+'''
+
+
+def test_ctrl_c_from_outside_leaves_no_output(tmp_path, style):
+    import signal
+    import time
+    clip = make_clip(tmp_path / "in.mp4")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(clip), str(style), str(tmp_path / "out.mp4"),
+                             str(REPO / "tests")], env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)                                           # until the temporary output exists
+    assert len(list(tmp_path.iterdir())) == 2, proc.communicate()[1]
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=20)[1]
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_import_mambast_video_loads_neither_av_nor_torch():
+    code = "import sys, mambast, mambast.video; print('av' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.split() == ["False", "False"], out.stderr
