@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B timing of code versions with benchmarks/efficiency.py, alternating in one machine start, so that clock and
+# A/B timing of code versions with benchmarks/efficiency.py, alternating on one host, so that clock and
 # machine differences fall on both sides (repo root).
 #
 #   bash benchmarks/ab.sh prepare DIR COMMIT...          # where the git history is: each COMMIT's mambast/ and

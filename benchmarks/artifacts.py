@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import header, write_json  # benchmarks/common.py; puts the repository on sys.path
+
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
@@ -61,15 +63,14 @@ def main() -> int:
         print(f"[{i + 1}/{len(contents)}] {c.name} x {s.name}: grid {rows[-1]['grid']:.2f} "
               f"(content {rows[-1]['grid_content']:.2f}), border {rows[-1]['border']:.2f} "
               f"(content {rows[-1]['border_content']:.2f})", file=sys.stderr, flush=True)
-    result = {"weights": args.weights, "size": args.size, "pairs": len(rows), "device": str(device),
+    result = {"header": header(device), "weights": args.weights, "size": args.size, "pairs": len(rows), "device": str(device),
               "seconds": round(time.perf_counter() - t0, 1),
               "grid_amplitude": {"outputs": summary([r["grid"] for r in rows]),
                                  "contents": summary([r["grid_content"] for r in rows])},
               "border_step": {"outputs": summary([r["border"] for r in rows]),
                               "contents": summary([r["border_content"] for r in rows])},
               "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("grid_amplitude", "border_step")}))
     return 0
 

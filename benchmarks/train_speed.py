@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+from common import header, write_json  # benchmarks/common.py; puts the repository on sys.path
 
 # method -> TrainConfig overrides
 METHODS = {
@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--workers", type=int, default=6, help="data loader processes per stream")
-    ap.add_argument("--commit", default="", help="commit to record in the header (default: git rev-parse HEAD)")
+    ap.add_argument("--commit", default="", help="commit to record in the header (default: the checkout's)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("train_speed.py needs a CUDA device", file=sys.stderr)
@@ -90,17 +90,9 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown methods: {', '.join(unknown)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = args.commit
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        except OSError:
-            commit = ""
-    header = {"gpu": torch.cuda.get_device_name(), "git_commit": commit or "unknown",
-              "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-              "warmup_steps": args.warmup, "timed_steps": args.steps,
-              "data": "given folders" if args.content else "generated 256x384 JPEG noise"}
-    records, failed = [{"header": header}], False
+    head = header("cuda", args.commit or None, warmup_steps=args.warmup, timed_steps=args.steps,
+                  data="given folders" if args.content else "generated 256x384 JPEG noise")
+    records, failed = [{"header": head}], False
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         content, style = args.content, args.style
@@ -117,7 +109,7 @@ def main() -> int:
                     failed = True
                 print(json.dumps(rec), flush=True)
                 records.append(rec)
-                (args.out / "train-speed.json").write_text(json.dumps(records, indent=1) + "\n")
+                write_json(args.out / "train-speed.json", records)
     return 1 if failed else 0
 
 

@@ -76,7 +76,7 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The conv as one matrix product over the flattened patches (a conv of stride = size is one; the tokens
         come out contiguous): on an H200 cuDNN's kernel for these 3-channel inputs was the slow part
-        (`benchmarks/patch_embed.py`; in float32 on CUDA the product also leaves out cuDNN's default TF32). Sides
+        (docs/performance.md; in float32 on CUDA the product also leaves out cuDNN's default TF32). Sides
         that are not multiples of p, and a `proj` with hooks, take the conv module (which drops the rest)."""
         B, C, H, W = x.shape
         p = self.proj.stride[0]

@@ -14,7 +14,7 @@ channels (64 -> 3 in the model), for 16-bit inference. A program walks CONV_ROWS
 for each of the 9 taps it loads the [BLOCK_P, C] input tile at the reflected row and columns (ReLU on load) and
 multiplies it with that tap's [C, Cout] filter slice (padded to 16 outputs) on the tensor cores, accumulating in
 float32. It is written for channels-last input (each pixel's channels one contiguous load). Alone
-(`benchmarks/fused_convs.py`), on channels-last input: 0.73 ms against 1.12 ms for the compiled ReLU, padding and
+(docs/performance.md), on channels-last input: 0.73 ms against 1.12 ms for the compiled ReLU, padding and
 cuDNN convolution; given its input in the traced graph's strides in the compiled model, 2.1 ms. So the operator
 the model calls, `conv3x3_reflect_op`, takes a flexible layout and PyTorch's operators for inputs that are not
 channels-last. In the compiled model it then saves little: the kernel takes what cuDNN's convolution took there

@@ -112,7 +112,7 @@ def _delta_softplus(dt_low: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 def _launch(dt_low, weight, bias, block, native=None, short=None):
     """native: 16-bit tile products (default: for 16-bit dt_low when compiled: the CPU interpreter's products of
     bf16 tiles are wrong in Triton 3.6, so there the tiles are multiplied in float32); short: the degree-5 polynomial
-    (default: for 16-bit results). Explicit values are for benchmarks/scan_experiments.py."""
+    (default: for 16-bit results). Explicit values are for experiments (docs/performance.md)."""
     Bt, K, L, R = dt_low.shape
     Dm = weight.shape[1]
     low_precision = dt_low.dtype != torch.float32

@@ -122,14 +122,14 @@ FEW_SEQUENCES = 16384
 # GPU idle and the latency of the walk along time bounds it, so each order is split over 8 programs (a summary
 # launch, then the scan: about 1.9 times the work on 8 times the threads of one unsplit program per order). On
 # an H200 at L = 4096: batch 1 0.254 ms against 0.303 for tiles of 32 steps over 4 lanes, the best unsplit
-# one, but batch 2 0.494 vs 0.428 with FEW_SEQUENCES_CONFIG (`benchmarks/scan_experiments.py segments`).
+# one, but batch 2 0.494 vs 0.428 with FEW_SEQUENCES_CONFIG (docs/performance.md).
 # Inference only (the states a backward needs are saved by one program per order).
 ONE_IMAGE_CONFIG = ScanKernelConfig(tile_fwd=8, block_d_fwd=32, lanes_fwd=1, warps_fwd=1, segments_fwd=8)
 ONE_IMAGE = 4096
 # Given finished step sizes (inference from 16-bit step sizes) with many sequences: tiles of 4 steps and two
 # channels per thread (251 registers, no spills, against DEFAULT_CONFIG's 255 and spills): at batch 16 on an
-# H200 1.753 against 1.806 ms (`benchmarks/scan_experiments.py given`). One decay in 16 computed on the FMA units
-# takes it to 1.689 ms; two, 1.726; four, 1.819 (`benchmarks/scan_experiments.py poly`).
+# H200 1.753 against 1.806 ms (docs/performance.md). One decay in 16 computed on the FMA units
+# takes it to 1.689 ms; two, 1.726; four, 1.819 (docs/performance.md).
 GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1, fma_decays_fwd=1)
 
 
@@ -448,7 +448,7 @@ def _scan_bwd_kernel(
 def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=True, **launch):
     """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states).
     softplus: dt = softplus(delta + bias), else delta + bias. launch: extra Triton launch options (e.g. maxnreg,
-    for benchmarks/scan_experiments.py)."""
+    for experiments)."""
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)

@@ -47,7 +47,9 @@ def test_grid_amplitude_ignores_noise_and_batches():
 def test_border_step_finds_a_stripe_on_any_side():
     img = smooth_image()
     assert border_step(img).item() < 2.0
-    for sl in ((slice(None), slice(0, 8), slice(None)), (slice(None), slice(None), slice(-8, None))):
+    sides = {"top": (slice(None), slice(0, 8), slice(None)), "bottom": (slice(None), slice(-8, None), slice(None)),
+             "left": (slice(None), slice(None), slice(0, 8)), "right": (slice(None), slice(None), slice(-8, None))}
+    for sl in sides.values():
         striped = img.clone()
         striped[sl] += 40 / 255
         assert border_step(striped).item() == pytest.approx(40.0, abs=2.0)
@@ -57,3 +59,5 @@ def test_border_step_finds_a_stripe_on_any_side():
 def test_bad_images_are_refused(bad):
     with pytest.raises(ValueError):
         grid_amplitude(bad)
+    with pytest.raises(ValueError):
+        border_step(bad)
