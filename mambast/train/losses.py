@@ -60,7 +60,8 @@ def identity2_loss(icc_feats, content_feats, iss_feats, style_feats) -> torch.Te
 
 
 class StyleTransferLoss(nn.Module):
-    """All four terms and their weighted total from one VGG pass over the five image batches.
+    """All four terms and their weighted total from two VGG passes: the targets (content, style) without
+    gradients, the three model outputs with them.
 
     forward(content, style, output, icc, iss), each [B, 3, H, W] -> dict with "total" and TERMS
     (unweighted terms; "total" = 7 content + 10 style + 70 identity1 + 1 identity2 by default).
@@ -75,8 +76,13 @@ class StyleTransferLoss(nn.Module):
 
     def forward(self, content, style, output, icc, iss) -> dict[str, torch.Tensor]:
         B = content.shape[0]
-        feats = self.vgg(torch.cat([content, style, output, icc, iss]))   # each [5B, C_i, H_i, W_i]
-        fc, fs, fo, fcc, fss = zip(*(f.split(B) for f in feats))          # five lists of per-layer [B, ...]
+        # The targets' features need no gradient: in one call with the outputs, autograd would carry them through
+        # the whole backward of the VGG (2 of its 5 batches for nothing).
+        with torch.no_grad():
+            targets = self.vgg(torch.cat([content, style]))                # each [2B, C_i, H_i, W_i]
+        feats = self.vgg(torch.cat([output, icc, iss]))                     # each [3B, C_i, H_i, W_i]
+        fc, fs = zip(*(f.split(B) for f in targets))                        # per-layer lists of [B, ...]
+        fo, fcc, fss = zip(*(f.split(B) for f in feats))
         terms = {
             "content": content_loss(fo, fc),
             "style": style_loss(fo, fs),

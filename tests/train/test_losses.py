@@ -96,3 +96,24 @@ def test_gradient_reaches_the_output_only():
     StyleTransferLoss(vgg)(c, s, o, c, s)["total"].backward()
     assert o.grad is not None and o.grad.abs().sum() > 0
     assert all(p.grad is None for p in vgg.parameters())
+
+
+def test_gradients_equal_those_of_the_terms_computed_one_image_batch_at_a_time():
+    """The targets' features run without autograd: the gradients for the three model outputs must be those of
+    the plain definitions, where every VGG call is differentiable."""
+    g = torch.Generator().manual_seed(5)
+    c, s = (torch.rand(2, 3, 32, 32, generator=g) for _ in range(2))
+    outs = [torch.rand(2, 3, 32, 32, generator=g) for _ in range(3)]
+    vgg = tiny_vgg()
+
+    def grads(fn):
+        xs = [x.clone().requires_grad_() for x in outs]
+        return torch.autograd.grad(fn(*xs), xs)
+
+    def reference(o, icc, iss):
+        fc, fs, fo, fcc, fss = (vgg(t) for t in (c, s, o, icc, iss))
+        return (7 * content_loss(fo, fc) + 10 * style_loss(fo, fs) + 70 * identity1_loss(icc, c, iss, s)
+                + identity2_loss(fcc, fc, fss, fs))
+
+    for got, want in zip(grads(lambda *xs: StyleTransferLoss(vgg)(c, s, *xs)["total"]), grads(reference)):
+        assert ((got - want).norm() / want.norm()).item() < 1e-5
