@@ -146,7 +146,9 @@ class Stylizer:
 
         def encoder(what):
             name = f"encode_{what}"
-            f = maybe_compiled(lambda x: getattr(model, name)(x))   # looked up per call, so a wrapped method counts
+            # compiled: the bound method itself (its own code object, so its own recompile budget); eager: looked
+            # up per call, so that a method wrapped after construction (counting calls, say) is the one called
+            f = maybe_compiled(getattr(model, name)) if compile else (lambda x: getattr(model, name)(x))
 
             def run(x):
                 with amp():
