@@ -185,8 +185,8 @@ class MetricNetworks:
 
 
 class _Same:
-    """A cache key equal only to itself's image (tensors compare by value, elementwise): the image held keeps its
-    id from being reused while the key lives."""
+    """A cache key equal only to a key of the same image object (tensors compare elementwise, so they cannot be
+    keys themselves); holding the image keeps its id from being reused while the key lives."""
     __slots__ = ("image",)
 
     def __init__(self, image):
@@ -203,8 +203,8 @@ def _mambast_stylizer(model, cache_tokens: bool = False, config: StylizeConfig =
     """`Stylizer.stylize` per pair, images as given (they are already size x size). cache_tokens: encode each
     content and each style image once (an evaluation pairs every content with every style, and the caller passes
     the same tensor for the same file); the results are those of uncached calls, bit for bit."""
-    from ..inference.stylizer import Stylizer as _Stylizer
-    stylizer = _Stylizer.from_config(model, config)
+    from ..inference.stylizer import Stylizer
+    stylizer = Stylizer.from_config(model, config)
 
     def run(content, style, seed):
         keys = (_Same(content), _Same(style)) if cache_tokens else (None, None)
