@@ -1,4 +1,5 @@
-"""The many-pairs pipeline: same results as one call per pair, each image encoded once, bad files isolated."""
+"""The stylizer's many-pairs pipeline: same results as one call per pair, each image encoded once, bad files
+isolated; its CUDA graphs."""
 
 import numpy as np
 import pytest
@@ -6,10 +7,9 @@ import torch
 from PIL import Image
 
 from mambast.cli import main
-from mambast.inference.stylizer import stylize_tensor
-from mambast.io import load_image, pil_to_tensor
 from mambast.inference.jobs import Job
-from mambast.inference.stylizer import ByteLRU, PairStylizer
+from mambast.inference.stylizer import ByteLRU, PairStylizer, stylize_tensor
+from mambast.io import load_image, pil_to_tensor
 
 
 def _img(path, w, h, seed):

@@ -1,4 +1,4 @@
-"""Inference helpers."""
+"""Working sizes, the memory check and weights stored in the autocast dtype."""
 
 
 import copy
