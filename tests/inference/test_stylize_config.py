@@ -39,3 +39,10 @@ def test_every_field_is_a_stylize_flag_with_the_config_default():
 def test_a_stylizer_built_without_a_batch_size_takes_the_devices(tiny_model):
     from mambast.inference.stylizer import Stylizer
     assert Stylizer(tiny_model).batch_size == StylizeConfig(device="cpu").resolved().batch_size == 1
+
+
+def test_settings_and_job_planning_import_without_torch():
+    import subprocess
+    import sys
+    code = "import sys, mambast.inference.config, mambast.inference.jobs; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
