@@ -384,8 +384,9 @@ def main(argv=None) -> int:
         return time_one(args)
 
     from mambast.errors import MambastError
-    from mambast.metrics.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, FEW_IMAGES_WARNING, METRIC_INFO, METRICS_VERSION,
-                                  PROTOCOL, PROTOCOL_PAIRS, MetricNetworks, evaluate, resolve_device)
+    from mambast.metrics.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, FEW_IMAGES_WARNING, METRIC_INFO,
+                                          METRICS_VERSION, PROTOCOL, PROTOCOL_PAIRS, MetricNetworks, evaluate,
+                                          resolve_device)
     from mambast.io import list_images
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
