@@ -1,6 +1,6 @@
 """Quality benchmark: ArtFID, FID, LPIPS, CFSD, time and memory of Mamba-ST next to a published peer and two anchors.
 
-Runs `mambast.evaluate` for each method on the evaluation set (or a subset) and writes results.json, a
+Runs `mambast.metrics.evaluate` for each method on the evaluation set (or a subset) and writes results.json, a
 Markdown table (quality.md) and a comparison grid (grid.png) into --out. Outputs are kept: a rerun resumes.
 --publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (the committed results).
 
@@ -116,7 +116,7 @@ def make_method(name: str, args, device: str):
         return CopyStyle()
     if name == "magenta":
         return Magenta(device, args.cache)
-    from mambast.evaluate import resolve_model
+    from mambast.metrics.evaluate import resolve_model
     stylizer, label = resolve_model(args.model, device)
     stylizer.name = f"mambast ({label})"
     return stylizer
@@ -183,12 +183,12 @@ def measure(stylizer, pairs, device: str, warmup: int, repeats: int) -> dict:
 
 def reusable_report(folder: Path, contents, styles, size: int, seed: int, metrics) -> dict | None:
     """A method's earlier metrics.json if it scored exactly these inputs and every output is still there."""
-    from mambast.evaluate import find_stylized
+    from mambast.metrics.evaluate import find_stylized
     path = folder / "metrics.json"
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
-    from mambast.evaluate import METRICS_VERSION
+    from mambast.metrics.evaluate import METRICS_VERSION
     same = (report.get("metrics_version") == METRICS_VERSION   # older reports used other metric definitions
             and report.get("counts") == {"content": len(contents), "style": len(styles),
                                          "stylized": len(contents) * len(styles)}
@@ -277,7 +277,7 @@ def comparison_grid(content_dir: Path, style_dir: Path, method_dirs: dict[str, P
     """Rows of sample pairs; columns: content, style, then each method's output, labelled."""
     from PIL import Image, ImageDraw
 
-    from mambast.evaluate import find_stylized, load_square
+    from mambast.metrics.evaluate import find_stylized, load_square
     from mambast.io import list_images, load_image, tensor_to_pil
     contents, styles = list_images(content_dir), list_images(style_dir)
     pairs = [(contents[i], styles[(7 * i) % len(styles)]) for i in range(min(n_rows, len(contents)))]
@@ -328,7 +328,7 @@ def time_in_subprocess(name: str, args, content_dir: Path, style_dir: Path, devi
 
 def time_one(args) -> int:
     """--time-one METHOD: load the method, time it on the first 3 content/style images, print JSON."""
-    from mambast.evaluate import load_square, resolve_device
+    from mambast.metrics.evaluate import load_square, resolve_device
     from mambast.io import list_images
     device = resolve_device(args.device)
     contents, styles = list_images(args.content), list_images(args.style)
@@ -384,8 +384,9 @@ def main(argv=None) -> int:
         return time_one(args)
 
     from mambast.errors import MambastError
-    from mambast.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, FEW_IMAGES_WARNING, METRIC_INFO, METRICS_VERSION,
-                                  PROTOCOL, PROTOCOL_PAIRS, MetricNetworks, evaluate, resolve_device)
+    from mambast.metrics.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, FEW_IMAGES_WARNING, METRIC_INFO,
+                                          METRICS_VERSION, PROTOCOL, PROTOCOL_PAIRS, MetricNetworks, evaluate,
+                                          resolve_device)
     from mambast.io import list_images
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -6,11 +6,7 @@ Errors on bad input are one line on stderr and a non-zero exit status, never a t
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
-import math
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -27,7 +23,7 @@ that already exist are skipped (an interrupted run resumes; they are matched by 
 changed input is not noticed: --overwrite redoes them), and a bad file is reported while the others
 go on (exit status 1 at the end). A single pair's output file is always written, replacing one there.
 
-Sizes: the content is stylized with its short side at --size pixels (default 512; 0 keeps it as
+Sizes: the content is stylized with its short side at --size pixels (default {size}; 0 keeps it as
 it is), aspect ratio kept, within about 2 x size x size pixels: strips and panoramas longer
 than 2:1 are worked smaller (1000 x 24 at --size 512: 4674 x 112, not 21,333 x 512), so they cost
 what a 2:1 image does. The result is resized back to the content's original pixel size.
@@ -48,8 +44,49 @@ class CLIError(MambastError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None) -> None:
+    """One flag per StylizeConfig field (or those in `only`): --batch-size for batch_size, --shuffle/--no-shuffle
+    for booleans; help and default from the field, `defaults` overriding the latter."""
+    import dataclasses
+
+    from .inference.config import StylizeConfig
+    for f in dataclasses.fields(StylizeConfig):
+        if only is not None and f.name not in only:
+            continue
+        meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
+        kw: dict = {"dest": f.name, "default": default}
+        if str(f.type).startswith("bool"):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif "choices" in meta:
+            kw["choices"] = meta["choices"]
+        else:
+            kw["type"] = meta.get("type", str)
+        shown = "" if default is None or "default" in meta["help"] else f" (default {default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), help=meta["help"] + shown, **kw)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The StylizeConfig of parsed flags (fields without a flag keep their defaults)."""
+    import dataclasses
+
+    from .inference.config import StylizeConfig
+    return StylizeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StylizeConfig)
+                            if hasattr(args, f.name)})
+
+
+def _resolved(config):
+    """config.resolved(), its ValueError as a one-line error naming the flag (size -> --size)."""
+    try:
+        return config.resolved()
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
+
+
 def _add_stylize(sub) -> None:
-    p = sub.add_parser("stylize", help="stylize images (files or folders)", description=STYLIZE_HELP,
+    from .inference.config import DEFAULT_SIZE
+    p = sub.add_parser("stylize", help="stylize images (files or folders)",
+                       description=STYLIZE_HELP.format(size=DEFAULT_SIZE),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="content image file or folder")
     p.add_argument("style", help="style image file or folder")
@@ -58,20 +95,7 @@ def _add_stylize(sub) -> None:
     p.add_argument("--weights", default="default",
                    help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
                         "a folder named 'default' is ./default)")
-    p.add_argument("--size", type=int, default=512,
-                   help="working short side of the content in pixels, within about 2 x SIZE² pixels (strips are "
-                        "worked smaller); 0 = original size (default 512)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the style-token shuffle (reproducible runs)")
-    p.add_argument("--no-shuffle", action="store_true", help="do not shuffle the style tokens")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="compute precision (autocast; the scan state stays float32); default bfloat16 on "
-                        "CUDA, float32 on CPU")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="pairs of one working size stylized per model call (default 8 on CUDA, 1 on CPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="CUDA only: torch.compile the layers around the scan; faster, but each new working "
-                        "size or batch count first compiles for 10-25 s (for large folders of few sizes)")
+    add_config_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="redo outputs that already exist (folder runs; a single pair is always written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,9 +129,7 @@ def _add_demo(sub) -> None:
     p.add_argument("-o", "--output", default="demo.png", help="output image (default demo.png)")
     p.add_argument("--weights", default="default",
                    help="model weights (default: the bundled model; a folder named 'default' is ./default)")
-    p.add_argument("--size", type=int, default=512, help="working short side of the content (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_config_arguments(p, only=("size", "seed", "device"), defaults={"seed": 0})
     p.add_argument("--cache", default=None, help="cache folder (default $MAMBAST_CACHE or ~/.cache/mambast)")
     p.set_defaults(func=cmd_demo)
 
@@ -129,166 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pairs(content: Path, style: Path, output_arg: str):
-    """(content file, style file, output file) triples to stylize, one-line errors for the pairs that cannot
-    be (two pairs whose outputs would share a name), and whether the outputs go to a folder."""
-    try:
-        return _pairs_unchecked(content, style, output_arg)
-    except OSError as e:   # a path the system refuses to look at (a name too long, no permission, ...)
-        raise CLIError(f"{e.filename or output_arg}: {e.strerror or e}") from None
-
-
-def _pairs_unchecked(content: Path, style: Path, output_arg: str):
-    from .io import list_images
-    output = Path(output_arg)
-    for name, p in (("content", content), ("style", style)):
-        if not p.exists():
-            raise CLIError(f"{p}: no such file or folder ({name})")
-    contents = list_images(content) if content.is_dir() else [content]
-    styles = list_images(style) if style.is_dir() else [style]
-    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or output_arg.endswith(("/", "\\"))
-    if to_folder:
-        if output.exists() and not output.is_dir():
-            raise CLIError(f"{output}: exists and is not a folder")
-        # outputs of an earlier run into a folder that is also an input folder are not inputs
-        made = {(output / f"{c.stem}_stylized_{s.stem}.png").resolve() for c in contents for s in styles}
-        contents = [c for c in contents if c.resolve() not in made] if content.is_dir() else contents
-        styles = [s for s in styles if s.resolve() not in made] if style.is_dir() else styles
-    if not contents:
-        raise CLIError(f"{content}: folder has no images")
-    if not styles:
-        raise CLIError(f"{style}: folder has no images")
-    if to_folder:
-        triples = [(c, s, output / f"{c.stem}_stylized_{s.stem}.png") for c in contents for s in styles]
-    else:
-        if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"):
-            raise CLIError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
-        triples = [(contents[0], styles[0], output)]
-    input_ids = {_file_id(p) for p in contents + styles} - {None}
-    for _, _, out in triples:   # by file identity: also a symlink, a hard link, another case on some file systems
-        if _file_id(out) in input_ids:
-            raise CLIError(f"{out}: refusing to write over an input image")
-    by_output: dict[Path, list] = {}
-    for t in triples:
-        by_output.setdefault(t[2], []).append(t)
-    clashes = [(f"{out.name}: {' and '.join(f'{c.name} + {s.name}' for c, s, _ in ts)} would all be written "
-                "there: skipped (rename one of the inputs)", len(ts)) for out, ts in by_output.items() if len(ts) > 1]
-    return [ts[0] for ts in by_output.values() if len(ts) == 1], clashes, to_folder
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-NAME_MAX = 255   # longest file name: 255 bytes on ext4, XFS, APFS; 255 UTF-16 units on NTFS
-
-
-def _name_too_long(path: Path) -> bool:
-    name = path.name
-    units = len(name.encode("utf-16-le")) // 2 if os.name == "nt" else len(os.fsencode(name))
-    return units > NAME_MAX
-
-
-def _present(path: Path) -> bool:
-    """Whether an output exists; OSError (ENAMETOOLONG) if its name is too long to be one."""
-    if _name_too_long(path):
-        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
-    try:
-        return path.exists()
-    except OSError as e:
-        raise CLIError(f"{e.filename or path}: {e.strerror or e}") from None
-
-
-def _make_output_folder(folder: Path) -> list[Path]:
-    """Create the output folder and make sure a file can be written there, before any image is stylized;
-    returns the folders it created (removed again if the run writes nothing into them)."""
-    import tempfile
-    missing = []
-    try:
-        missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
-        if folder.exists() and not folder.is_dir():
-            raise CLIError(f"{folder}: exists and is not a folder (outputs go there)")
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        _remove_if_empty(missing)
-        raise CLIError(f"{folder}: cannot write outputs there ({e.strerror or e})") from None
-    return missing
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    for folder in reversed(folders):   # deepest first
-        try:
-            folder.rmdir()
-        except OSError:                # not empty (or gone): keep it
-            pass
-
-
 def cmd_stylize(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .infer import MAX_WORKING_PIXELS, autocast_dtype, cast_autocast_weights, default_device
-    from .model import MambaST
-    from .pipeline import Job, PairStylizer
+    from .inference.api import load_model
+    from .inference.jobs import make_output_folders, plan_jobs, remove_if_empty
+    from .inference.stylizer import Stylizer
 
-    side = math.isqrt(MAX_WORKING_PIXELS)   # a larger --size makes every working size too large
-    if not 0 <= args.size <= side:
-        raise CLIError(f"--size must be in 0..{side} (0: the original size); got {args.size}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CLIError(f"--batch-size must be >= 1; got {args.batch_size}")
-    if args.seed is not None and not -2 ** 63 <= args.seed < 2 ** 64:
-        raise CLIError(f"--seed must fit in 64 bits; got {args.seed}")
-    device = args.device or default_device()
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise CLIError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"--device {device}: no CUDA device is available")
-    if args.compile and not device.startswith("cuda"):
-        raise CLIError("--compile is for CUDA devices (on the CPU compiling gained nothing; leave it off)")
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise CLIError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    triples, clashes, to_folder = _pairs(Path(args.content), Path(args.style), args.output)
-    present, refused = {}, []
-    for t in triples:
-        try:
-            present[t[2]] = _present(t[2])
-        except OSError as e:   # a name too long for the file system
-            if not to_folder:
-                raise CLIError(f"{args.output}: cannot be written ({e.strerror})") from None
-            refused.append(t)
-            name = t[2].name if len(t[2].name) <= 60 else t[2].name[:60] + "..."
-            clashes.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
-    triples = [t for t in triples if t not in refused]
-    for msg, _ in clashes:
+    config = _resolved(config_from_args(args))
+    plan = plan_jobs(args.content, args.style, args.output, overwrite=args.overwrite)
+    for msg, _ in plan.refused:
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
-    clashed = sum(n for _, n in clashes)
-    todo = [t for t in triples if args.overwrite or not to_folder or not present[t[2]]]
-    skipped = len(triples) - len(todo)
+    todo, skipped, refused = plan.jobs, len(plan.present), plan.failed
     if not todo:
-        if clashed:
-            print(f"0 stylized, {skipped} already present, {clashed} failed", file=sys.stderr)
+        if refused:
+            print(f"0 stylized, {skipped} already present, {refused} failed", file=sys.stderr)
             return 1
-        print(f"nothing to do: all {len(triples)} outputs exist (use --overwrite to redo)", file=sys.stderr)
+        print(f"nothing to do: all {skipped} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
-    batch_size = args.batch_size if args.batch_size is not None else (8 if device.startswith("cuda") else 1)
-    amp = autocast_dtype(args.dtype, device)
-    model = cast_autocast_weights(MambaST.from_pretrained(args.weights), amp, device)
-    created = []
-    for folder in dict.fromkeys(t[2].parent for t in todo):
-        created += _make_output_folder(folder)
-    stylizer = PairStylizer(model, size=args.size or None, seed=args.seed, shuffle=not args.no_shuffle,
-                            autocast_dtype=amp, batch_size=batch_size,
-                            compile=args.compile)
+    model = load_model(args.weights, config)
+    created = make_output_folders(todo)
+    stylizer = Stylizer.from_config(model, config)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
     try:
-        for job, error in stylizer.run(Job(*t) for t in todo):
+        for job, error in stylizer.run(todo):
             bar.update()
             if error is not None:
                 failures += 1
@@ -303,11 +191,11 @@ def cmd_stylize(args) -> int:
                        "--batch-size or --size") from None
     finally:
         bar.close()
-        _remove_if_empty(created)   # a run that wrote nothing leaves no new folder behind
-    if len(triples) > 1 or clashed:
-        print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + clashed} failed",
+        remove_if_empty(created)   # a run that wrote nothing leaves no new folder behind
+    if len(todo) + skipped > 1 or refused:
+        print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + refused} failed",
               file=sys.stderr)
-    return 1 if failures or clashed else 0
+    return 1 if failures or refused else 0
 
 
 def cmd_demo(args) -> int:
@@ -315,8 +203,7 @@ def cmd_demo(args) -> int:
     content, style = example_pair(args.cache)
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
     args.content, args.style = str(content), str(style)
-    args.no_shuffle, args.overwrite, args.quiet, args.dtype, args.batch_size = False, True, True, None, None
-    args.compile = False
+    args.overwrite, args.quiet = True, True
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)
@@ -324,8 +211,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .weights import load_official
-    model = load_official(args.mamba, args.decoder, args.embedding)
+    from .model import MambaST
+    model = MambaST.from_official(args.mamba, args.decoder, args.embedding)
     try:
         model.save_pretrained(args.output)
     except OSError as e:

@@ -49,3 +49,7 @@ def resource_error(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"{e.filename or 'a file'}: {e.strerror}: free some space (files already written are complete)"
     return None
+
+
+class JobError(MambastError, ValueError):
+    """Inputs and outputs of a stylization that cannot be planned (missing input, output over an input, ...)."""

@@ -1,6 +1,6 @@
 """Mamba-ST assembled: patch embedding, content and style Mamba encoders, ST cross decoder, CNN decoder.
 
-Read top to bottom; loading and saving live in `mambast.weights`.
+Read top to bottom; loading and saving are inherited from `mambast.loading.PretrainedMixin`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from .config import MambaSTConfig
+from .loading import PretrainedMixin
 from .nn import PatchEmbed, STBlock, VSSBlock, cnn_decoder
 
 
@@ -68,10 +69,10 @@ class MambaSTDecoder(nn.Module):
         return self.norm(x)
 
 
-class MambaST(nn.Module):
+class MambaST(PretrainedMixin, nn.Module):
     """content [B, 3, H, W], style [B, 3, H, W] in [0, 1] (H, W multiples of patch_size) -> [B, 3, H, W].
 
-    The output is not clamped. For images of any size use `mambast.infer.stylize`.
+    The output is not clamped. For images of any size use `mambast.stylize` (or `mambast.Stylizer`).
     """
 
     def __init__(self, config: MambaSTConfig | None = None):
@@ -109,18 +110,3 @@ class MambaST(nn.Module):
             if t.dim() != 4 or t.shape[1] != 3 or t.shape[2] % p or t.shape[3] % p:
                 raise ValueError(f"{name} must be [B, 3, H, W] with H and W multiples of {p}; got {tuple(t.shape)}")
         return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator, perms)
-
-    # loading and saving (implemented in mambast.weights)
-    @classmethod
-    def from_pretrained(cls, path="default", device=None, dtype=None) -> "MambaST":
-        from .weights import load_pretrained
-        return load_pretrained(path, device=device, dtype=dtype)
-
-    @classmethod
-    def from_official(cls, mamba, decoder, embedding, config: MambaSTConfig | None = None) -> "MambaST":
-        from .weights import load_official
-        return load_official(mamba, decoder, embedding, config)
-
-    def save_pretrained(self, directory) -> None:
-        from .weights import save_pretrained
-        save_pretrained(self, directory)

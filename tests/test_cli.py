@@ -225,10 +225,10 @@ def test_a_run_that_writes_nothing_leaves_no_new_folder(tmp_path, weights, capsy
 
 
 def test_unwritable_output_place_is_one_line_error_before_stylizing(tmp_path, weights, capsys, monkeypatch):
-    import mambast.pipeline
+    import mambast.inference.stylizer
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     (tmp_path / "afile").write_text("x")
-    monkeypatch.setattr(mambast.pipeline.PairStylizer, "run", lambda *a, **k: pytest.fail("stylized anyway"))
+    monkeypatch.setattr(mambast.inference.stylizer.Stylizer, "run", lambda *a, **k: pytest.fail("stylized anyway"))
     code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile" / "out.png"), "--weights", str(weights)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "afile: exists and is not a folder" in err
@@ -256,7 +256,7 @@ def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path, weights, ca
 
 
 def test_cpu_out_of_memory_is_a_one_line_error_suggesting_smaller_sizes(tmp_path, weights, capsys, monkeypatch):
-    from mambast.pipeline import PairStylizer
+    from mambast.inference.stylizer import Stylizer as PairStylizer
 
     def run(self, jobs):
         torch.empty(1 << 50, dtype=torch.uint8)   # what torch's CPU allocator raises when memory runs out
@@ -270,7 +270,7 @@ def test_cpu_out_of_memory_is_a_one_line_error_suggesting_smaller_sizes(tmp_path
 
 
 def test_a_size_that_cannot_fit_the_memory_available_is_refused(tmp_path, weights, capsys, monkeypatch):
-    monkeypatch.setattr("mambast.infer.available_memory", lambda: 100_000_000)
+    monkeypatch.setattr("mambast.inference.geometry.available_memory", lambda: 100_000_000)
     c = _img(tmp_path / "c.png", 16, 16)
     code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights), "--size", "512"])
     err = capsys.readouterr().err

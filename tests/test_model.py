@@ -60,7 +60,8 @@ def test_training_mode_backward_runs():
 
 
 def test_stylize_refuses_a_working_size_beyond_the_limit(tiny_model):
-    from mambast.infer import MAX_WORKING_PIXELS, stylize_tensor
+    from mambast.inference.config import MAX_WORKING_PIXELS
+    from mambast.inference.stylizer import stylize_tensor
     strip = torch.rand(1, 3, 1, 64)
     with pytest.raises(ValueError, match="too large"):
         stylize_tensor(tiny_model, strip, torch.rand(1, 3, 8, 8), size=int(MAX_WORKING_PIXELS ** 0.5))
@@ -70,7 +71,7 @@ def test_fit_style_of_a_long_strip_stays_small_and_matches():
     """A strip is cropped before it is resized (resizing all of it first would make it huge); the result
     matches resize-then-crop up to the rounding of the crop offset (a smooth strip shows it)."""
     import torch.nn.functional as F
-    from mambast.infer import _centre_crop, fit_style, resize_short_side
+    from mambast.inference.geometry import _centre_crop, fit_style, resize_short_side
     g = torch.Generator().manual_seed(0)
     strip = F.interpolate(torch.rand(1, 3, 2, 60, generator=g), size=(3, 4000), mode="bilinear", align_corners=True)
     out = fit_style(strip, 32, 48)                                       # resized whole: 32 x 42,667

@@ -1,7 +1,7 @@
 """Style-transfer quality metrics: FID (clean-fid preprocessing), LPIPS, CFSD on our VGG-19 and ArtFID.
 
 Pure metric maths over features and images (loaded lazily, so the CLI stays light); the networks
-live in `mambast.networks`, the end-to-end run (stylize, score, report) in `mambast.evaluate`.
+live in `mambast.networks`, the end-to-end run (stylize, score, report) in `mambast.metrics.evaluate`.
 """
 
 from __future__ import annotations

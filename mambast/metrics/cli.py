@@ -1,11 +1,13 @@
 """The `mambast eval` subcommand: run the paper's evaluation protocol from the command line.
 
-Only argument parsing and printing; the work is `mambast.evaluate.evaluate`.
+Only argument parsing and printing; the work is `mambast.metrics.evaluate.evaluate`.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from ..inference.config import DEFAULT_SIZE
 
 EVAL_HELP = """\
 Evaluate on the paper's protocol: every content image is stylized with every style image at
@@ -35,7 +37,7 @@ the cache.
 
 
 def _metrics(text: str) -> tuple[str, ...]:
-    from ..evaluate import METRICS
+    from .evaluate import METRICS
     names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
     bad = [m for m in names if m not in METRICS]
     if bad or not names:
@@ -53,7 +55,7 @@ def register(subparsers) -> None:
                    help="'default' (bundled model), a weights folder/.safetensors file, or 'none' to only score "
                         "the outputs folder (default: default)")
     p.add_argument("--outputs", default=None, help="folder of stylized images and reports (default: out/eval)")
-    p.add_argument("--size", type=int, default=512, help="evaluation resolution, square (default 512)")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"evaluation resolution, square (default {DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--cache", default=None, help="cache folder for metric networks "
@@ -72,7 +74,7 @@ def register(subparsers) -> None:
 def cmd_eval(args) -> int:
     import sys
 
-    from ..evaluate import SHEET_TILE, evaluate, metric_line
+    from .evaluate import SHEET_TILE, evaluate, metric_line
     model = None if str(args.model).lower() == "none" else args.model
     report = evaluate(args.content, args.style, model=model, outputs_dir=args.outputs, size=args.size,
                       seed=args.seed, device=args.device, cache=args.cache, metrics=args.metrics,

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from mambast.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, PROTOCOL_PAIRS, EvaluationError, MetricNetworks, evaluate,
+from mambast.metrics.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, PROTOCOL_PAIRS, EvaluationError, MetricNetworks, evaluate,
                               load_square, pair_seed, stylized_name)
 from mambast.networks.lpips import LPIPS
 
@@ -228,7 +228,7 @@ def test_eval_subcommand_parses_and_reports_bad_input_in_one_line(tmp_path, caps
 
 
 def test_cached_encodings_give_the_results_of_one_call_per_pair(tiny_model):
-    from mambast.evaluate import _mambast_stylizer
+    from mambast.metrics.evaluate import _mambast_stylizer
     g = torch.Generator().manual_seed(0)
     contents = [torch.rand(1, 3, 24, 24, generator=g) for _ in range(2)]
     styles = [torch.rand(1, 3, 24, 24, generator=g) for _ in range(3)]
@@ -247,8 +247,8 @@ def test_cached_encodings_give_the_results_of_one_call_per_pair(tiny_model):
 
 def test_cached_style_tokens_depend_on_the_content_working_size(tiny_model):
     """Two contents of different sizes that pad to one shape fit the same style differently."""
-    from mambast.evaluate import _mambast_stylizer
-    from mambast.infer import stylize_tensor
+    from mambast.metrics.evaluate import _mambast_stylizer
+    from mambast.inference.stylizer import stylize_tensor
     g = torch.Generator().manual_seed(1)
     style = torch.rand(1, 3, 40, 30, generator=g)
     cached = _mambast_stylizer(tiny_model, cache_tokens=True)

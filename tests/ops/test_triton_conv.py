@@ -182,7 +182,7 @@ def test_cnn_decoder_compiled_forward_and_gradients():
 def test_gpu_decoder_with_the_bias_added_by_the_kernel(monkeypatch):
     """The decoder's path under torch.compile (forced here) in bf16: the fused operator gets the last hidden conv's
     bias to add, and the result matches the plain modules (the kernel's own in_bias: test below)."""
-    from mambast.infer import cast_autocast_weights
+    from mambast.inference.precision import cast_autocast_weights
     calls = []
     op = triton_conv.conv3x3_reflect_op
     monkeypatch.setattr(triton_conv, "conv3x3_reflect_op", lambda *a: calls.append(a[4] is not None) or op(*a))

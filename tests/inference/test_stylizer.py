@@ -1,4 +1,5 @@
-"""The many-pairs pipeline: same results as one call per pair, each image encoded once, bad files isolated."""
+"""The stylizer's many-pairs pipeline: same results as one call per pair, each image encoded once, bad files
+isolated; its CUDA graphs."""
 
 import numpy as np
 import pytest
@@ -6,9 +7,9 @@ import torch
 from PIL import Image
 
 from mambast.cli import main
-from mambast.infer import stylize_tensor
+from mambast.inference.jobs import Job
+from mambast.inference.stylizer import ByteLRU, PairStylizer, stylize_tensor
 from mambast.io import load_image, pil_to_tensor
-from mambast.pipeline import ByteLRU, Job, PairStylizer
 
 
 def _img(path, w, h, seed):
@@ -113,7 +114,7 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA dev
 @gpu
 @pytest.mark.gpu
 def test_graph_replay_matches_eager_forward(tiny_model):
-    from mambast.graphs import GraphCache
+    from mambast.inference.graphs import GraphCache
     from mambast.model import draw_permutations
     model = tiny_model.cuda()
     runner = GraphCache(lambda c, s, perms: model(c, s, perms=perms), warmup=1, capture_after=2)
@@ -128,7 +129,7 @@ def test_graph_replay_matches_eager_forward(tiny_model):
 
 
 def test_graph_cache_refuses_cpu_tensors_before_making_a_stream():
-    from mambast import graphs
+    from mambast.inference import graphs
     before = dict(graphs._STREAMS)
     with pytest.raises(ValueError, match="CUDA tensor"):
         graphs.GraphCache(lambda x: x * 2)(torch.ones(3))
@@ -138,7 +139,7 @@ def test_graph_cache_refuses_cpu_tensors_before_making_a_stream():
 @gpu
 @pytest.mark.gpu
 def test_graph_cache_runs_every_call_on_its_capture_stream():
-    from mambast.graphs import GraphCache, _capture_stream
+    from mambast.inference.graphs import GraphCache, _capture_stream
     streams = []
 
     def fn(x):
@@ -221,7 +222,7 @@ def test_weights_cast_to_the_autocast_dtype_give_the_same_images(tiny_model, pai
     """`mambast stylize` stores Linear / Conv2d weights in the autocast dtype: the pipeline's images do not change."""
     import copy
 
-    from mambast.infer import cast_autocast_weights
+    from mambast.inference.precision import cast_autocast_weights
     cast = cast_autocast_weights(copy.deepcopy(tiny_model), torch.bfloat16)
     outs = []
     for name, model in (("plain", tiny_model), ("cast", cast)):

@@ -1,11 +1,11 @@
-"""Inference helpers."""
+"""Working sizes, the memory check and weights stored in the autocast dtype."""
 
 
 import copy
 
 import torch
 
-from mambast.infer import cast_autocast_weights
+from mambast.inference.precision import cast_autocast_weights
 
 
 def test_weights_stored_in_the_autocast_dtype_give_the_same_output(tiny_model):
@@ -29,7 +29,7 @@ def test_weights_are_cast_before_the_move_to_a_device(tiny_model):
 
 
 def test_ordinary_images_keep_the_short_side_rule():
-    from mambast.infer import working_size
+    from mambast.inference.geometry import working_size
     assert working_size(512, 683, 512) == (512, 683)
     assert working_size(3000, 4000, 512) == (512, 683)
     assert working_size(100, 200, 512) == (512, 1024)        # 2:1: still short side 512
@@ -37,7 +37,7 @@ def test_ordinary_images_keep_the_short_side_rule():
 
 def test_strips_are_worked_at_a_bounded_number_of_pixels():
     """Compute follows pixels: a strip gets at most the padded pixels of a 2:1 image at the same --size."""
-    from mambast.infer import MAX_SQUARES, pad_to_multiple, working_size
+    from mambast.inference.geometry import MAX_SQUARES, pad_to_multiple, working_size
     for H, W, size in [(24, 1000, 512), (500, 1, 64), (1, 20000, 256), (1000, 3000, 512), (7, 7000, 32)]:
         h, w = working_size(H, W, size)
         padded = pad_to_multiple(torch.zeros(1, 3, h, w), 8)[0].shape
@@ -49,7 +49,7 @@ def test_strips_are_worked_at_a_bounded_number_of_pixels():
 def test_a_one_pixel_strip_is_stylized_in_ordinary_time(tiny_model):
     import time
 
-    from mambast.infer import stylize_tensor
+    from mambast.inference.stylizer import stylize_tensor
     t = time.perf_counter()
     out = stylize_tensor(tiny_model, torch.rand(1, 3, 500, 1), torch.rand(1, 3, 40, 30), size=64, seed=0)
     assert out.shape == (1, 3, 500, 1) and time.perf_counter() - t < 10
@@ -58,8 +58,8 @@ def test_a_one_pixel_strip_is_stylized_in_ordinary_time(tiny_model):
 def test_the_cpu_memory_check_refuses_what_cannot_fit(monkeypatch):
     import pytest
 
-    from mambast.infer import check_working_size
-    monkeypatch.setattr("mambast.infer.available_memory", lambda: 1_000_000_000)
+    from mambast.inference.geometry import check_working_size
+    monkeypatch.setattr("mambast.inference.geometry.available_memory", lambda: 1_000_000_000)
     check_working_size(512, 512, "cpu")
     check_working_size(2048, 2048, "meta")                     # only the CPU's memory is estimated
     with pytest.raises(ValueError, match=r"needs about 6\.4 GB of memory, 1\.0 GB is available"):

@@ -1,0 +1,77 @@
+"""`mambast.stylize`: one call, one pair, any input type; the loaded default model is kept between calls.
+
+Settings are `StylizeConfig`'s; the work is `Stylizer.stylize`. This module only adapts inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+from ..io import load_image, pil_to_tensor, tensor_to_pil
+from .config import StylizeConfig, torch_dtype
+from .precision import cast_autocast_weights
+from .stylizer import Stylizer
+
+_MODELS: dict = {}            # (weights, device, dtype) -> a loaded model, so a second call does not reload it
+_MODELS_LOCK = threading.Lock()
+OUTPUT_TYPES = ("pil", "pt")
+
+
+def load_model(weights="default", config: StylizeConfig | None = None):
+    """The model of `weights` ("default", a save_pretrained folder or a .safetensors file) on the config's device,
+    its Linear/Conv2d weights stored in the config's dtype (`cast_autocast_weights`); config must be resolved."""
+    from ..model import MambaST
+    config = (config or StylizeConfig()).resolved()
+    return cast_autocast_weights(MambaST.from_pretrained(weights), torch_dtype(config.dtype), config.device)
+
+
+def cached_model(weights, config: StylizeConfig):
+    """`load_model`, loaded once per (weights, device, dtype) in this process and kept (weights by path)."""
+    key = (str(weights), config.device, config.dtype)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model(weights, config)
+        return _MODELS[key]
+
+
+def clear_model_cache() -> None:
+    """Forget the models `stylize` keeps (to free their memory)."""
+    with _MODELS_LOCK:
+        _MODELS.clear()
+
+
+def _as_tensor(img) -> torch.Tensor:
+    if isinstance(img, torch.Tensor):
+        return img if img.dim() == 4 else img[None]
+    if isinstance(img, (str, Path)):
+        img = load_image(img)
+    return pil_to_tensor(img)
+
+
+def stylize(content, style, model=None, *, config: StylizeConfig | None = None, output_type: str = "pil",
+            **settings):
+    """Stylize one content image with one style image.
+
+    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]). model: a MambaST, a
+    weights path, or None for the bundled default model (paths and the default are loaded once per device and
+    dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed, shuffle, dtype, device,
+    compile, cuda_graphs), overriding it. Returns a PIL image (or a [1, 3, H, W] tensor in [0, 1] with
+    output_type="pt") of the content's pixel size.
+    """
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}; got {output_type!r}")
+    unknown = sorted(set(settings) - set(vars(StylizeConfig())))
+    if unknown:
+        raise TypeError(f"stylize() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
+    config = StylizeConfig(**{**vars(config or StylizeConfig()), **settings})
+    if isinstance(model, torch.nn.Module):
+        config.device = str(next(model.parameters()).device)
+        config = config.resolved()
+    else:
+        config = config.resolved()
+        model = cached_model(model or "default", config)
+    y = Stylizer.from_config(model, config).stylize(_as_tensor(content), _as_tensor(style))
+    return tensor_to_pil(y) if output_type == "pil" else y

@@ -1,0 +1,177 @@
+"""Folder-job planning: which (content, style) pairs to stylize, into which output files, and which to skip.
+
+Pairs, output names, name clashes, resuming and the guard against writing into the inputs live here, so the
+CLI and the Python API plan alike; nothing here runs a model or imports torch.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import JobError
+
+OUTPUT_SUFFIX = ".png"
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+NAME_MAX = 255   # longest file name: 255 bytes on ext4, XFS, APFS; 255 UTF-16 units on NTFS
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pair to stylize and where to write the result (paths or strings)."""
+    content: Path
+    style: Path
+    output: Path
+
+    def __post_init__(self):
+        for name in ("content", "style", "output"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
+
+def output_name(content, style, suffix: str = OUTPUT_SUFFIX) -> str:
+    """The file name of a pair's result: <content>_stylized_<style>.png."""
+    return f"{Path(content).stem}_stylized_{Path(style).stem}{suffix}"
+
+
+def without_outputs(images: list[Path], made: set[Path]) -> list[Path]:
+    """`images` less the files in `made` (resolved paths an earlier run wrote): an output folder that is also an
+    input folder would otherwise feed a rerun its own earlier outputs."""
+    return [p for p in images if p.resolve() not in made]
+
+
+@dataclass
+class JobPlan:
+    """What a stylization of files will do: `jobs` to run, `present` outputs kept (resume), `refused` one-line
+    reasons for pairs that cannot be written (with how many pairs each covers), outputs to a folder or not."""
+    jobs: list[Job] = field(default_factory=list)
+    present: list[Job] = field(default_factory=list)
+    refused: list[tuple[str, int]] = field(default_factory=list)
+    to_folder: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(n for _, n in self.refused)
+
+
+def plan_jobs(content, style, output, overwrite: bool = False) -> JobPlan:
+    """Plan stylizing CONTENT with STYLE (each an image file or a folder of images) into OUTPUT.
+
+    With a folder among them (or OUTPUT an existing folder, or ending in a slash) every content is paired with
+    every style into OUTPUT/<content>_stylized_<style>.png; outputs already there are kept unless overwrite
+    (matched by name only); earlier outputs found in an input folder are not inputs. Otherwise OUTPUT is the one
+    pair's file, always written. JobError for missing inputs, an output over an input, or a bad OUTPUT."""
+    try:
+        return _plan(Path(content), Path(style), str(output), overwrite)
+    except OSError as e:   # a path the system refuses to look at (a name too long, no permission, ...)
+        raise JobError(f"{e.filename or output}: {e.strerror or e}") from None
+
+
+def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPlan:
+    from ..io import list_images
+    output = Path(output_arg)
+    for name, p in (("content", content), ("style", style)):
+        if not p.exists():
+            raise JobError(f"{p}: no such file or folder ({name})")
+    contents = list_images(content) if content.is_dir() else [content]
+    styles = list_images(style) if style.is_dir() else [style]
+    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or output_arg.endswith(("/", "\\"))
+    if to_folder:
+        if output.exists() and not output.is_dir():
+            raise JobError(f"{output}: exists and is not a folder")
+        made = {(output / output_name(c, s)).resolve() for c in contents for s in styles}
+        contents = without_outputs(contents, made) if content.is_dir() else contents
+        styles = without_outputs(styles, made) if style.is_dir() else styles
+    if not contents:
+        raise JobError(f"{content}: folder has no images")
+    if not styles:
+        raise JobError(f"{style}: folder has no images")
+    if to_folder:
+        jobs = [Job(c, s, output / output_name(c, s)) for c in contents for s in styles]
+    else:
+        if output.suffix.lower() not in IMAGE_OUTPUT_SUFFIXES:
+            raise JobError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
+        jobs = [Job(contents[0], styles[0], output)]
+    input_ids = {_file_id(p) for p in contents + styles} - {None}
+    for job in jobs:   # by file identity: also a symlink, a hard link, another case on some file systems
+        if _file_id(job.output) in input_ids:
+            raise JobError(f"{job.output}: refusing to write over an input image")
+    plan = JobPlan(to_folder=to_folder)
+    by_output: dict[Path, list[Job]] = {}
+    for job in jobs:
+        by_output.setdefault(job.output, []).append(job)
+    for out, same in by_output.items():
+        if len(same) > 1:
+            pairs = " and ".join(f"{j.content.name} + {j.style.name}" for j in same)
+            plan.refused.append((f"{out.name}: {pairs} would all be written there: skipped (rename one of the "
+                                 "inputs)", len(same)))
+    for out, same in by_output.items():
+        if len(same) > 1:
+            continue
+        job = same[0]
+        try:
+            present = _present(job.output)
+        except OSError as e:   # a name too long for the file system
+            if not to_folder:
+                raise JobError(f"{output_arg}: cannot be written ({e.strerror})") from None
+            name = out.name if len(out.name) <= 60 else out.name[:60] + "..."
+            plan.refused.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
+            continue
+        (plan.present if present and to_folder and not overwrite else plan.jobs).append(job)
+    return plan
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _name_too_long(path: Path) -> bool:
+    name = path.name
+    units = len(name.encode("utf-16-le")) // 2 if os.name == "nt" else len(os.fsencode(name))
+    return units > NAME_MAX
+
+
+def _present(path: Path) -> bool:
+    """Whether an output exists; OSError (ENAMETOOLONG) if its name is too long to be one."""
+    if _name_too_long(path):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+    try:
+        return path.exists()
+    except OSError as e:
+        raise JobError(f"{e.filename or path}: {e.strerror or e}") from None
+
+
+def make_output_folders(jobs: list[Job]) -> list[Path]:
+    """Create the jobs' output folders and make sure a file can be written there, before any image is
+    stylized; returns the folders it created (for `remove_if_empty` after a run that wrote nothing)."""
+    created: list[Path] = []
+    for folder in dict.fromkeys(job.output.parent for job in jobs):
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise JobError(f"{folder}: exists and is not a folder (outputs go there)")
+            missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+            created += missing
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except (OSError, JobError) as e:
+            remove_if_empty(created)
+            if isinstance(e, JobError):
+                raise
+            raise JobError(f"{folder}: cannot write outputs there ({e.strerror or e})") from None
+    return created
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders `make_output_folders` created that stayed empty, deepest first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:                # not empty (or gone): keep it
+            pass

@@ -1,0 +1,48 @@
+import argparse
+import dataclasses
+
+import pytest
+
+from mambast.cli import add_config_arguments, build_parser, config_from_args
+from mambast.inference.config import DEFAULT_SIZE, StylizeConfig
+
+
+def test_defaults_are_resolved_for_the_cpu_in_one_place():
+    c = StylizeConfig(device="cpu").resolved()
+    assert (c.size, c.seed, c.shuffle, c.dtype, c.batch_size, c.compile, c.cuda_graphs) == \
+        (DEFAULT_SIZE, None, True, "float32", 1, False, False)
+    assert c.torch_dtype is None and StylizeConfig(size=0).working_size is None
+
+
+@pytest.mark.parametrize("field, value, words", [("size", -1, "size must be in 0..4096"),
+                                                 ("batch_size", 0, "batch_size must be >= 1"),
+                                                 ("dtype", "half", "dtype must be one of float32, bfloat16, float16"),
+                                                 ("device", "meta", "device must be cpu, cuda or cuda:N"),
+                                                 ("compile", True, "compile is for CUDA devices")])
+def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
+    with pytest.raises(ValueError, match=words):
+        StylizeConfig(**{"device": "cpu", field: value}).resolved()
+
+
+def test_every_field_is_a_stylize_flag_with_the_config_default():
+    p = argparse.ArgumentParser()
+    add_config_arguments(p)
+    assert config_from_args(p.parse_args([])) == StylizeConfig()
+    args = p.parse_args(["--size", "64", "--no-shuffle", "--batch-size", "2", "--dtype", "bfloat16",
+                         "--no-cuda-graphs", "--seed", "3", "--device", "cpu"])
+    assert config_from_args(args) == StylizeConfig(size=64, seed=3, shuffle=False, dtype="bfloat16", batch_size=2,
+                                                   cuda_graphs=False, device="cpu")
+    stylize = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png"])
+    assert {f.name for f in dataclasses.fields(StylizeConfig)} <= set(vars(stylize))
+
+
+def test_a_stylizer_built_without_a_batch_size_takes_the_devices(tiny_model):
+    from mambast.inference.stylizer import Stylizer
+    assert Stylizer(tiny_model).batch_size == StylizeConfig(device="cpu").resolved().batch_size == 1
+
+
+def test_settings_and_job_planning_import_without_torch():
+    import subprocess
+    import sys
+    code = "import sys, mambast.inference.config, mambast.inference.jobs; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
