@@ -39,7 +39,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from mambast import MambaST, stylize
-    from mambast.infer import default_device, resize_short_side
+    from mambast.inference.config import default_device
+    from mambast.inference.geometry import resize_short_side
     from mambast.io import load_image
     from mambast.metrics.artifacts import border_step, grid_amplitude
 

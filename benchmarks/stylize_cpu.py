@@ -17,7 +17,7 @@ import torch
 
 from common import time_calls  # benchmarks/common.py; puts the repository on sys.path
 from mambast import MambaST, keep_freed_memory
-from mambast.infer import stylize_tensor
+from mambast.inference.stylizer import stylize_tensor
 
 
 def main() -> None:

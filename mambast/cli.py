@@ -134,6 +134,29 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_video(sub) -> None:
+    from .video import DEFAULT_BATCH_SIZE, DEFAULT_SMOOTHING
+    p = sub.add_parser("video", help="stylize a video file (needs PyAV: pip install 'mambast[video]')",
+                       description="Stylize every frame of INPUT with the image STYLE into OUTPUT, keeping its size, "
+                                   "frame times, rotation and audio (copied). One style encoding and one set of style "
+                                   "permutations per clip (a still scene gives identical frames). The output is "
+                                   "written to a temporary file and renamed at the end: no broken file is left.")
+    p.add_argument("input", help="video file")
+    p.add_argument("style", help="style image file")
+    p.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov, .webm, ...)")
+    p.add_argument("--weights", default="default", help="model weights (default: the bundled model)")
+    add_config_arguments(p, only=("size", "seed", "dtype", "device"), defaults={"seed": 0})
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"frames per model call (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
+    p.add_argument("--crf", type=int, default=None, help="quality for x264/x265/VP9/AV1, lower is better (default 18)")
+    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
+                   help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
+                        f"default {DEFAULT_SMOOTHING})")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_video)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
@@ -142,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_convert(sub)
     _add_weights(sub)
+    _add_video(sub)
     for name in EXTERNAL_COMMANDS:
         try:
             module = importlib.import_module(name)
@@ -196,6 +220,19 @@ def cmd_stylize(args) -> int:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + refused} failed",
               file=sys.stderr)
     return 1 if failures or refused else 0
+
+
+def cmd_video(args) -> int:
+    from .video import stylize_video
+    config = _resolved(config_from_args(args))      # the same checks of --size, --dtype, --device as stylize
+    if not config.size:
+        raise CLIError("--size 0 (keep the size) does not apply to video: give a working size, e.g. --size 512")
+    summary = stylize_video(args.input, args.style, args.output, model=args.weights, size=config.size,
+                            batch_size=args.batch_size, seed=config.seed, codec=args.codec, crf=args.crf,
+                            device=config.device, dtype=config.dtype, smoothing=args.smoothing,
+                            progress=not args.quiet)
+    print(f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height}", file=sys.stderr)
+    return 0
 
 
 def cmd_demo(args) -> int:

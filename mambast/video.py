@@ -163,7 +163,8 @@ class _Stylizer:
 
     def __init__(self, model, style, size: int, frame_hw: tuple[int, int], seed: int, smoothing: float, amp):
         import torch
-        from .infer import autocast, check_working_size, prepare_style, working_size
+        from .inference.geometry import check_working_size, prepare_style, working_size
+        from .inference.precision import autocast
         from .model import as_generator, draw_permutations
         self.model, self.frame_hw, self.smoothing = model, frame_hw, smoothing
         p = next(model.parameters())
@@ -195,7 +196,7 @@ class _Stylizer:
     def __call__(self, frames):
         import numpy as np
         import torch
-        from .infer import finish_output, pad_to_multiple, resize
+        from .inference.geometry import finish_output, pad_to_multiple, resize
         with torch.inference_mode():
             x = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
             x = x.permute(0, 3, 1, 2).float().div_(255.0)                                 # [B, 3, H, W]
@@ -323,7 +324,8 @@ def _load_style(style):
 def _load_model(model, device, dtype):
     """(model in eval mode, autocast dtype): a MambaST as given, or loaded from a path (None: the bundled one)."""
     import torch
-    from .infer import autocast_dtype, cast_autocast_weights, default_device
+    from .inference.config import autocast_dtype, default_device
+    from .inference.precision import cast_autocast_weights
     from .model import MambaST
     if isinstance(model, torch.nn.Module):
         return model.eval(), autocast_dtype(dtype, next(model.parameters()).device)

@@ -281,7 +281,8 @@ def test_a_size_that_cannot_fit_the_memory_available_is_refused(tmp_path, weight
 
 
 @pytest.mark.parametrize("error, says", [
-    (lambda: torch.empty(1 << 50, dtype=torch.uint8), "out of memory: try a smaller --size or --batch-size"),
+    (lambda: torch.empty(1 << 50, dtype=torch.uint8),
+     "out of memory: try a smaller --batch-size, or a smaller --size (stylize) or --crop (train)"),
     (lambda: (_ for _ in ()).throw(OSError(28, "No space left on device", "/x/log.csv")),
      "/x/log.csv: No space left on device: free some space"),
 ])

@@ -254,3 +254,19 @@ def test_import_mambast_video_loads_neither_av_nor_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_the_video_command_writes_the_clip(tmp_path, model, style):
+    """`mambast video` wires the flags to stylize_video (a tiny saved model, --size 32)."""
+    from mambast.cli import main
+    clip = make_clip(tmp_path / "in.mp4")
+    model.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(clip), str(style), "-o", str(out), "--weights", str(tmp_path / "tiny"),
+                 "--size", "32", "--batch-size", "2", "--quiet"]) == 0
+    got, want = read(out), read(clip)
+    assert len(got["images"]) == len(want["images"]) and (got["width"], got["height"]) == (want["width"], want["height"])
+    assert got["audio"] == want["audio"]
+    for bad in (["--size", "-3"], ["--size", "0"]):
+        assert main(["video", str(clip), str(style), "-o", str(tmp_path / "bad.mp4"), *bad]) == 1
+        assert not (tmp_path / "bad.mp4").exists()

@@ -2,7 +2,7 @@
 
 Layers call `selective_scan_2d_proj` (the scan with low-rank step sizes) and never know which implementation
 runs; `selective_scan_2d` takes full-width raw step sizes instead. Two convolutions are dispatched the same way,
-each with its PyTorch definition (`*_ref`) beside it: `dwconv_silu` (SS2D's depthwise conv and SiLU) and
+each with its PyTorch definition (`*_ref`, in `conv_ref.py`) beside it: `dwconv_silu` (SS2D's depthwise conv and SiLU) and
 `conv3x3_reflect` (the CNN decoder's output layer: ReLU, reflection padding, 3x3 conv).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .conv_ref import conv3x3_reflect_ref, dwconv_silu_ref
 from .scan_ref import cross_merge, cross_scan, scan_orders, selective_scan_2d_ref, selective_scan_ref
 
 __all__ = ["selective_scan_2d", "selective_scan_2d_proj", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan",
@@ -75,15 +76,6 @@ def dwconv_silu(x, weight, bias):
     return dwconv_silu_ref(x, weight, bias)
 
 
-def dwconv_silu_ref(x, weight, bias):
-    """SiLU(depthwise conv2d(x, weight, bias, padding k // 2)): x [B, H, W, C], weight [C, 1, k, k], bias [C] or
-    None; returns [B, H*W, C] (channels-last strides throughout: no copy of x)."""
-    F = torch.nn.functional
-    B, H, W, C = x.shape
-    y = F.silu(F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=weight.shape[-1] // 2, groups=C))
-    return y.permute(0, 2, 3, 1).reshape(B, H * W, C)
-
-
 def conv3x3_reflect(x, weight, bias, relu: bool = True, in_bias=None):
     """conv2d(reflection_pad_1(relu(x + in_bias)), weight, bias): for bf16/fp16 CUDA inference within the kernel's
     limits (`triton_conv.supported`) one operator, which runs the Triton kernel on channels-last x (as torch.compile
@@ -93,13 +85,3 @@ def conv3x3_reflect(x, weight, bias, relu: bool = True, in_bias=None):
         if triton_conv.supported(x, weight):
             return triton_conv.conv3x3_reflect_op(x, weight, bias, relu, in_bias)
     return conv3x3_reflect_ref(x, weight, bias, relu, in_bias)
-
-
-def conv3x3_reflect_ref(x, weight, bias, relu: bool = True, in_bias=None):
-    """conv2d(reflection_pad_1(relu(x + in_bias)), weight, bias): x [B, C, H, W], weight [Cout, C, 3, 3], bias
-    [Cout] or None, in_bias [C] or None (the previous convolution's bias, when that one ran without it; rounded to
-    x's dtype, as the kernel does)."""
-    F = torch.nn.functional
-    if in_bias is not None:
-        x = x + in_bias.to(x.dtype).view(-1, 1, 1)
-    return F.conv2d(F.pad(F.relu(x) if relu else x, (1, 1, 1, 1), mode="reflect"), weight, bias)

@@ -217,7 +217,7 @@ def conv3x3_reflect_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     operators."""
     if x.stride(1) == 1:
         return conv3x3_reflect_triton(x, weight, bias, relu, in_bias)
-    from . import conv3x3_reflect_ref
+    from .conv_ref import conv3x3_reflect_ref
     as_x = lambda t: None if t is None else t.to(x.dtype)   # noqa: E731
     return conv3x3_reflect_ref(x, as_x(weight), as_x(bias), relu, as_x(in_bias))
 
