@@ -32,8 +32,8 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") ->
     path.parent.mkdir(parents=True, exist_ok=True)
     # the temp name stays short whatever the file's name (a legal 255-byte name plus affixes would not be)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:40]}.", suffix=suffix)
-    os.close(fd)
-    try:
+    try:   # from here on, also an interrupt removes the temp file
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
