@@ -180,7 +180,7 @@ def _amp_dtype(dtype: str) -> torch.dtype | None:
 
 
 def _autocast(device: torch.device, dtype: str):
-    from mambast.infer import autocast
+    from mambast.inference.precision import autocast
     return autocast(device.type, _amp_dtype(dtype))
 
 
@@ -188,7 +188,7 @@ def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto
                 amp: torch.dtype | None = None) -> MambaST:
     """The model with random weights (seed 0) on `device`, its Linear and Conv2d weights stored in `amp` (cast on
     the CPU first, as `mambast stylize` does: no float32 copies freed on the GPU between them)."""
-    from mambast.infer import cast_autocast_weights
+    from mambast.inference.precision import cast_autocast_weights
     torch.manual_seed(0)
     model = cast_autocast_weights(MambaST(cfg), amp, device).eval()
     n = 0
@@ -213,15 +213,15 @@ def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
 
 
 def setup_ours_graph(ctx, res, batch, dtype, compile=False):
-    """What `mambast stylize` runs per batch (`mambast.pipeline.PairStylizer`'s encoder and fusion calls): content
+    """What `mambast stylize` runs per batch (`mambast.inference.Stylizer`'s encoder and fusion calls): content
     and style encoders, then the style permutations drawn on the CPU while the GPU encodes, then the fusion;
     each call replayed from a CUDA graph where `graph_pays`; compile: each through torch.compile (--compile).
     Eager on a CPU device (without compile)."""
     if ctx.device.type != "cuda" and not compile:
         return setup_ours(ctx, res, batch, dtype)
-    from mambast.graphs import graph_pays
+    from mambast.inference.graphs import graph_pays
     from mambast.model import draw_permutations
-    from mambast.pipeline import PairStylizer
+    from mambast.inference.stylizer import Stylizer as PairStylizer
     model = ctx.model("auto", dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
@@ -477,7 +477,7 @@ def markdown(head: dict, records: list[dict], args, anchors: dict | None) -> str
             lines.append(f"| {method}, {dtype} | " + " | ".join(_cell(x) for x in row) + " |")
     lines += ["", "- ours: what `mambast stylize` runs per batch: the content and style encoder calls, the style "
               "permutations drawn on the CPU while the GPU encodes, the fusion call; fused scan; each call replayed "
-              "from a CUDA graph up to `mambast.graphs.GRAPH_MAX_PIXELS` pixels and eager above. ours-compiled: "
+              "from a CUDA graph up to `mambast.inference.graphs.GRAPH_MAX_PIXELS` pixels and eager above. ours-compiled: "
               "the same calls through torch.compile (`--compile`). ours-eager: the model's forward launched kernel "
               "by kernel from Python (a single call). ours-reference-scan: eager with the Python reference scan (skipped "
               "cells: too slow to run there).",

@@ -32,10 +32,13 @@ import torch
 from common import header, write_json  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
 
 from mambast.config import MambaSTConfig  # noqa: E402
-from mambast.infer import autocast_dtype, cast_autocast_weights, stylize_tensor  # noqa: E402
+from mambast.inference.config import autocast_dtype  # noqa: E402
+from mambast.inference.precision import cast_autocast_weights  # noqa: E402
+from mambast.inference.stylizer import stylize_tensor  # noqa: E402
 from mambast.io import load_image, pil_to_tensor, save_image, tensor_to_pil  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
-from mambast.pipeline import Job, PairStylizer  # noqa: E402
+from mambast.inference.jobs import Job  # noqa: E402
+from mambast.inference.stylizer import Stylizer as PairStylizer  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
             sync()
             first = time.perf_counter() - t
             if warm_all:
-                run(warm)             # a CUDA graph is captured on a shape's second call (`mambast.graphs`)
+                run(warm)             # a CUDA graph is captured on a shape's second call (`mambast.inference.graphs`)
             jobs = [Job(c, s, out / f"{c.stem}_stylized_{s.stem}.png") for c, s in grid]
             t = time.perf_counter()
             stats = run(jobs)

@@ -20,7 +20,7 @@ import torch
 
 from common import header  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
 from mambast.config import MambaSTConfig  # noqa: E402
-from mambast.infer import cast_autocast_weights  # noqa: E402
+from mambast.inference.precision import cast_autocast_weights  # noqa: E402
 from mambast.model import MambaST, draw_permutations  # noqa: E402
 
 PARTS = ("patch_embed", "encoder_c", "encoder_s", "decoder", "cnn_decoder")

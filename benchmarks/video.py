@@ -165,7 +165,7 @@ def compensated_change(frames: np.ndarray, pan: int) -> float:
 
 
 def stability(args, model, amp, style: Path, folder: Path) -> list[dict]:
-    from mambast.infer import stylize_tensor
+    from mambast.inference.stylizer import stylize_tensor
     w, h = parse_case(args.cases.split(",")[0])
     clip = folder / "pan.mkv"
     src = make_clip(clip, w, h, args.frames, pan=args.pan, codec="libx264rgb", audio=False)

@@ -23,7 +23,7 @@ def main() -> None:
     from mambast import MambaST
     from mambast.examples import CONTENT, stroke_painting
     from mambast.hub import PackageFile, fetch_package_file
-    from mambast.infer import stylize_tensor
+    from mambast.inference.stylizer import stylize_tensor
     from mambast.io import load_image, pil_to_tensor, tensor_to_pil
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,7 +62,7 @@ def comparison(model, contents, styles, args) -> None:
     onnxruntime), on the same public-domain pictures: the evaluation images are not ours to publish."""
     from PIL import Image
 
-    from mambast.infer import stylize_tensor
+    from mambast.inference.stylizer import stylize_tensor
     from mambast.io import pil_to_tensor, tensor_to_pil
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from quality import Magenta

@@ -22,7 +22,7 @@ MAX_REL_DIFF = 0.02
 
 def output_difference(ref, quant, pairs, size: int = 256) -> float:
     """Largest relative L2 difference of the stylized outputs over the given (content, style) pairs."""
-    from mambast.infer import stylize_tensor
+    from mambast.inference.stylizer import stylize_tensor
     worst = 0.0
     for c, s in pairs:
         a = stylize_tensor(ref, c, s, size=size, seed=0)
