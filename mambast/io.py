@@ -39,16 +39,22 @@ def _to_rgb(img):
     return img.convert("RGB")
 
 
+def check_input_file(path, kind: str, error: type[Exception] = ImageError) -> Path:
+    """`path` as a Path if it names a non-empty file; `error` in one line otherwise (kind: "image", "video")."""
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{path}: no such file")
+    if path.is_dir():
+        raise error(f"{path}: is a folder, expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} file")
+    if path.stat().st_size == 0:
+        raise error(f"{path}: empty file")
+    return path
+
+
 def load_image(path):
     """Decode an image file to RGB with its EXIF orientation applied; ImageError on any problem."""
     from PIL import Image, ImageOps
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a folder, expected an image file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
+    path = check_input_file(path, "image")
     _strict_bomb_guard()
     try:
         with Image.open(path) as img:

@@ -61,12 +61,8 @@ def flicker(inputs, outputs) -> float:
 
 def _open_input(av, path: Path):
     """(container, video stream, audio stream or None) of a readable clip; VideoError otherwise."""
-    if not path.exists():
-        raise VideoError(f"{path}: no such file")
-    if path.is_dir():
-        raise VideoError(f"{path}: is a folder, expected a video file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: empty file")
+    from .io import check_input_file
+    check_input_file(path, "video", VideoError)
     try:
         container = av.open(str(path))
     except av.FFmpegError as e:

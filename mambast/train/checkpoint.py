@@ -41,10 +41,14 @@ def rng_state(device: torch.device | None = None) -> dict:
     return state
 
 
+def _numpy_state(n: dict) -> tuple:
+    """numpy's legacy RNG state tuple from the dict `rng_state` stores."""
+    return "MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]
+
+
 def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if device is not None and device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -112,9 +116,7 @@ def _integer(v, least: int = 0) -> bool:
 def _check_rng(state) -> None:
     """Apply an RNG state to throwaway generators: whatever they refuse, set_rng_state would refuse mid-setup."""
     random.Random().setstate(state["python"])
-    n = state["numpy"]
-    np.random.RandomState().set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                                       n["cached"]))
+    np.random.RandomState().set_state(_numpy_state(state["numpy"]))
     torch.Generator().set_state(state["torch"])
     if "cuda" in state and not (isinstance(state["cuda"], torch.Tensor) and state["cuda"].dtype == torch.uint8):
         raise TypeError("the CUDA state is not a byte tensor")
