@@ -31,7 +31,7 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") ->
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # the temp name stays short whatever the file's name (a legal 255-byte name plus affixes would not be)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem[:40]}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=suffix)
     try:   # from here on, also an interrupt removes the temp file
         os.close(fd)
         write(tmp)
@@ -41,6 +41,19 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") ->
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.stem[:40]}."
+
+
+def is_temp_of(name: str, path, suffix: str) -> bool:
+    """Whether the file name `name` (in `path`'s folder) is a temp file `atomic_write(path, ..., suffix)` would
+    make: one a killed process (SIGKILL, power loss) left behind, which a rerun may remove."""
+    prefix = _temp_prefix(Path(path))
+    middle = name[len(prefix):len(name) - len(suffix)]
+    return (name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+            and all(c.isalnum() or c == "_" for c in middle))
 
 
 def save_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> Path:

@@ -40,6 +40,26 @@ working size per model call, and write outputs in background threads.
 """
 
 
+STYLIZE_DATASET_HELP = """\
+Stylize a whole dataset on Ray Data: CONTENT is a folder, read with its subfolders, or a manifest
+(.csv or .parquet with columns content, style and optionally output; paths relative to the manifest's
+folder, outputs relative to OUT). With a folder, STYLE (an image or a folder, read with its subfolders)
+is paired by --pairing:
+  all     every content with every style: OUT/<subfolder>/<content>_stylized_<style>.<format>
+  random  one style per content, drawn from --seed and the content's path (the same on every rerun):
+          OUT/<subfolder>/<content>.<format>, the content's tree mirrored (as Stylized-ImageNet)
+Each model replica is a Ray actor that loads the model once and stylizes batches of pairs as
+`mambast stylize` does (same settings, same results). Without --address Ray starts on this machine and
+stops at the end; --address auto joins the cluster running here (`ray start`); every node then needs
+mambast and the same paths to the inputs and OUT (a shared file system). Default pool: one actor per GPU,
+or CPU actors of up to 4 CPUs filling the nodes.
+
+OUT is the checkpoint: outputs already there are skipped (a killed run resumes; --overwrite redoes
+them), each is written atomically, and a pair that fails is recorded in OUT/errors.jsonl (JSON lines:
+content, style, output, error) while the others go on (exit status 1 at the end). See docs/scale-out.md.
+"""
+
+
 class CLIError(MambastError):
     """A user-facing error: printed as one line, exit status 1."""
 
@@ -74,10 +94,11 @@ def config_from_args(args: argparse.Namespace):
                             if hasattr(args, f.name)})
 
 
-def _resolved(config):
-    """config.resolved(), its ValueError as a one-line error naming the flag (size -> --size)."""
+def _resolved(config, here: bool = True):
+    """config.resolved() (here=False: config.check(), for settings that other machines resolve), its ValueError
+    as a one-line error naming the flag (size -> --size)."""
     try:
-        return config.resolved()
+        return config.resolved() if here else config.check()
     except ValueError as e:
         field, _, rest = str(e).partition(" ")
         raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
@@ -100,6 +121,42 @@ def _add_stylize(sub) -> None:
                    help="redo outputs that already exist (folder runs; a single pair is always written)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize)
+
+
+def _add_stylize_dataset(sub) -> None:
+    from .inference.dataset import FORMATS, PAIRINGS
+    p = sub.add_parser("stylize-dataset", help="stylize a dataset (folder tree or manifest) on Ray Data "
+                                               "(needs pip install 'mambast[ray]')",
+                       description=STYLIZE_DATASET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("content", help="content folder (with subfolders) or manifest (.csv, .parquet)")
+    p.add_argument("style", nargs="?", default=None, help="style image or folder (with a content folder)")
+    p.add_argument("-o", "--output", required=True, help="output folder (the checkpoint)")
+    p.add_argument("--pairing", choices=PAIRINGS, default="all",
+                   help="all: every content x every style; random: one style per content (default all)")
+    p.add_argument("--format", choices=FORMATS, default="png", help="output image format (default png)")
+    p.add_argument("--weights", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    add_config_arguments(p)
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster: auto (the one started here with `ray start`) or host:port / ray://host:port "
+                          "(default: $RAY_ADDRESS, else Ray starts on this machine and stops at the end)")
+    ray.add_argument("--actors", type=int, default=None,
+                     help="model replicas (default: one per GPU, or CPU actors filling the nodes)")
+    ray.add_argument("--gpus-per-actor", type=float, default=None,
+                     help="GPUs per actor: 0.5 puts two actors on each GPU, 0 runs on CPUs (default 1 where the "
+                          "cluster has GPUs)")
+    ray.add_argument("--cpus-per-actor", type=float, default=None,
+                     help="CPUs reserved per actor: its torch threads on a CPU actor (default 1 with a GPU, "
+                          "else up to 4)")
+    ray.add_argument("--readers", type=int, default=None,
+                     help="threads per actor that decode inputs and write outputs (default: the node's CPUs, "
+                          "at most 8)")
+    ray.add_argument("--num-cpus", type=int, default=None,
+                     help="without --address: the CPUs Ray may use on this machine (default all)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stylize_dataset)
 
 
 def _add_convert(sub) -> None:
@@ -162,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
+    _add_stylize_dataset(sub)
     _add_demo(sub)
     _add_convert(sub)
     _add_weights(sub)
@@ -220,6 +278,38 @@ def cmd_stylize(args) -> int:
         print(f"{len(todo) - failures} stylized, {skipped} already present, {failures + refused} failed",
               file=sys.stderr)
     return 1 if failures or refused else 0
+
+
+def cmd_stylize_dataset(args) -> int:
+    from .inference.dataset import plan_dataset
+    from .inference.ray_engine import import_ray, stylize_dataset
+
+    import_ray()   # before anything else: the one missing piece is told first
+    config = _resolved(config_from_args(args), here=False)   # the actors resolve the device, on their nodes
+    plan = plan_dataset(args.content, args.output, args.style, pairing=args.pairing, seed=config.seed,
+                        format=args.format, overwrite=args.overwrite)
+    for msg, _ in plan.refused:
+        print(f"mambast: error: {printable(msg)}", file=sys.stderr)
+    if not len(plan):
+        if plan.refused:
+            print(f"0 stylized, {plan.present} already present, {plan.failed} failed (see {plan.errors_file})",
+                  file=sys.stderr)
+            return 1
+        print(f"nothing to do: all {plan.present} outputs exist (use --overwrite to redo)", file=sys.stderr)
+        return 0
+    if args.weights != "default":   # a bad weights file is told here, not by every actor
+        from .model import MambaST
+        MambaST.from_pretrained(args.weights)
+    summary = stylize_dataset(plan, args.weights, config, address=args.address, actors=args.actors,
+                              gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+                              readers=args.readers, num_cpus=args.num_cpus, progress=not args.quiet)
+    print(f"{summary.stylized} stylized, {summary.present} already present, {summary.failed} failed in "
+          f"{summary.seconds:.1f} s ({summary.images_per_s:.2f} images/s with start-up; first results after "
+          f"{summary.first_result_seconds:.1f} s; {summary.actors} actors x {summary.gpus_per_actor:g} GPU, "
+          f"{summary.cpus_per_actor:g} CPU)", file=sys.stderr)
+    if summary.failed:
+        print(f"failures: {plan.errors_file}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def cmd_video(args) -> int:

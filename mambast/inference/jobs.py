@@ -104,9 +104,7 @@ def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPl
         by_output.setdefault(job.output, []).append(job)
     for out, same in by_output.items():
         if len(same) > 1:
-            pairs = " and ".join(f"{j.content.name} + {j.style.name}" for j in same)
-            plan.refused.append((f"{out.name}: {pairs} would all be written there: skipped (rename one of the "
-                                 "inputs)", len(same)))
+            plan.refused.append((clash_message(out, [(j.content, j.style) for j in same]), len(same)))
     for out, same in by_output.items():
         if len(same) > 1:
             continue
@@ -116,11 +114,23 @@ def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPl
         except OSError as e:   # a name too long for the file system
             if not to_folder:
                 raise JobError(f"{output_arg}: cannot be written ({e.strerror})") from None
-            name = out.name if len(out.name) <= 60 else out.name[:60] + "..."
-            plan.refused.append((f"{name}: cannot be written ({e.strerror}): skipped (shorten the input names)", 1))
+            plan.refused.append((unwritable_message(out, e.strerror), 1))
             continue
         (plan.present if present and to_folder and not overwrite else plan.jobs).append(job)
     return plan
+
+
+def clash_message(output, pairs) -> str:
+    """Why pairs (content, style) that would all be written to `output` are skipped, in one line."""
+    names = " and ".join(f"{Path(c).name} + {Path(s).name}" for c, s in pairs)
+    return f"{Path(output).name}: {names} would all be written there: skipped (rename one of the inputs)"
+
+
+def unwritable_message(output, reason: str) -> str:
+    """Why an output whose name the file system refuses (too long) is skipped, in one line."""
+    name = Path(output).name
+    name = name if len(name) <= 60 else name[:60] + "..."
+    return f"{name}: cannot be written ({reason}): skipped (shorten the input names)"
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -131,15 +141,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _name_too_long(path: Path) -> bool:
-    name = path.name
+def name_too_long(path) -> bool:
+    """Whether a file name is longer than file systems take (`NAME_MAX`)."""
+    name = os.path.basename(path)
     units = len(name.encode("utf-16-le")) // 2 if os.name == "nt" else len(os.fsencode(name))
     return units > NAME_MAX
 
 
 def _present(path: Path) -> bool:
     """Whether an output exists; OSError (ENAMETOOLONG) if its name is too long to be one."""
-    if _name_too_long(path):
+    if name_too_long(path):
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
     try:
         return path.exists()

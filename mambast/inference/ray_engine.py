@@ -1,0 +1,287 @@
+"""Run a `DatasetPlan` on Ray Data: a pool of actors, one model each (loaded once), each batch of pairs through
+`Stylizer.run`, the same fast path as `mambast stylize`; the driver reports progress and records failures.
+
+Ray is imported only here, on first use (the `ray` extra); on a cluster every node needs mambast and sees the
+inputs and the output folder at the same paths (a shared file system). It must not plan: `dataset` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+from ..errors import JobError, one_line, printable
+from .config import StylizeConfig, default_batch_size
+from .dataset import DatasetPlan
+
+RAY_MISSING = 'stylize-dataset needs Ray Data: pip install "mambast[ray]" (".[ray]" in a source checkout)'
+ROWS_PER_BLOCK = 1024        # rows of one block of the input dataset (the unit Ray hands to an actor's queue)
+
+
+def import_ray():
+    """The ray module with Ray Data, or a JobError telling how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise JobError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass
+class DatasetSummary:
+    """What a run did: pairs stylized, outputs already present, failures (read, decode or write errors and
+    refused pairs); seconds from the start (Ray starting, models loading) to the end, and to the first result."""
+    stylized: int
+    present: int
+    failed: int
+    seconds: float
+    first_result_seconds: float
+    actors: int
+    gpus_per_actor: float
+    cpus_per_actor: float
+
+    @property
+    def images_per_s(self) -> float:
+        """Stylized images per second, start-up included."""
+        return self.stylized / self.seconds if self.seconds > 0 else 0.0
+
+
+class StylizeActor:
+    """One Ray actor: loads the model once, then stylizes each batch of rows (content, style, output) through
+    one `Stylizer`, whose caches live as long as the actor. Returns the rows with an `error` column ("" when
+    written); an image that fails is recorded there and never stops the batch."""
+
+    def __init__(self, weights: str, config: dict, readers: int | None, threads: int):
+        import torch
+
+        from ..runtime import keep_freed_memory
+        from .api import load_model
+        from .stylizer import Stylizer
+        keep_freed_memory()
+        config = StylizeConfig(**config).resolved()   # the device here: cuda if Ray gave this actor a GPU
+        if config.device == "cpu":
+            torch.set_num_threads(threads)   # the CPUs Ray reserved for this actor, not the node's
+        self.stylizer = Stylizer.from_config(load_model(weights, config), config, workers=readers)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from .jobs import Job
+        jobs = [Job(c, s, o) for c, s, o in zip(batch["content"], batch["style"], batch["output"])]
+        errors = dict(self._run(jobs))
+        return {**{k: batch[k] for k in ("content", "style", "output")},
+                "error": np.array([errors.get(j.output, "") for j in jobs], dtype=object)}
+
+    def _run(self, jobs):
+        """(output, one-line error) for each failed job; an error of the whole batch (out of memory, say)
+        retries its jobs one at a time, so that only the pairs that fail alone are recorded."""
+        done = set()
+        try:
+            for job, error in self.stylizer.run(jobs):
+                done.add(job.output)
+                if error is not None:
+                    yield job.output, one_line(error)
+        except Exception:   # noqa: BLE001  (not one image's fault: retried alone below)
+            self._free()
+            for job in jobs:
+                if job.output in done or (len(jobs) > 1 and job.output.exists()):
+                    continue
+                try:
+                    for _, error in self.stylizer.run([job]):
+                        if error is not None:
+                            yield job.output, one_line(error)
+                except Exception as e:   # noqa: BLE001
+                    self._free()
+                    yield job.output, f"{type(e).__name__}: {one_line(e)}"
+
+    def _free(self) -> None:
+        import torch
+        self.stylizer.clear_caches()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@dataclass
+class _Pool:
+    actors: int
+    gpus: float
+    cpus: float
+
+
+def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) -> _Pool:
+    """Actors and their resources: by default one actor per GPU of the cluster (1 CPU each), or, with no GPU
+    (or device cpu), actors of up to 4 CPUs filling every node."""
+    total = ray.cluster_resources()
+    gpus = float(total.get("GPU", 0))
+    wants_cuda = str(config.device or "").startswith("cuda")
+    if gpus_per_actor is None:
+        gpus_per_actor = 0.0 if config.device == "cpu" or gpus == 0 else 1.0
+    if gpus_per_actor < 0 or gpus_per_actor > 1 and not float(gpus_per_actor).is_integer():
+        raise JobError(f"--gpus-per-actor must be a fraction of one GPU (0.5: two actors share one) or a whole "
+                       f"number; got {gpus_per_actor}")
+    if wants_cuda and gpus_per_actor == 0:
+        raise JobError(f"device {config.device}: the Ray cluster has no GPU (--gpus-per-actor 0)")
+    if re.fullmatch(r"cuda:[1-9]\d*", str(config.device)):
+        raise JobError(f"device {config.device}: Ray gives each actor its GPU (cuda:0 there): use --device cuda")
+    if config.device == "cpu" and gpus_per_actor > 0:
+        raise JobError("--device cpu with --gpus-per-actor above 0: give one or the other")
+    node_cpus = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1.0]
+    if cpus_per_actor is None:
+        cpus_per_actor = 1.0 if gpus_per_actor else min(4.0, max(node_cpus))
+    if cpus_per_actor <= 0:
+        raise JobError(f"--cpus-per-actor must be above 0; got {cpus_per_actor}")
+    if actors is None:
+        if gpus_per_actor:
+            actors = max(1, int(gpus / gpus_per_actor + 1e-9))
+        else:
+            actors = max(1, sum(int(c // cpus_per_actor) for c in node_cpus))
+    if actors < 1:
+        raise JobError(f"--actors must be at least 1; got {actors}")
+    if gpus_per_actor and actors * gpus_per_actor > gpus + 1e-9:
+        raise JobError(f"{actors} actors x {gpus_per_actor:g} GPU need {actors * gpus_per_actor:g} GPUs; the Ray "
+                       f"cluster has {gpus:g}")
+    return _Pool(actors, float(gpus_per_actor), float(cpus_per_actor))
+
+
+def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
+    """Connect to the cluster at `address` ("auto": the one running here), to $RAY_ADDRESS (a job submitted
+    with `ray job submit`), or start Ray on this machine alone; True if this call started or connected it."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    local = address == "local"
+    try:
+        ray.init(address=address, include_dashboard=False if local else None, log_to_driver=False,
+                 logging_level=logging.WARNING, configure_logging=True,
+                 **({"num_cpus": num_cpus} if local and num_cpus else {}))
+    except ConnectionError as e:
+        raise JobError(f"--address {address}: no Ray cluster there ({one_line(e)})") from None
+    return True
+
+
+def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig | None = None, *,
+                    address: str | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
+                    cpus_per_actor: float | None = None, readers: int | None = None, num_cpus: int | None = None,
+                    progress: bool = True) -> DatasetSummary:
+    """Stylize a plan's pairs on Ray Data; failures are written to plan.errors_file (JSON lines: content,
+    style, output, error), which holds this run's failures only (an earlier run's are retried).
+
+    address: a Ray cluster ("auto": the one running on this machine; "ray://host:10001"); None: $RAY_ADDRESS,
+    else Ray starts on this machine (num_cpus: the CPUs it may use; default all) and stops at the end.
+    actors: model replicas (default: one per GPU, or CPU actors filling the nodes); gpus_per_actor: 0.5 puts
+    two on each GPU; cpus_per_actor: CPUs reserved for each (its torch threads on a CPU actor); readers:
+    decoding and writing threads per actor (default `Stylizer`'s). Settings other than these are `config`'s."""
+    config = (config or StylizeConfig()).check()
+    errors_file = plan.errors_file
+    t0 = time.perf_counter()
+    _start_errors(errors_file, plan.refused)
+    if not len(plan):
+        return DatasetSummary(0, plan.present, plan.failed, 0.0, 0.0, 0, 0.0, 0.0)
+    ray = import_ray()
+    started = _start_ray(ray, address, num_cpus)
+    try:
+        pool = _pool(ray, config, actors, gpus_per_actor, cpus_per_actor)
+        _quiet_ray_data(ray)
+        batch = config.batch_size or default_batch_size("cuda" if pool.gpus else "cpu")
+        ds = _dataset(ray, plan, pool.actors).map_batches(
+            StylizeActor, batch_size=max(16, 4 * batch), batch_format="numpy",
+            fn_constructor_kwargs=dict(weights=str(weights), config=dataclasses.asdict(config), readers=readers,
+                                       threads=max(1, int(pool.cpus))),
+            compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
+        try:
+            stylized, failed, first = _consume(ds, plan, errors_file, progress, t0)
+        except Exception as e:   # noqa: BLE001
+            if not type(e).__module__.startswith("ray"):
+                raise
+            raise JobError(f"the Ray job stopped: {_cause(e)} (outputs written so far are kept; on a cluster every "
+                           "node needs mambast and the inputs at the same paths; Ray's logs: "
+                           "/tmp/ray/session_latest/logs)") from None
+    finally:
+        if started:
+            ray.shutdown()
+    return DatasetSummary(stylized, plan.present, failed + plan.failed, time.perf_counter() - t0, first,
+                          pool.actors, pool.gpus, pool.cpus)
+
+
+def _cause(e: BaseException) -> str:
+    """The innermost "SomeError: message" line of a Ray exception (whose text holds the remote traceback)."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    causes = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception): \S", ln)]
+    return causes[-1] if causes else one_line(e)
+
+
+def _quiet_ray_data(ray) -> None:
+    """Ray Data's own progress bars and start-up lines off: the driver shows one bar over images."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # failures reach the user as one line (`_cause`); Ray's logs keep the full traces
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+
+
+def _dataset(ray, plan: DatasetPlan, actors: int):
+    """The plan as a Ray dataset of rows (content, style, output) in blocks of at most ROWS_PER_BLOCK, at least
+    4 per actor, in plan order (a content's pairs stay together, so its tokens are encoded once)."""
+    import pyarrow as pa
+    n = len(plan)
+    blocks = min(n, max(4 * actors, math.ceil(n / ROWS_PER_BLOCK)))
+    bounds = [n * i // blocks for i in range(blocks + 1)]
+    tables = [pa.table({"content": plan.contents[a:b], "style": plan.styles[a:b], "output": plan.outputs[a:b]})
+              for a, b in zip(bounds, bounds[1:])]
+    return ray.data.from_arrow(tables)
+
+
+def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float) -> tuple[int, int, float]:
+    """Iterate the results: a progress bar with the rate, failures appended to the errors file as they come.
+    Returns (stylized, failed, seconds to the first result)."""
+    from tqdm import tqdm
+    stylized = failed = 0
+    first = 0.0
+    bar = tqdm(total=len(plan), desc="stylize-dataset", unit="img", disable=not progress, file=sys.stderr,
+               smoothing=0.1)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            first = first or time.perf_counter() - t0
+            rows = [{"content": c, "style": s, "output": o, "error": e} for c, s, o, e in
+                    zip(batch["content"], batch["style"], batch["output"], batch["error"]) if e]
+            _append_errors(errors_file, rows)
+            failed += len(rows)
+            stylized += len(batch["output"]) - len(rows)
+            bar.update(len(batch["output"]))
+            for row in rows[:3]:   # a few on screen, all in the file
+                tqdm.write(f"mambast: error: {printable(row['error'])}", file=sys.stderr)
+    finally:
+        bar.close()
+    return stylized, failed, first
+
+
+def _start_errors(path, refused: list[tuple[str, int]]) -> None:
+    """A new errors file for this run (an earlier run's failures are retried, so its file goes), holding the
+    pairs refused before the run, if any; otherwise the file appears with the first failure."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    _append_errors(path, [{"error": reason, "pairs": n} for reason, n in refused])
+
+
+def _append_errors(path, rows: list[dict]) -> None:
+    """Append rows as JSON lines, one write each (a killed run leaves whole lines)."""
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        for row in rows:
+            os.write(fd, (json.dumps({k: v if isinstance(v, int) else str(v) for k, v in row.items()}) + "\n")
+                     .encode())
+    finally:
+        os.close(fd)
