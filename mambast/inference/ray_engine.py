@@ -133,11 +133,16 @@ def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) ->
         raise JobError(f"device {config.device}: Ray gives each actor its GPU (cuda:0 there): use --device cuda")
     if config.device == "cpu" and gpus_per_actor > 0:
         raise JobError("--device cpu with --gpus-per-actor above 0: give one or the other")
-    node_cpus = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1.0]
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")] or [{"CPU": 1.0}]
+    node_cpus = [float(r.get("CPU", 0)) for r in nodes]
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if gpus_per_actor else min(4.0, max(node_cpus))
     if cpus_per_actor <= 0:
         raise JobError(f"--cpus-per-actor must be above 0; got {cpus_per_actor}")
+    # an actor no node can hold would be waited for for ever
+    if not any(float(r.get("CPU", 0)) >= cpus_per_actor and float(r.get("GPU", 0)) >= gpus_per_actor for r in nodes):
+        raise JobError(f"no node of the Ray cluster has {cpus_per_actor:g} CPUs and {gpus_per_actor:g} GPUs for an "
+                       f"actor (largest: {max(node_cpus):g} CPUs): lower --cpus-per-actor or --gpus-per-actor")
     if actors is None:
         if gpus_per_actor:
             actors = max(1, int(gpus / gpus_per_actor + 1e-9))
@@ -160,7 +165,7 @@ def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
     local = address == "local"
     try:
         ray.init(address=address, include_dashboard=False if local else None, log_to_driver=False,
-                 logging_level=logging.WARNING, configure_logging=True,
+                 logging_level=logging.WARNING,
                  **({"num_cpus": num_cpus} if local and num_cpus else {}))
     except ConnectionError as e:
         raise JobError(f"--address {address}: no Ray cluster there ({one_line(e)})") from None
@@ -193,7 +198,7 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
         batch = config.batch_size or default_batch_size("cuda" if pool.gpus else "cpu")
         ds = _dataset(ray, plan, pool.actors).map_batches(
             StylizeActor, batch_size=max(16, 4 * batch), batch_format="numpy",
-            fn_constructor_kwargs=dict(weights=str(weights), config=dataclasses.asdict(config), readers=readers,
+            fn_constructor_kwargs=dict(weights=_absolute(weights), config=dataclasses.asdict(config), readers=readers,
                                        threads=max(1, int(pool.cpus))),
             compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
         try:
@@ -209,6 +214,11 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
             ray.shutdown()
     return DatasetSummary(stylized, plan.present, failed + plan.failed, time.perf_counter() - t0, first,
                           pool.actors, pool.gpus, pool.cpus)
+
+
+def _absolute(weights) -> str:
+    """Weights as the actors must name them: "default", or an absolute path (an actor's working folder is its own)."""
+    return "default" if str(weights) == "default" else os.path.abspath(weights)
 
 
 def _cause(e: BaseException) -> str:
