@@ -303,10 +303,13 @@ def cmd_stylize_dataset(args) -> int:
     summary = stylize_dataset(plan, args.weights, config, address=args.address, actors=args.actors,
                               gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
                               readers=args.readers, num_cpus=args.num_cpus, progress=not args.quiet)
+    running = summary.running_images_per_s
     print(f"{summary.stylized} stylized, {summary.present} already present, {summary.failed} failed in "
-          f"{summary.seconds:.1f} s ({summary.images_per_s:.2f} images/s with start-up; first results after "
-          f"{summary.first_result_seconds:.1f} s; {summary.actors} actors x {summary.gpus_per_actor:g} GPU, "
-          f"{summary.cpus_per_actor:g} CPU)", file=sys.stderr)
+          f"{summary.seconds:.1f} s: {summary.images_per_s:.2f} images/s with start-up"
+          + (f", {running:.2f} once running (first results after {summary.first_result_seconds:.1f} s)"
+             if running else "")
+          + f"; {summary.actors} actors x {summary.gpus_per_actor:g} GPU, {summary.cpus_per_actor:g} CPU",
+          file=sys.stderr)
     if summary.failed:
         print(f"failures: {plan.errors_file}", file=sys.stderr)
     return 1 if summary.failed else 0

@@ -1,5 +1,6 @@
 """Inference around the model: settings (`config`), image geometry, precision, the one `Stylizer`, CUDA graphs,
-folder-job planning (`jobs`) and the `stylize` call. It builds on `mambast.model` and never changes it.
+folder-job planning (`jobs`), the `stylize` call, and datasets (`dataset` plans them, `ray_engine` runs them on Ray
+Data). It builds on `mambast.model` and never changes it.
 
 Names load on first use so that the CLI stays light.
 """
@@ -13,6 +14,7 @@ _WHERE = {
     "Stylizer": "stylizer", "PairStylizer": "stylizer", "ByteLRU": "stylizer", "stylize_tensor": "stylizer",
     "Job": "jobs", "JobPlan": "jobs", "plan_jobs": "jobs", "output_name": "jobs",
     "stylize": "api", "load_model": "api",
+    "DatasetPlan": "dataset", "plan_dataset": "dataset", "DatasetSummary": "ray_engine", "stylize_dataset": "ray_engine",
 }
 __all__ = sorted(_WHERE)
 

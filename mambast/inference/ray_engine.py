@@ -22,7 +22,8 @@ from .config import StylizeConfig, default_batch_size
 from .dataset import DatasetPlan
 
 RAY_MISSING = 'stylize-dataset needs Ray Data: pip install "mambast[ray]" (".[ray]" in a source checkout)'
-ROWS_PER_BLOCK = 1024        # rows of one block of the input dataset (the unit Ray hands to an actor's queue)
+ROWS_PER_BLOCK = 1024        # rows of one block of the input dataset
+ROWS_PER_CALL = 32           # x the batch size: pairs per actor call (decoding, writing and batching overlap within one)
 
 
 def import_ray():
@@ -38,12 +39,14 @@ def import_ray():
 @dataclass
 class DatasetSummary:
     """What a run did: pairs stylized, outputs already present, failures (read, decode or write errors and
-    refused pairs); seconds from the start (Ray starting, models loading) to the end, and to the first result."""
+    refused pairs); seconds from the start (Ray starting, models loading) to the last result, and to the first;
+    the pairs done (stylized or failed) after the first result came."""
     stylized: int
     present: int
     failed: int
     seconds: float
     first_result_seconds: float
+    pairs_after_first: int
     actors: int
     gpus_per_actor: float
     cpus_per_actor: float
@@ -53,11 +56,18 @@ class DatasetSummary:
         """Stylized images per second, start-up included."""
         return self.stylized / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def running_images_per_s(self) -> float | None:
+        """Pairs per second once results come (the start-up left out); None before a second result."""
+        span = self.seconds - self.first_result_seconds
+        return self.pairs_after_first / span if self.pairs_after_first and span > 0 else None
+
 
 class StylizeActor:
     """One Ray actor: loads the model once, then stylizes each batch of rows (content, style, output) through
-    one `Stylizer`, whose caches live as long as the actor. Returns the rows with an `error` column ("" when
-    written); an image that fails is recorded there and never stops the batch."""
+    one `Stylizer`, whose caches live as long as the actor. Yields the rows as they are written, `batch_size`
+    at a time (progress while a long call runs), with an `error` column ("" when written); an image that fails
+    is recorded there and never stops the batch."""
 
     def __init__(self, weights: str, config: dict, readers: int | None, threads: int):
         import torch
@@ -70,43 +80,54 @@ class StylizeActor:
         if config.device == "cpu":
             torch.set_num_threads(threads)   # the CPUs Ray reserved for this actor, not the node's
         self.stylizer = Stylizer.from_config(load_model(weights, config), config, workers=readers)
+        self.every = config.batch_size
 
-    def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
+    def __call__(self, batch: dict):
         from .jobs import Job
         jobs = [Job(c, s, o) for c, s, o in zip(batch["content"], batch["style"], batch["output"])]
-        errors = dict(self._run(jobs))
-        return {**{k: batch[k] for k in ("content", "style", "output")},
-                "error": np.array([errors.get(j.output, "") for j in jobs], dtype=object)}
+        done: list = []
+        for row in self._run(jobs):
+            done.append(row)
+            if len(done) == self.every:
+                yield _columns(done)
+                done = []
+        if done:
+            yield _columns(done)
 
     def _run(self, jobs):
-        """(output, one-line error) for each failed job; an error of the whole batch (out of memory, say)
-        retries its jobs one at a time, so that only the pairs that fail alone are recorded."""
-        done = set()
+        """(job, "" or its one-line error) for each job; an error of the whole batch (out of memory, say)
+        retries the jobs not done one at a time, so that only the pairs that fail alone are recorded."""
+        done = 0
         try:
             for job, error in self.stylizer.run(jobs):
-                done.add(job.output)
-                if error is not None:
-                    yield job.output, one_line(error)
+                done += 1
+                yield job, "" if error is None else one_line(error)
         except Exception:   # noqa: BLE001  (not one image's fault: retried alone below)
             self._free()
-            for job in jobs:
-                if job.output in done or (len(jobs) > 1 and job.output.exists()):
+            for job in jobs[done:]:
+                if len(jobs) > 1 and job.output.exists():   # written before the batch failed
+                    yield job, ""
                     continue
                 try:
-                    for _, error in self.stylizer.run([job]):
-                        if error is not None:
-                            yield job.output, one_line(error)
+                    yield from ((job, "" if e is None else one_line(e)) for _, e in self.stylizer.run([job]))
                 except Exception as e:   # noqa: BLE001
                     self._free()
-                    yield job.output, f"{type(e).__name__}: {one_line(e)}"
+                    yield job, f"{type(e).__name__}: {one_line(e)}"
 
     def _free(self) -> None:
         import torch
         self.stylizer.clear_caches()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _columns(rows: list) -> dict:
+    """[(job, error)] -> the columns of a result block."""
+    import numpy as np
+    return {"content": np.array([str(j.content) for j, _ in rows], dtype=object),
+            "style": np.array([str(j.style) for j, _ in rows], dtype=object),
+            "output": np.array([str(j.output) for j, _ in rows], dtype=object),
+            "error": np.array([e for _, e in rows], dtype=object)}
 
 
 @dataclass
@@ -189,20 +210,22 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
     t0 = time.perf_counter()
     _start_errors(errors_file, plan.refused)
     if not len(plan):
-        return DatasetSummary(0, plan.present, plan.failed, 0.0, 0.0, 0, 0.0, 0.0)
+        return DatasetSummary(0, plan.present, plan.failed, 0.0, 0.0, 0, 0, 0.0, 0.0)
     ray = import_ray()
     started = _start_ray(ray, address, num_cpus)
     try:
         pool = _pool(ray, config, actors, gpus_per_actor, cpus_per_actor)
         _quiet_ray_data(ray)
         batch = config.batch_size or default_batch_size("cuda" if pool.gpus else "cpu")
+        # long calls (the Stylizer's pipeline drains at the end of each), yet at least two per actor
+        rows_per_call = max(1, min(ROWS_PER_CALL * batch, math.ceil(len(plan) / (2 * pool.actors))))
         ds = _dataset(ray, plan, pool.actors).map_batches(
-            StylizeActor, batch_size=max(16, 4 * batch), batch_format="numpy",
+            StylizeActor, batch_size=rows_per_call, batch_format="numpy",
             fn_constructor_kwargs=dict(weights=_absolute(weights), config=dataclasses.asdict(config), readers=readers,
                                        threads=max(1, int(pool.cpus))),
             compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
         try:
-            stylized, failed, first = _consume(ds, plan, errors_file, progress, t0)
+            stylized, failed, first, after_first, seconds = _consume(ds, plan, errors_file, progress, t0)
         except Exception as e:   # noqa: BLE001
             if not type(e).__module__.startswith("ray"):
                 raise
@@ -212,8 +235,8 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
     finally:
         if started:
             ray.shutdown()
-    return DatasetSummary(stylized, plan.present, failed + plan.failed, time.perf_counter() - t0, first,
-                          pool.actors, pool.gpus, pool.cpus)
+    return DatasetSummary(stylized, plan.present, failed + plan.failed, seconds, first, after_first, pool.actors,
+                          pool.gpus, pool.cpus)
 
 
 def _absolute(weights) -> str:
@@ -249,17 +272,18 @@ def _dataset(ray, plan: DatasetPlan, actors: int):
     return ray.data.from_arrow(tables)
 
 
-def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float) -> tuple[int, int, float]:
+def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float):
     """Iterate the results: a progress bar with the rate, failures appended to the errors file as they come.
-    Returns (stylized, failed, seconds to the first result)."""
+    Returns (stylized, failed, seconds to the first result, pairs after it, seconds to the last)."""
     from tqdm import tqdm
     stylized = failed = 0
-    first = 0.0
+    first, first_pairs = 0.0, 0
     bar = tqdm(total=len(plan), desc="stylize-dataset", unit="img", disable=not progress, file=sys.stderr,
                smoothing=0.1)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            first = first or time.perf_counter() - t0
+            if not first:
+                first, first_pairs = time.perf_counter() - t0, len(batch["output"])
             rows = [{"content": c, "style": s, "output": o, "error": e} for c, s, o, e in
                     zip(batch["content"], batch["style"], batch["output"], batch["error"]) if e]
             _append_errors(errors_file, rows)
@@ -270,7 +294,7 @@ def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float) -> t
                 tqdm.write(f"mambast: error: {printable(row['error'])}", file=sys.stderr)
     finally:
         bar.close()
-    return stylized, failed, first
+    return stylized, failed, first, stylized + failed - first_pairs, time.perf_counter() - t0
 
 
 def _start_errors(path, refused: list[tuple[str, int]]) -> None:

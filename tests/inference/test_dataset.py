@@ -120,7 +120,9 @@ def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree,
             raise RuntimeError("out of memory")
         return run(jobs)
     actor.stylizer.run = fails_on_batches
-    result = actor(batch)
+    blocks = list(actor(batch))
+    assert [len(b["output"]) for b in blocks] == [1] * 14   # batch size 1 on the CPU: each pair as it is written
+    result = {k: [v for b in blocks for v in b[k]] for k in blocks[0]}
     failed = [o for o, e in zip(result["output"], result["error"]) if e]
     assert sorted(Path(o).name for o in failed) == ["bad_stylized_s0.png", "bad_stylized_s1.png"]
     assert all("not a recognised image" in e for e in result["error"] if e)

@@ -1,0 +1,125 @@
+"""Images/s of `mambast stylize-dataset` (Ray Data actors) beside `mambast stylize` (one process) on the same images.
+
+Usage: python benchmarks/dataset.py [--contents 256 --styles 8 --size 512] [--actors 1x1,2x0.5] [--publish]
+Synthetic JPEG inputs (smooth random colour fields, `folder.make_images`), every content x every style, each
+command run end to end as a user runs it (a fresh process: Python, torch, Ray starting, models loading, then
+decode, stylize, write PNGs), on a quarter of the contents and on all of them, into fresh output folders.
+Per record: wall seconds and images/s of each run (start-up included), and the steady rate
+(all - quarter pairs) / (all - quarter seconds), in which the start-up cancels out.
+--actors lists Ray pools as ACTORSxGPUS_PER_ACTOR ("2x0.5": two actors sharing one GPU; "1x0": a CPU actor).
+The bundled model unless --weights (--tiny: a tiny random model, a CPU smoke run). --publish writes
+benchmarks/results/dataset-<gpu>.json (dataset-cpu.json without CUDA): [{"header": ...}, record, ...].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import REPO, header, write_json  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
+from folder import make_images  # noqa: E402
+
+from mambast.config import MambaSTConfig  # noqa: E402
+from mambast.model import MambaST  # noqa: E402
+
+
+def gpu_name() -> str:
+    """"h100" for an "NVIDIA H100 80GB HBM3", "cpu" without CUDA."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    found = re.search(r"\b([A-Z]+\d+)\b", torch.cuda.get_device_name(0))
+    return found.group(1).lower() if found else "gpu"
+
+
+def run(cmd: list[str], n: int) -> dict:
+    """Run one command to the end; its wall seconds and images/s (n pairs)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    t = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return {"pairs": n, "seconds": seconds, "images_per_s": n / seconds}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    cuda = torch.cuda.is_available()
+    ap.add_argument("--contents", type=int, default=256 if cuda else 8)
+    ap.add_argument("--styles", type=int, default=8 if cuda else 2)
+    ap.add_argument("--size", type=int, default=512, help="side of the synthetic square images (also --size)")
+    ap.add_argument("--batch-size", type=int, default=None, help="--batch-size of both commands (default theirs)")
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--actors", default=None,
+                    help="Ray pools, comma-separated ACTORSxGPUS (default 1x1,2x0.5 and, with several GPUs, Nx1; "
+                         "on CPU 1x0)")
+    ap.add_argument("--weights", default="default", help="model (default: the bundled one)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke run)")
+    ap.add_argument("--publish", action="store_true", help="write benchmarks/results/dataset-<gpu>.json")
+    ap.add_argument("--out", default=None, help="or write dataset.json into this folder")
+    ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
+    args = ap.parse_args(argv)
+    gpus = torch.cuda.device_count()
+    pools = args.actors or ("1x1,2x0.5" + (f",{gpus}x1" if gpus > 1 else "") if cuda else "1x0")
+    tmp = Path(tempfile.mkdtemp(prefix="mambast-dataset-"))
+    try:
+        weights = args.weights
+        if args.tiny:
+            torch.manual_seed(0)
+            MambaST(MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=1, d_state=4,
+                                  decoder_channels=[16, 8, 8])).save_pretrained(tmp / "tiny")
+            weights = str(tmp / "tiny")
+        contents = make_images(tmp / "content", args.contents, args.size, 0)
+        make_images(tmp / "style", args.styles, args.size, 1)
+        quarter = tmp / "content-quarter"
+        quarter.mkdir()
+        for p in contents[:max(1, len(contents) // 4)]:
+            shutil.copy(p, quarter / p.name)
+        common = ["--weights", weights, "--size", str(args.size), "--seed", "0", "--quiet"]
+        common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+        common += ["--dtype", args.dtype] if args.dtype else []
+        engines = [("stylize (one process)", ["stylize"], [])]
+        for pool in pools.split(","):
+            actors, gpu = pool.split("x")
+            engines.append((f"stylize-dataset {actors} actors x {gpu} GPU", ["stylize-dataset"],
+                            ["--actors", actors, "--gpus-per-actor", gpu]))
+        records = []
+        for name, command, extra in engines:
+            runs = {}
+            for part, folder in (("quarter", quarter), ("all", tmp / "content")):
+                n = len(list(folder.iterdir())) * args.styles
+                out = tmp / "out" / f"{len(records)}-{part}"
+                runs[part] = run([sys.executable, "-m", "mambast", *command, str(folder), str(tmp / "style"),
+                                  "-o", str(out), *common, *extra], n)
+            q, a = runs["quarter"], runs["all"]
+            steady = (a["pairs"] - q["pairs"]) / (a["seconds"] - q["seconds"]) if a["seconds"] > q["seconds"] else None
+            records.append({"engine": name, "runs": runs, "steady_images_per_s": steady})
+            print(f"{name:38s} all: {a['images_per_s']:7.2f} images/s ({a['seconds']:.1f} s for {a['pairs']}); "
+                  f"quarter: {q['seconds']:.1f} s for {q['pairs']}; steady {steady or float('nan'):.2f} images/s",
+                  flush=True)
+        head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
+                      styles=args.styles, batch_size=args.batch_size, dtype=args.dtype, gpus=gpus,
+                      weights="tiny random" if args.tiny else args.weights,
+                      command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
+        result = [{"header": head}, *records]
+        if args.publish:
+            print("wrote", write_json(REPO / "benchmarks" / "results" / f"dataset-{gpu_name()}.json", result))
+        if args.out:
+            print("wrote", write_json(Path(args.out) / "dataset.json", result))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
