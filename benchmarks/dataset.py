@@ -3,7 +3,8 @@
 Usage: python benchmarks/dataset.py [--contents 256 --styles 8 --size 512] [--actors 1x1,2x0.5] [--publish]
 Synthetic JPEG inputs (smooth random colour fields, `folder.make_images`), every content x every style, each
 command run end to end as a user runs it (a fresh process: Python, torch, Ray starting, models loading, then
-decode, stylize, write PNGs), on a quarter of the contents and on all of them, into fresh output folders.
+decode, stylize, write PNGs), on a quarter of the contents and on all of them, into fresh output folders,
+--repeats times each (the fastest counts: other work on the machine only slows a run down).
 Per record: wall seconds and images/s of each run (start-up included), and the steady rate
 (all - quarter pairs) / (all - quarter seconds), in which the start-up cancels out.
 --actors lists Ray pools as ACTORSxGPUS_PER_ACTOR ("2x0.5": two actors sharing one GPU; "1x0": a CPU actor).
@@ -40,15 +41,19 @@ def gpu_name() -> str:
     return found.group(1).lower() if found else "gpu"
 
 
-def run(cmd: list[str], n: int) -> dict:
-    """Run one command to the end; its wall seconds and images/s (n pairs)."""
+def run(cmd: list[str], out: Path, n: int, repeats: int) -> dict:
+    """Run one command to the end `repeats` times, each into a fresh `out`; the fastest run's wall seconds and
+    images/s (n pairs), and every run's seconds."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    t = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if done.returncode != 0:
-        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-    return {"pairs": n, "seconds": seconds, "images_per_s": n / seconds}
+    times = []
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        done = subprocess.run([*cmd, "-o", str(out)], env=env, capture_output=True, text=True)
+        times.append(time.perf_counter() - t)
+        if done.returncode != 0:
+            sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    return {"pairs": n, "seconds": min(times), "images_per_s": n / min(times), "all_seconds": times}
 
 
 def main(argv=None) -> int:
@@ -65,6 +70,7 @@ def main(argv=None) -> int:
                          "on CPU 1x0)")
     ap.add_argument("--weights", default="default", help="model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke run)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each command; the fastest counts (default 1)")
     ap.add_argument("--publish", action="store_true", help="write benchmarks/results/dataset-<gpu>.json")
     ap.add_argument("--out", default=None, help="or write dataset.json into this folder")
     ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
@@ -99,8 +105,8 @@ def main(argv=None) -> int:
             for part, folder in (("quarter", quarter), ("all", tmp / "content")):
                 n = len(list(folder.iterdir())) * args.styles
                 out = tmp / "out" / f"{len(records)}-{part}"
-                runs[part] = run([sys.executable, "-m", "mambast", *command, str(folder), str(tmp / "style"),
-                                  "-o", str(out), *common, *extra], n)
+                runs[part] = run([sys.executable, "-m", "mambast", *command, str(folder), str(tmp / "style"), *common,
+                                  *extra], out, n, args.repeats)
             q, a = runs["quarter"], runs["all"]
             steady = (a["pairs"] - q["pairs"]) / (a["seconds"] - q["seconds"]) if a["seconds"] > q["seconds"] else None
             records.append({"engine": name, "runs": runs, "steady_images_per_s": steady})
