@@ -8,6 +8,9 @@ decode, stylize, write PNGs), on a quarter of the contents and on all of them, i
 Per record: wall seconds and images/s of each run (start-up included), and the steady rate
 (all - quarter pairs) / (all - quarter seconds), in which the start-up cancels out.
 --actors lists Ray pools as ACTORSxGPUS_PER_ACTOR ("2x0.5": two actors sharing one GPU; "1x0": a CPU actor).
+--one-to-one N adds N pairs of distinct contents and styles (a manifest) through the first pool: no token cache
+helps there, so its steady rate is the per-image cost of a Stylized-ImageNet-like job (one style per content,
+drawn from a large collection).
 The bundled model unless --weights (--tiny: a tiny random model, a CPU smoke run). --publish writes
 benchmarks/results/dataset-<gpu>.json (dataset-cpu.json without CUDA): [{"header": ...}, record, ...].
 """
@@ -56,6 +59,20 @@ def run(cmd: list[str], out: Path, n: int, repeats: int) -> dict:
     return {"pairs": n, "seconds": min(times), "images_per_s": n / min(times), "all_seconds": times}
 
 
+def one_to_one(folder: Path, n: int, size: int) -> dict:
+    """n contents and n other styles paired one to one by manifests (a quarter's and all): each pair encodes
+    its own content and style, as when styles are drawn from a large collection (Stylized-ImageNet)."""
+    contents = make_images(folder / "content", n, size, 2)
+    styles = make_images(folder / "style", n, size, 3)
+    parts = {}
+    for part, k in (("quarter", max(1, n // 4)), ("all", n)):
+        manifest = folder / f"{part}.csv"
+        manifest.write_text("content,style\n" + "".join(f"content/{c.name},style/{s.name}\n"
+                                                       for c, s in zip(contents[:k], styles[:k])))
+        parts[part] = ([str(manifest)], k)
+    return parts
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -68,6 +85,8 @@ def main(argv=None) -> int:
     ap.add_argument("--actors", default=None,
                     help="Ray pools, comma-separated ACTORSxGPUS (default 1x1,2x0.5 and, with several GPUs, Nx1; "
                          "on CPU 1x0)")
+    ap.add_argument("--one-to-one", type=int, default=1024 if cuda else 32,
+                    help="also this many pairs of distinct contents and styles through the first Ray pool (0: not)")
     ap.add_argument("--weights", default="default", help="model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke run)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each command; the fastest counts (default 1)")
@@ -94,28 +113,33 @@ def main(argv=None) -> int:
         common = ["--weights", weights, "--size", str(args.size), "--seed", "0", "--quiet"]
         common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         common += ["--dtype", args.dtype] if args.dtype else []
-        engines = [("stylize (one process)", ["stylize"], [])]
+        every = {part: ([str(folder), str(tmp / "style")], args.styles * len(list(folder.iterdir())))
+                 for part, folder in (("quarter", quarter), ("all", tmp / "content"))}
+        # (name, subcommand and its options, {part: (inputs, pairs)})
+        cases = [("stylize (one process), every content x every style", ["stylize"], every)]
         for pool in pools.split(","):
             actors, gpu = pool.split("x")
-            engines.append((f"stylize-dataset {actors} actors x {gpu} GPU", ["stylize-dataset"],
-                            ["--actors", actors, "--gpus-per-actor", gpu]))
+            cases.append((f"stylize-dataset {actors} actors x {gpu} GPU, every content x every style",
+                          ["stylize-dataset", "--actors", actors, "--gpus-per-actor", gpu], every))
+        if args.one_to_one:
+            actors, gpu = pools.split(",")[0].split("x")
+            cases.append((f"stylize-dataset {actors} actors x {gpu} GPU, one style per content (manifest)",
+                          ["stylize-dataset", "--actors", actors, "--gpus-per-actor", gpu],
+                          one_to_one(tmp / "one-to-one", args.one_to_one, args.size)))
         records = []
-        for name, command, extra in engines:
-            runs = {}
-            for part, folder in (("quarter", quarter), ("all", tmp / "content")):
-                n = len(list(folder.iterdir())) * args.styles
-                out = tmp / "out" / f"{len(records)}-{part}"
-                runs[part] = run([sys.executable, "-m", "mambast", *command, str(folder), str(tmp / "style"), *common,
-                                  *extra], out, n, args.repeats)
+        for name, command, parts in cases:
+            runs = {part: run([sys.executable, "-m", "mambast", command[0], *inputs, *common, *command[1:]],
+                              tmp / "out" / f"{len(records)}-{part}", n, args.repeats)
+                    for part, (inputs, n) in parts.items()}
             q, a = runs["quarter"], runs["all"]
             steady = (a["pairs"] - q["pairs"]) / (a["seconds"] - q["seconds"]) if a["seconds"] > q["seconds"] else None
             records.append({"engine": name, "runs": runs, "steady_images_per_s": steady})
-            print(f"{name:38s} all: {a['images_per_s']:7.2f} images/s ({a['seconds']:.1f} s for {a['pairs']}); "
+            print(f"{name}\n    all: {a['images_per_s']:7.2f} images/s ({a['seconds']:.1f} s for {a['pairs']}); "
                   f"quarter: {q['seconds']:.1f} s for {q['pairs']}; steady {steady or float('nan'):.2f} images/s",
                   flush=True)
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
-                      styles=args.styles, batch_size=args.batch_size, dtype=args.dtype, gpus=gpus,
-                      weights="tiny random" if args.tiny else args.weights,
+                      styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
+                      gpus=gpus, weights="tiny random" if args.tiny else args.weights,
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:
