@@ -4,7 +4,8 @@ Usage: python benchmarks/dataset.py [--contents 256 --styles 8 --size 512] [--ac
 Synthetic JPEG inputs (smooth random colour fields, `folder.make_images`), every content x every style, each
 command run end to end as a user runs it (a fresh process: Python, torch, Ray starting, models loading, then
 decode, stylize, write PNGs), on a quarter of the contents and on all of them, into fresh output folders,
---repeats times each (the fastest counts: other work on the machine only slows a run down).
+--repeats times each (the fastest counts: other work on the machine only slows a run down), Ray's workers at
+niceness 0 (RAY_worker_niceness; Ray's default is 15), the priority of `mambast stylize`.
 Per record: wall seconds and images/s of each run (start-up included), and the steady rate
 (all - quarter pairs) / (all - quarter seconds), in which the start-up cancels out.
 --actors lists Ray pools as ACTORSxGPUS_PER_ACTOR ("2x0.5": two actors sharing one GPU; "1x0": a CPU actor).
@@ -36,6 +37,11 @@ from mambast.config import MambaSTConfig  # noqa: E402
 from mambast.model import MambaST  # noqa: E402
 
 
+# Ray runs its workers at niceness 15 unless told; at 0 they run at the priority of `mambast stylize`, so that other
+# work on the machine slows both commands alike
+RAY_WORKER_NICENESS = 0
+
+
 def gpu_name() -> str:
     """"h100" for an "NVIDIA H100 80GB HBM3", "cpu" without CUDA."""
     if not torch.cuda.is_available():
@@ -47,7 +53,8 @@ def gpu_name() -> str:
 def run(cmd: list[str], out: Path, n: int, repeats: int) -> dict:
     """Run one command to the end `repeats` times, each into a fresh `out`; the fastest run's wall seconds and
     images/s (n pairs), and every run's seconds."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "RAY_worker_niceness": str(RAY_WORKER_NICENESS)}
     times = []
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
@@ -139,7 +146,7 @@ def main(argv=None) -> int:
                   flush=True)
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
                       styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
-                      gpus=gpus, weights="tiny random" if args.tiny else args.weights,
+                      gpus=gpus, ray_worker_niceness=RAY_WORKER_NICENESS, weights="tiny random" if args.tiny else args.weights,
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:
