@@ -126,6 +126,8 @@ def _pair_folders(content: Path, style, root: Path, pairing: str, seed, suffix: 
         else:
             stem = os.path.splitext(os.path.basename(c))[0]
             rows.append((c_abs, styles_abs[random_style(c, len(styles), seed)], os.path.join(folder, stem + suffix)))
+    if pairing == "random":   # a style's contents together: an actor decodes (and often encodes) a style once for all
+        rows.sort(key=lambda row: (row[1], row[0]))
     return rows
 
 
