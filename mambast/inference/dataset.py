@@ -89,8 +89,10 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
             rows = _manifest_rows(content, root, "." + format)
         else:
             raise JobError(f"{content}: give a folder of images or a manifest ({', '.join(MANIFEST_SUFFIXES)})")
-        if root.exists() and not root.is_dir():
-            raise JobError(f"{output}: exists and is not a folder")
+        there = next(p for p in (root, *root.parents) if p.exists())   # the output folder, or where it will be made
+        if not there.is_dir():
+            raise JobError(f"{there}: exists and is not a folder" + ("" if there == root else
+                                                                     f" (the output folder {output} would be in it)"))
         return _sort(rows, root, overwrite)
     except OSError as e:   # a path the system refuses to look at (no permission, ...)
         raise JobError(f"{e.filename or output}: {e.strerror or e}") from None

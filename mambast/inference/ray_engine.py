@@ -208,6 +208,7 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
     config = (config or StylizeConfig()).check()
     errors_file = plan.errors_file
     t0 = time.perf_counter()
+    _check_writable(plan.root)
     _start_errors(errors_file, plan.refused)
     if not len(plan):
         return DatasetSummary(0, plan.present, plan.failed, 0.0, 0.0, 0, 0, 0.0, 0.0)
@@ -295,6 +296,17 @@ def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float):
     finally:
         bar.close()
     return stylized, failed, first, stylized + failed - first_pairs, time.perf_counter() - t0
+
+
+def _check_writable(root) -> None:
+    """The output folder made, and a file written there, before any work; JobError in one line otherwise."""
+    import tempfile
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        raise JobError(f"{root}: cannot write outputs there ({e.strerror or e})") from None
 
 
 def _start_errors(path, refused: list[tuple[str, int]]) -> None:
