@@ -50,11 +50,13 @@ def gpu_name() -> str:
     return found.group(1).lower() if found else "gpu"
 
 
-def run(cmd: list[str], out: Path, n: int, repeats: int) -> dict:
+def run(cmd: list[str], out: Path, n: int, repeats: int, threads: int | None) -> dict:
     """Run one command to the end `repeats` times, each into a fresh `out`; the fastest run's wall seconds and
-    images/s (n pairs), and every run's seconds."""
+    images/s (n pairs), and every run's seconds. threads: the CPU threads of torch and numba (None: theirs)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "RAY_worker_niceness": str(RAY_WORKER_NICENESS)}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     times = []
     for _ in range(repeats):
         shutil.rmtree(out, ignore_errors=True)
@@ -64,6 +66,12 @@ def run(cmd: list[str], out: Path, n: int, repeats: int) -> dict:
         if done.returncode != 0:
             sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
     return {"pairs": n, "seconds": min(times), "images_per_s": n / min(times), "all_seconds": times}
+
+
+def pool_flags(actors: str, gpus: str, threads: int | None) -> list[str]:
+    """The flags of a Ray pool; a CPU actor gets `threads` CPUs."""
+    cpus = ["--cpus-per-actor", str(threads)] if threads and float(gpus) == 0 else []
+    return ["--actors", actors, "--gpus-per-actor", gpus, *cpus]
 
 
 def one_to_one(folder: Path, n: int, size: int) -> dict:
@@ -96,6 +104,9 @@ def main(argv=None) -> int:
                     help="also this many pairs of distinct contents and styles through the first Ray pool (0: not)")
     ap.add_argument("--weights", default="default", help="model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke run)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads of each command (OMP_NUM_THREADS, NUMBA_NUM_THREADS; --cpus-per-actor of a "
+                         "CPU actor); default: all cores")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each command; the fastest counts (default 1)")
     ap.add_argument("--publish", action="store_true", help="write benchmarks/results/dataset-<gpu>.json")
     ap.add_argument("--out", default=None, help="or write dataset.json into this folder")
@@ -127,16 +138,16 @@ def main(argv=None) -> int:
         for pool in pools.split(","):
             actors, gpu = pool.split("x")
             cases.append((f"stylize-dataset {actors} actors x {gpu} GPU, every content x every style",
-                          ["stylize-dataset", "--actors", actors, "--gpus-per-actor", gpu], every))
+                          ["stylize-dataset", *pool_flags(actors, gpu, args.threads)], every))
         if args.one_to_one:
             actors, gpu = pools.split(",")[0].split("x")
             cases.append((f"stylize-dataset {actors} actors x {gpu} GPU, one style per content (manifest)",
-                          ["stylize-dataset", "--actors", actors, "--gpus-per-actor", gpu],
+                          ["stylize-dataset", *pool_flags(actors, gpu, args.threads)],
                           one_to_one(tmp / "one-to-one", args.one_to_one, args.size)))
         records = []
         for name, command, parts in cases:
             runs = {part: run([sys.executable, "-m", "mambast", command[0], *inputs, *common, *command[1:]],
-                              tmp / "out" / f"{len(records)}-{part}", n, args.repeats)
+                              tmp / "out" / f"{len(records)}-{part}", n, args.repeats, args.threads)
                     for part, (inputs, n) in parts.items()}
             q, a = runs["quarter"], runs["all"]
             steady = (a["pairs"] - q["pairs"]) / (a["seconds"] - q["seconds"]) if a["seconds"] > q["seconds"] else None
@@ -146,7 +157,7 @@ def main(argv=None) -> int:
                   flush=True)
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
                       styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
-                      gpus=gpus, ray_worker_niceness=RAY_WORKER_NICENESS, weights="tiny random" if args.tiny else args.weights,
+                      gpus=gpus, cpu_threads=args.threads, ray_worker_niceness=RAY_WORKER_NICENESS, weights="tiny random" if args.tiny else args.weights,
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:
