@@ -157,7 +157,8 @@ def main(argv=None) -> int:
                   flush=True)
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
                       styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
-                      gpus=gpus, cpu_threads=args.threads, ray_worker_niceness=RAY_WORKER_NICENESS, weights="tiny random" if args.tiny else args.weights,
+                      gpus=gpus, cpu_threads=args.threads, ray_worker_niceness=RAY_WORKER_NICENESS,
+                      weights="tiny random" if args.tiny else args.weights,
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:
