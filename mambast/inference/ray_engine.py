@@ -152,6 +152,8 @@ def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) ->
         raise JobError(f"device {config.device}: the Ray cluster has no GPU (--gpus-per-actor 0)")
     if re.fullmatch(r"cuda:[1-9]\d*", str(config.device)):
         raise JobError(f"device {config.device}: Ray gives each actor its GPU (cuda:0 there): use --device cuda")
+    if gpus_per_actor == 0 and (config.compile or config.cuda_graphs):
+        raise JobError("--compile and --cuda-graphs are for GPU actors; this pool has none")
     if config.device == "cpu" and gpus_per_actor > 0:
         raise JobError("--device cpu with --gpus-per-actor above 0: give one or the other")
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")] or [{"CPU": 1.0}]

@@ -129,6 +129,37 @@ def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree,
     assert all(Path(o).exists() for o in result["output"] if o not in failed)
 
 
+class _Cluster:
+    """What `_pool` asks of the ray module: the cluster's resources and its nodes'."""
+
+    def __init__(self, *nodes):
+        self._nodes = [{"Alive": True, "Resources": r} for r in nodes]
+
+    def cluster_resources(self):
+        return {k: sum(n["Resources"].get(k, 0) for n in self._nodes) for k in ("CPU", "GPU")}
+
+    def nodes(self):
+        return self._nodes
+
+
+def test_pools_default_to_one_actor_per_gpu_or_cpu_actors_filling_the_nodes():
+    from mambast.inference import StylizeConfig
+    from mambast.inference.ray_engine import _pool
+    gpu_nodes = _Cluster({"CPU": 16, "GPU": 4}, {"CPU": 16, "GPU": 4})
+    auto, cpu = StylizeConfig(), StylizeConfig(device="cpu")
+    assert vars(_pool(gpu_nodes, auto, None, None, None)) == {"actors": 8, "gpus": 1.0, "cpus": 1.0}
+    assert vars(_pool(gpu_nodes, auto, None, 0.5, None)) == {"actors": 16, "gpus": 0.5, "cpus": 1.0}
+    assert vars(_pool(gpu_nodes, cpu, None, None, None)) == {"actors": 8, "gpus": 0.0, "cpus": 4.0}
+    assert vars(_pool(_Cluster({"CPU": 2}), auto, None, None, None)) == {"actors": 1, "gpus": 0.0, "cpus": 2.0}
+    for config, actors, gpus, cpus, message in [
+            (auto, 9, None, None, "need 9 GPUs"), (auto, None, None, 32, "no node"),
+            (StylizeConfig(device="cuda"), None, 0, None, "no GPU"), (cpu, None, 1, None, "one or the other"),
+            (StylizeConfig(device="cuda:1"), None, None, None, "use --device cuda"),
+            (StylizeConfig(compile=True), None, 0, None, "for GPU actors")]:
+        with pytest.raises(JobError, match=message):
+            _pool(gpu_nodes, config, actors, gpus, cpus)
+
+
 def test_no_ray_on_import_or_help_and_one_line_without_it(tmp_path):
     code = ("import sys, mambast, mambast.cli; mambast.cli.build_parser().parse_args(['stylize-dataset', 'c', "
             "'-o', 'o']); assert 'ray' not in sys.modules, 'ray imported'")
