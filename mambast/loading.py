@@ -157,16 +157,25 @@ def check_state_dict(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
             raise WeightsError(f"{source}: key {k} holds NaN or Inf values")
 
 
-def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls):
-    """A `cls(config)` with the checked weights of `sd`; the model is built only if it needs at most twice
-    the numbers the weights hold (plus a million, so that a missing tensor is still named): a few bytes of
-    config cannot make it allocate gigabytes."""
+def check_against_config(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls) -> list:
+    """`check_state_dict` of `sd` against `cls(config)` built on the meta device (names and shapes, no memory);
+    refused first if the config needs more than twice the numbers the weights hold (plus a million, so that a
+    missing tensor is still named): a few bytes of config cannot make it build a huge model. Returns the
+    parameters' shapes, in order."""
     held = sum(v.numel() for v in sd.values())
     if config.num_parameters > 2 * held + 1_000_000:
         raise WeightsError(f"{source}: the config describes {config.num_parameters:,} parameters, the weights "
                            f"hold {held:,}")
+    with torch.device("meta"):
+        shell = cls(config)
+    check_state_dict(sd, shell.state_dict(), source)
+    return [p.shape for p in shell.parameters()]
+
+
+def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls):
+    """A `cls(config)` with the checked weights of `sd` (`check_against_config`), built only once they passed."""
+    check_against_config(sd, config, source, cls=cls)
     model = cls(config)
-    check_state_dict(sd, model.state_dict(), source)
     model.load_state_dict(sd, strict=True)
     return model
 
