@@ -34,6 +34,7 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
 
 
 from .errors import WeightsError, one_line  # noqa: F401  (WeightsError re-exported)
+from .io import check_input_file
 
 
 MAX_PICKLE_SCAN = 64 << 20   # bytes of a refused pickle read to name the global it wanted
@@ -96,11 +97,7 @@ def _unpickling_reason(e: Exception) -> str:
 def load_torch_file(path, what: str):
     """torch.load(weights_only=True) of an untrusted file; WeightsError in one line naming the file (empty,
     damaged, or a pickle that would run code: then the global it wanted)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: empty file (not a {what})")
+    path = check_input_file(path, what, WeightsError)
     try:
         with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
