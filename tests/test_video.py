@@ -205,14 +205,14 @@ def test_interrupt_leaves_no_output(tmp_path, model, style, monkeypatch):
     import mambast.video as video
     clip = make_clip(tmp_path / "in.mp4")
     calls = []
-    real = video._Stylizer.__call__
+    real = video._ClipStylizer.__call__
 
     def interrupted(self, frames):
         calls.append(len(frames))
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(self, frames)
-    monkeypatch.setattr(video._Stylizer, "__call__", interrupted)
+    monkeypatch.setattr(video._ClipStylizer, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(model, style, clip, tmp_path / "out.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
@@ -227,8 +227,8 @@ sys.path.insert(0, sys.argv[4])
 from conftest import randomize, tiny_config
 import mambast.video as video
 from mambast.model import MambaST
-real = video._Stylizer.__call__
-video._Stylizer.__call__ = lambda self, frames: (time.sleep(1.0), real(self, frames))[1]   # time to interrupt
+real = video._ClipStylizer.__call__
+video._ClipStylizer.__call__ = lambda self, frames: (time.sleep(1.0), real(self, frames))[1]   # time to interrupt
 torch.manual_seed(0)
 video.stylize_video(sys.argv[1], sys.argv[2], sys.argv[3], model=randomize(MambaST(tiny_config())), size=32,
                     batch_size=1, progress=False)
