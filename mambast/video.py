@@ -192,6 +192,14 @@ class _ClipStylizer:
             self.style_tokens = stylizer.encode_style(s)                                   # [1, H', W', C]
             self.perms = stylizer.permutations(self.style_tokens, seed)                    # one draw per clip
         self.previous = None                                                               # smoothed tokens
+        self._styles: dict = {}                                                            # batch -> tokens
+
+    def _style_batch(self, n: int):
+        """The style tokens repeated for n frames, made once per batch size: contiguous, as the image path's, so
+        that compiled code and graph captures see one memory layout."""
+        if n not in self._styles:
+            self._styles[n] = self.style_tokens.expand(n, -1, -1, -1).contiguous()
+        return self._styles[n]
 
     def stack(self, frames: list):
         """[B, H, W, 3] uint8 of decoded frames (rgb arrays); on CUDA in page-locked memory (its copy to the GPU
@@ -230,7 +238,7 @@ class _ClipStylizer:
             x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)   # [B, 3, H, W]
             c = pad_to_multiple(resize(x, self.working), self.patch)[0]
             tokens = self._smooth(self.stylizer.encode_content(c))                                # [B, H', W', C]
-            y = self.stylizer.fuse(tokens, self.style_tokens.expand(len(tokens), -1, -1, -1), self.perms)
+            y = self.stylizer.fuse(tokens, self._style_batch(len(tokens)), self.perms)
             y = to_uint8(finish_output(y, self.working, self.frame_hw)).permute(0, 2, 3, 1).contiguous()
             if not self.cuda:
                 seconds = time.perf_counter() - started
