@@ -1,11 +1,13 @@
 """Frames/s of `mambast.video.stylize_video` end to end on generated clips, and the flicker of its settings.
 
 Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,1080p] [--frames 240]
-                                  [--batch-sizes 8] [--compile off,on] [--commit SHA] [--out DIR]
+                                  [--batch-sizes 8] [--compile off,on] [--presets medium,veryfast]
+                                  [--commit SHA] [--out DIR]
        python benchmarks/video.py --stability [--device cpu] [--size 96] [--out DIR]
 Speed (default): for each case a clip of --frames frames at 30 fps (a pan across a generated scene, H.264, with
 an AAC track) is stylized with the bundled model (or --weights) at --size through `stylize_video`, once per
-batch size and compile setting (the rest as `mambast video` runs: bf16, CUDA graphs where they pay), each after
+batch size, compile setting and x264 preset (the rest as `mambast video` runs: bf16, CUDA graphs where they pay;
+H.264 at crf 18), each after
 an untimed run on a short clip of the same resolution (compiling, graph captures, kernel choices). A record
 holds the end-to-end frames/s, the settings, and the seconds each stage worked in that run (decode, stylize
 timed on the GPU, encode: they overlap, so the one nearest the total limits), with decoding alone and encoding
@@ -112,12 +114,12 @@ def load(args):
                                  decoder_channels=[16, 8, 8])).eval().to(args.device), config
 
 
-def encode_alone(frames: np.ndarray, path: Path, codec: str) -> float:
-    """Seconds to encode `frames` with `codec` as `stylize_video` does (crf 18, yuv420p), no model, no threads."""
+def encode_alone(frames: np.ndarray, path: Path, codec: str, preset: str) -> float:
+    """Seconds to encode `frames` as `stylize_video` does (crf 18, yuv420p), no model, no threads."""
     import av
     t = time.perf_counter()
     with av.open(str(path), "w") as out:
-        v = out.add_stream(codec, rate=FPS, options={"crf": "18"})
+        v = out.add_stream(codec, rate=FPS, options={"crf": "18", "preset": preset})
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         for img in frames:
             out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
@@ -126,7 +128,8 @@ def encode_alone(frames: np.ndarray, path: Path, codec: str) -> float:
 
 
 def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
-    settings = [{"batch_size": b, "compile": c == "on"} for b in args.batch_sizes for c in args.compile]
+    settings = [{"batch_size": b, "compile": c == "on", "preset": p}
+                for b in args.batch_sizes for c in args.compile for p in args.presets]
     records = []
     for case in args.cases.split(","):
         w, h = parse_case(case)
@@ -149,21 +152,25 @@ def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
             stages = summary.stages
             rec = {"case": case, "width": w, "height": h, "frames": n, "fps": n / summary.seconds,
                    "seconds": summary.seconds,
-                   "settings": dict(vars(summary.config)) | {"codec": args.codec, "crf": 18},
+                   "settings": dict(vars(summary.config)) | {"codec": args.codec, "crf": 18, "preset": extra["preset"]},
                    "stage_seconds": stages, "stage_fps": {k: n / v for k, v in stages.items() if v > 0},
                    "limited_by": max(stages, key=stages.get),
                    "alone_fps": {"decode": n / decode_alone},
                    "warmup_seconds": warm_s, "warmup_frames": 2 * max(args.batch_sizes) + 1}
-            print(f"{case:>8} {w}x{h} batch {extra['batch_size']:2d} compile {'on ' if extra['compile'] else 'off'}: "
+            print(f"{case:>8} {w}x{h} batch {extra['batch_size']:2d} compile {'on ' if extra['compile'] else 'off'} "
+                  f"preset {extra['preset']}: "
                   f"{rec['fps']:7.1f} frames/s end to end; stages (frames/s while working): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in rec["stage_fps"].items())
                   + f"; limited by {rec['limited_by']} (warm-up {warm_s:.1f} s)", flush=True)
             records.append(rec)
-        encoded = encode_alone(read_frames(out), folder / "encode_only.mp4", args.codec)
-        for rec in records:
-            if rec["case"] == case:
-                rec["alone_fps"]["encode"] = n / encoded
-        print(f"{case:>8} alone: decode {n / decode_alone:.1f}, encode {n / encoded:.1f} frames/s", flush=True)
+        stylized = read_frames(out)
+        for preset in args.presets:
+            encode_fps = n / encode_alone(stylized, folder / "encode_only.mp4", args.codec, preset)
+            for rec in records:
+                if rec["case"] == case and rec["settings"]["preset"] == preset:
+                    rec["alone_fps"]["encode"] = encode_fps
+            print(f"{case:>8} alone: decode {n / decode_alone:.1f}, encode ({preset}) {encode_fps:.1f} frames/s",
+                  flush=True)
     return records
 
 
@@ -218,7 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default=None, help="720p, 1080p or WxH, comma-separated (default 720p,1080p; "
                                                   "160x96 with --stability)")
     ap.add_argument("--frames", type=int, default=None, help="frames per clip (default 240; 24 with --stability)")
-    ap.add_argument("--codec", default="libx264")
+    ap.add_argument("--codec", default="libx264", help="libx264 or libx265 (the presets are theirs)")
+    ap.add_argument("--presets", default="medium", help="x264/x265 presets, comma-separated (default medium)")
     ap.add_argument("--stability", action="store_true", help="measure flicker instead of speed")
     ap.add_argument("--pan", type=int, default=3, help="pixels a frame the stability clip pans")
     ap.add_argument("--smoothing", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
@@ -229,7 +237,7 @@ def main(argv=None) -> int:
     args.cases = args.cases or ("160x96" if args.stability else "720p,1080p")
     args.frames = args.frames or (24 if args.stability else 240)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    args.compile = args.compile.split(",")
+    args.compile, args.presets = args.compile.split(","), args.presets.split(",")
     if not set(args.compile) <= {"off", "on"}:
         ap.error("--compile takes off, on or off,on")
     model, config = load(args)

@@ -147,7 +147,7 @@ threads. The output is written to a temporary file and renamed at the end: no br
 
 
 def _add_video(sub) -> None:
-    from .video import DEFAULT_CRF, DEFAULT_SEED, DEFAULT_SMOOTHING
+    from .video import DEFAULT_CRF, DEFAULT_SEED, DEFAULT_SMOOTHING, PRESETS
     p = sub.add_parser("video", help="stylize a video file (needs PyAV: pip install 'mambast[video]')",
                        description=VIDEO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file")
@@ -163,6 +163,8 @@ def _add_video(sub) -> None:
     video.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
     video.add_argument("--crf", type=int, default=None,
                        help=f"quality for x264/x265/VP9/AV1, lower is better (default {DEFAULT_CRF})")
+    video.add_argument("--preset", choices=PRESETS, default=None,
+                       help="x264/x265 speed: faster presets encode faster into larger files (default medium)")
     video.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
                        help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
                             f"default {DEFAULT_SMOOTHING})")
@@ -241,7 +243,8 @@ def cmd_video(args) -> int:
     if not config.size:
         raise CLIError("--size 0 (keep the size) does not apply to video: give a working size, e.g. --size 512")
     summary = stylize_video(args.input, args.style, args.output, model=args.weights, config=config,
-                            codec=args.codec, crf=args.crf, smoothing=args.smoothing, progress=not args.quiet)
+                            codec=args.codec, crf=args.crf, preset=args.preset, smoothing=args.smoothing,
+                            progress=not args.quiet)
     print(f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height}", file=sys.stderr)
     return 0
 

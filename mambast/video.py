@@ -28,6 +28,8 @@ DEFAULT_CRF = 18                  # visually near-lossless for x264/x265; lower 
 # smoothing lowers frame-to-frame change only by trailing the motion, so it stays off unless asked for.
 DEFAULT_SMOOTHING = 0.0
 DEFAULT_SEED = 0
+# x264's and x265's speed/size trade-offs, fastest first (None: the encoder's default, medium)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 _END = object()                   # end of a queue's stream
 
 
@@ -88,7 +90,7 @@ def _open_input(av, path: Path):
     return container, video, audio
 
 
-def _encoder_options(av, codec: str, crf: int | None) -> tuple[str, dict]:
+def _encoder_options(av, codec: str, crf: int | None, preset: str | None = None) -> tuple[str, dict]:
     """(codec name, encoder options) of a video encoder name; VideoError for names FFmpeg cannot encode video with."""
     try:
         found = av.codec.Codec(codec, "w")
@@ -103,6 +105,11 @@ def _encoder_options(av, codec: str, crf: int | None) -> tuple[str, dict]:
         raise VideoError(f"codec {codec!r} has no crf quality setting (give crf=None)")
     if crf is not None and not 0 <= crf <= 63:
         raise VideoError(f"crf must be in 0..63; got {crf}")
+    if preset is not None and found.name not in ("libx264", "libx264rgb", "libx265"):
+        raise VideoError(f"codec {codec!r} has no preset setting (give preset=None)")
+    if preset is not None and preset not in PRESETS:
+        raise VideoError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    extra |= {"preset": preset} if preset is not None else {}
     return found.name, ({"crf": str(DEFAULT_CRF if crf is None else crf)} if with_crf else {}) | extra
 
 
@@ -306,7 +313,8 @@ class _Worker(threading.Thread):
 # ------------------------------------------------------------------------------------------- the entry point
 
 def stylize_video(input, style, output, *, model=None, config=None, codec: str = "libx264", crf: int | None = None,
-                  smoothing: float = DEFAULT_SMOOTHING, progress: bool = True, **settings) -> VideoSummary:
+                  preset: str | None = None, smoothing: float = DEFAULT_SMOOTHING, progress: bool = True,
+                  **settings) -> VideoSummary:
     """Stylize every frame of the clip `input` with the image `style` and write the clip `output`.
 
     The output keeps the input's resolution, frame timestamps (so frame rate and count), rotation tag and
@@ -318,12 +326,12 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
     (any of its fields) overriding it, as for images: size (the working short side; 0 is refused), seed (draws
     the style permutations, once for the clip), shuffle, dtype, batch_size (frames per model call), compile,
     cuda_graphs, device. Video-only: codec (an FFmpeg video encoder); crf (its quality for x264/x265/VP9/AV1,
-    lower is better; None: 18); smoothing in [0, 1), the weight of the previous frame's content tokens
+    lower is better; None: 18); preset (x264/x265's speed, one of PRESETS; None: medium); smoothing in [0, 1), the weight of the previous frame's content tokens
     (exponential moving average; 0 is off, see docs/video.md); progress (a bar with frames/s and ETA).
 
     The output is written to a temporary file beside it and renamed at the end: an error or Ctrl-C leaves no
     output. Bad inputs and settings raise `mambast.errors.VideoError` (one line), an unreadable style image
-    `ImageError`.
+    `ImageError`, a keyword that is not a StylizeConfig field `TypeError`.
     """
     av = _import_av()
     from .inference.api import image_tensor, merged_config, model_and_config, resolved_for
@@ -347,7 +355,7 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
         raise VideoError(f"{output}: give the output a suffix naming its container (.mp4, .mkv, .mov, ...)")
     if output.resolve() == input.resolve():
         raise VideoError(f"{output}: the output would replace the input")
-    codec, options = _encoder_options(av, codec, crf)
+    codec, options = _encoder_options(av, codec, crf, preset)
     started = time.perf_counter()
     container, video, audio = _open_input(av, input)
     frames = _Frames(av, input, container, video, audio)

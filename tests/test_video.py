@@ -151,6 +151,12 @@ def test_codec_and_container_are_selectable(tmp_path, model, style):
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert c.streams.video[0].codec_context.name == "mpeg4"
         assert len(list(c.decode(video=0))) == 5
+    sizes = {}
+    for preset in ("ultrafast", "veryslow"):
+        run(model, style, clip, tmp_path / f"{preset}.mp4", preset=preset)
+        sizes[preset] = (tmp_path / f"{preset}.mp4").stat().st_size
+        assert len(read(tmp_path / f"{preset}.mp4")["images"]) == 5
+    assert sizes["ultrafast"] > sizes["veryslow"]     # the preset reached the encoder
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.5])
@@ -249,6 +255,9 @@ BAD = {
     "frames change size": (_resized, {}, "frame 4 is 32x32, the first 64x48"),
     "compile on the CPU": (lambda t: make_clip(t / "bad.mp4", n=3), {"compile": True}, "compile is for CUDA"),
     "batch size 0": (lambda t: make_clip(t / "bad.mp4", n=3), {"batch_size": 0}, "batch_size must be"),
+    "preset of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "preset": "fast"},
+                                  "no preset"),
+    "unknown preset": (lambda t: make_clip(t / "bad.mp4", n=3), {"preset": "warp"}, "preset must be one of"),
     "unknown codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "h265-turbo"}, "not a video encoder"),
     "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "not a video one"),
     "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
