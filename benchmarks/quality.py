@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:           # run as a script from a source checkout
 import torch                            # noqa: E402
 import torch.nn.functional as F         # noqa: E402
 
+from common import gpu_slug                                # noqa: E402  (benchmarks/common.py)
 from mambast.hub import PackageFile, fetch_package_file    # noqa: E402
 
 
@@ -227,13 +228,6 @@ def _fmt_mem(b) -> str:
     if b is None:
         return "–"
     return f"{b / 2 ** 30:.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.0f} MiB"
-
-
-def gpu_slug(device_name: str) -> str:
-    """"NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA H200" -> "h200"; the result files are named by it."""
-    import re
-    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", device_name)
-    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
 
 
 def markdown(rows: list[dict], meta: dict) -> str:

@@ -28,7 +28,7 @@ from ..errors import ImageError
 from ..io import load_image, save_image
 from ..model import as_generator, draw_permutations
 from .config import DEFAULT_SIZE, StylizeConfig, default_batch_size
-from .geometry import finish_output, prepare_content, prepare_style
+from .geometry import finish_output, prepare_content, prepare_style, to_uint8
 from .jobs import Job
 from .precision import autocast
 
@@ -191,11 +191,28 @@ class Stylizer:
     def encode(self, contents: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token grids [B, H', W', C] of padded images ([B, 3, H, W] on the model's device): the content
         encoder's of `contents`, the style encoder's of `styles` (the calls `run` makes, caches aside)."""
-        return self._encoders["content"](contents), self._encoders["style"](styles)
+        return self.encode_content(contents), self.encode_style(styles)
+
+    def encode_content(self, contents: torch.Tensor) -> torch.Tensor:
+        """The content encoder's token grids [B, H', W', C] of padded images [B, 3, H, W] (graphed, compiled)."""
+        return self._encoders["content"](contents)
+
+    def encode_style(self, styles: torch.Tensor) -> torch.Tensor:
+        """The style encoder's token grids [B, H', W', C] of padded images [B, 3, H, W] (graphed, compiled)."""
+        return self._encoders["style"](styles)
 
     def fuse(self, xc: torch.Tensor, xs: torch.Tensor, perms: torch.Tensor | None = None) -> torch.Tensor:
         """Stylized images [B, 3, H, W] from content and style token grids and the style permutations."""
         return self._fuse(xc, xs, perms) if perms is not None else self._fuse(xc, xs)
+
+    def permutations(self, xs: torch.Tensor, seed) -> torch.Tensor | None:
+        """The style permutations `fuse` takes for style token grids xs, drawn as the model would draw them
+        (see `mambast.model.draw_permutations`) from `seed` (an int, a CPU generator, or None: the global RNG),
+        on xs's device; None when the stylizer does not shuffle."""
+        if not self.shuffle:
+            return None
+        n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
+        return draw_permutations(n, L, as_generator(seed, xs.device), xs.device)
 
     # -------------------------------------------------------------------------------- decoding (threads)
 
@@ -270,17 +287,13 @@ class Stylizer:
         outs = []
         for i, (_, (_, _, hw, orig)) in enumerate(batch):
             img = finish_output(y[i:i + 1], hw, orig)[0]
-            outs.append(img.mul(255.0).add_(0.5).to(torch.uint8).cpu())
+            outs.append(to_uint8(img).cpu())
         return outs
 
     def _fuse_drawn(self, xc: torch.Tensor, xs: torch.Tensor, seed) -> torch.Tensor:
-        """`fuse` with the style permutations drawn here, as the model would draw them (see
-        `mambast.model.draw_permutations`), so that the call itself draws nothing (CUDA graphs)."""
-        perms = None
-        if self.shuffle:
-            n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
-            perms = draw_permutations(n, L, as_generator(seed, xs.device), xs.device)
-        return self.fuse(xc, xs, perms)
+        """`fuse` with the style permutations drawn here (`permutations`), so that the call itself draws
+        nothing (CUDA graphs)."""
+        return self.fuse(xc, xs, self.permutations(xs, seed))
 
     @torch.inference_mode()
     def stylize(self, content: torch.Tensor, style: torch.Tensor, seed=None, keep_size: bool = True,
