@@ -371,6 +371,7 @@ def main(argv=None) -> int:
                     help="score again even where a method's metrics.json already covers all its outputs")
     ap.add_argument("--publish", action="store_true",
                     help="also write benchmarks/results/quality-<gpu>.json and .md (the committed table)")
+    ap.add_argument("--commit", default=None, help="source commit to record (default: the checkout's git HEAD)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--time-one", choices=METHODS, help=argparse.SUPPRESS)   # internal: timing subprocess
     args = ap.parse_args(argv)
@@ -452,7 +453,7 @@ def main(argv=None) -> int:
             "metrics_info": {k: dict(zip(("label", "direction", "meaning"), METRIC_INFO[k]))
                              for k in ("artfid", "fid", "lpips", "cfsd")
                              if k in metrics or (k == "artfid" and {"fid", "lpips"} <= set(metrics))},
-            "metrics_version": METRICS_VERSION, "commit": _commit(),
+            "metrics_version": METRICS_VERSION, "commit": args.commit or _commit(),
             "warnings": [FEW_IMAGES_WARNING.format(n=len(contents) * len(styles))]
             if len(contents) * len(styles) < PROTOCOL_PAIRS else [],
             "networks": nets.descriptions}
