@@ -3,7 +3,7 @@
 Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,1080p] [--frames 240] [--out DIR]
        python benchmarks/video.py --stability [--device cpu] [--size 96] [--out DIR]
 Speed (default): for each case a clip of --frames frames at 30 fps (a pan across a generated scene, H.264, with
-an AAC track) is stylized with the bundled model (or --weights) at --size, after one untimed short run that
+an AAC track) is stylized with the bundled model (or --model) at --size, after one untimed short run that
 warms the model up; besides the end-to-end frames/s, decoding alone, the model alone (batches of --batch-size
 decoded frames) and encoding alone are timed on the same clip, to say which stage limits. Cases are names
 (720p, 1080p) or WxH. Writes video.json: a header record (gpu, versions, commit, date), then one per case.
@@ -101,7 +101,7 @@ def load(args):
         model = MambaST(MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=2, d_state=4,
                                       decoder_channels=[16, 8, 8])).to(args.device)
         return _load_model(model, args.device, args.dtype)
-    return _load_model(args.weights, args.device, args.dtype)
+    return _load_model(args.model, args.device, args.dtype)
 
 
 def sync(device):
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--weights", default=None, help="a model (default: the bundled one)")
+    ap.add_argument("--model", default=None, help="a model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="a small random model (smoke tests)")
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
     ap.add_argument("--size", type=int, default=None, help="working short side (default 512; 96 with --stability)")
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
         stroke_painting(512).save(style)
         measure = stability if args.stability else speed
         records = measure(args, model, amp, style, Path(tmp))
-    head = header(args.device, size=args.size, weights=args.weights or ("tiny random" if args.tiny else "default"))
+    head = header(args.device, size=args.size, weights=args.model or ("tiny random" if args.tiny else "default"))
     path = write_json(Path(args.out) / ("video-stability.json" if args.stability else "video.json"),
                       [head] + records)
     print(f"wrote {path}")

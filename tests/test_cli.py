@@ -304,7 +304,8 @@ def test_other_errors_of_a_command_keep_their_traceback():
 def test_several_styles_are_mixed_for_one_content(tmp_path, weights):
     from mambast import stylize
     from mambast.io import load_image
-    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 20, 20, 2)
+    c, s1, s2 = (_img(tmp_path / f"{n}.png", w, h, i) for i, (n, w, h) in enumerate([("c", 24, 16), ("s1", 16, 16),
+                                                                                        ("s2", 20, 20)]))
     base = ["--model", str(weights), "--size", "16", "--seed", "2"]
     assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "mix.png"), "--weights", "0.7,0.3",
                  "--strength", "0.8", "--preserve-color", *base]) == 0
@@ -327,7 +328,8 @@ def test_a_content_folder_with_several_styles_and_a_mask(tmp_path, weights):
     mask = Image.new("L", (64, 32), 0)
     mask.paste(255, (32, 0, 64, 32))
     mask.save(tmp_path / "mask.png")
-    assert main(["stylize", str(cdir), str(s1), str(s2), "-o", str(tmp_path / "out"), "--mask", str(tmp_path / "mask.png"),
+    out, m = str(tmp_path / "out"), str(tmp_path / "mask.png")
+    assert main(["stylize", str(cdir), str(s1), str(s2), "-o", out, "--mask", m,
                  "--model", str(weights), "--size", "16", "--quiet", "--batch-size", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"c{i}_stylized_s1+s2.png" for i in range(3)]
 
@@ -347,7 +349,7 @@ def test_a_content_folder_with_several_styles_and_a_mask(tmp_path, weights):
 def test_bad_controls_are_one_line_errors_before_the_model_loads(tmp_path, weights, capsys, monkeypatch, flags, words):
     import mambast.inference.api as api
     monkeypatch.setattr(api, "load_model", lambda *a: pytest.fail("the model was loaded"))
-    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 16, 16, 2)
+    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 8, 8)
     Image.fromarray(np.repeat(np.array([[0] * 8 + [128] * 8 + [255] * 8], np.uint8), 16, 0)).save(tmp_path / "m3.png")
     Image.new("L", (40, 10)).save(tmp_path / "wide.png")
     names = {"MASK3": str(tmp_path / "m3.png"), "WIDE": str(tmp_path / "wide.png"), "MODEL": str(weights),
@@ -362,7 +364,9 @@ def test_bad_controls_are_one_line_errors_before_the_model_loads(tmp_path, weigh
 def test_several_styles_must_be_files(tmp_path, weights, capsys):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     (tmp_path / "d").mkdir()
-    assert main(["stylize", str(c), str(s), str(tmp_path / "d"), "-o", str(tmp_path / "o.png"), "--model", str(weights)]) == 1
+    out = str(tmp_path / "o.png")
+    code = main(["stylize", str(c), str(s), str(tmp_path / "d"), "-o", out, "--model", str(weights)])
+    assert code == 1
     assert "several styles for one content must be image files" in capsys.readouterr().err
 
 

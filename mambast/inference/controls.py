@@ -32,6 +32,7 @@ BORDER_SIGMA_TOKENS = 1.0     # blur of the region weights, in tokens (8 working
 
 # BT.601 YCbCr (full range), as JPEG uses it: luma, blue and red chroma of RGB in [0, 1].
 _YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+_RGB = tuple(map(tuple, np.linalg.inv(np.array(_YCC)).tolist()))     # its inverse, computed once (no GPU solve)
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -257,18 +258,14 @@ def blend(fused: torch.Tensor, weights: Sequence) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ colour
 
-def _ycc_matrix(device) -> torch.Tensor:
-    return torch.tensor(_YCC, dtype=torch.float32, device=device)
-
-
 def to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] RGB in [0, 1] -> Y, Cb, Cr (BT.601, full range; chroma centred on 0)."""
-    return torch.einsum("ij,bjhw->bihw", _ycc_matrix(x.device), x.float())
+    return torch.einsum("ij,bjhw->bihw", torch.tensor(_YCC, device=x.device), x.float())
 
 
 def from_ycbcr(y: torch.Tensor) -> torch.Tensor:
     """The inverse of `to_ycbcr`, clamped to [0, 1]."""
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_ycc_matrix(y.device)), y).clamp_(0, 1)
+    return torch.einsum("ij,bjhw->bihw", torch.tensor(_RGB, device=y.device), y.float()).clamp_(0, 1)
 
 
 def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,10 @@ A pair's result is the same either way: the same preprocessing, the same model c
 so caching and batching change nothing), and, with a seed, the same style-token permutations (every batch
 draws them from a fresh generator of that seed, as every single call does; without a seed a batch shares one
 draw of the global RNG). It must not decide defaults: those are `StylizeConfig`'s.
+
+The creative controls (strength, several styles mixed by weights or placed by a region mask, colour
+preservation) are `mambast.inference.controls`' arithmetic; here a content is fused with each token grid its
+recipe names, in one batch with the same permutations, and the blended grids are decoded once.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ class Stylizer:
     torch.compile (inductor fuses the layers around the scan). Each new input shape (working size, or
     number of images in a call, such as a smaller last batch) compiles for 10-25 s on its first call,
     and beyond torch's recompilation limit (8 shapes per function) calls run uncompiled: it pays for long
-    runs of few sizes.
+    runs of few sizes. strength, preserve_color: the controls of every output (see `stylize`; `run` also takes
+    style weights or a region mask).
     """
 
     def __init__(self, model, size: int | None = DEFAULT_SIZE, seed=None, shuffle: bool = True,
