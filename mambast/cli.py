@@ -13,6 +13,8 @@ from pathlib import Path
 from . import __version__
 from .errors import MambastError, printable, resource_error
 
+# The StylizeConfig fields `mambast video` takes: not yet the creative controls (strength, preserve_color).
+VIDEO_CONFIG_FIELDS = ("size", "seed", "shuffle", "dtype", "batch_size", "compile", "cuda_graphs", "device")
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
 
@@ -53,9 +55,10 @@ class CLIError(MambastError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None,
+                         helps: dict | None = None) -> None:
     """One flag per StylizeConfig field (or those in `only`): --batch-size for batch_size, --shuffle/--no-shuffle
-    for booleans; help and default from the field, `defaults` overriding the latter."""
+    for booleans; help and default from the field, `defaults` and `helps` overriding them."""
     import dataclasses
 
     from .inference.config import StylizeConfig
@@ -63,6 +66,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: d
         if only is not None and f.name not in only:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
+        meta = {**meta, "help": (helps or {}).get(f.name, meta["help"])}
         kw: dict = {"dest": f.name, "default": default}
         if str(f.type).startswith("bool"):
             kw["action"] = argparse.BooleanOptionalAction
@@ -206,25 +210,38 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+VIDEO_HELP = """\
+Stylize every frame of INPUT with the image STYLE into OUTPUT, keeping its size, frame times, rotation
+and audio (copied). Frames run through the same model calls as images (`mambast stylize`: precision,
+CUDA graphs, --compile), --batch-size frames per call, with one style encoding and one set of style
+permutations per clip (a still scene gives identical frames). Decoding, stylizing and encoding run in
+threads. The output is written to a temporary file and renamed at the end: no broken file is left.
+--size 0 (the frames' own size) does not apply: give a working size.
+"""
+
+
 def _add_video(sub) -> None:
-    from .video import DEFAULT_BATCH_SIZE, DEFAULT_SMOOTHING
+    from .video import DEFAULT_CRF, DEFAULT_SEED, DEFAULT_SMOOTHING, PRESETS
     p = sub.add_parser("video", help="stylize a video file (needs PyAV: pip install 'mambast[video]')",
-                       description="Stylize every frame of INPUT with the image STYLE into OUTPUT, keeping its size, "
-                                   "frame times, rotation and audio (copied). One style encoding and one set of style "
-                                   "permutations per clip (a still scene gives identical frames). The output is "
-                                   "written to a temporary file and renamed at the end: no broken file is left.")
+                       description=VIDEO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file")
     p.add_argument("style", help="style image file")
     p.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov, .webm, ...)")
     _add_model_argument(p, deprecated_weights=True)
-    add_config_arguments(p, only=("size", "seed", "dtype", "device"), defaults={"seed": 0})
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"frames per model call (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
-    p.add_argument("--crf", type=int, default=None, help="quality for x264/x265/VP9/AV1, lower is better (default 18)")
-    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                   help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
-                        f"default {DEFAULT_SMOOTHING})")
+    add_config_arguments(p, only=VIDEO_CONFIG_FIELDS, defaults={"seed": DEFAULT_SEED}, helps={
+        "size": "working short side of the frames in pixels (frames are resized back)",
+        "seed": "seed of the style-token shuffle, drawn once for the clip",
+        "batch_size": "frames per model call (default 8 on CUDA, 1 on CPU)",
+        "compile": "CUDA only: torch.compile the layers around the scan; the first batch compiles for 10-25 s"})
+    video = p.add_argument_group("video (encoding and temporal smoothing)")
+    video.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
+    video.add_argument("--crf", type=int, default=None,
+                       help=f"quality for x264/x265/VP9/AV1, lower is better (default {DEFAULT_CRF})")
+    video.add_argument("--preset", choices=PRESETS, default=None,
+                       help="x264/x265 speed: faster presets encode faster into larger files (default medium)")
+    video.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
+                       help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
+                            f"default {DEFAULT_SMOOTHING})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
 
@@ -300,12 +317,11 @@ def cmd_stylize(args) -> int:
 
 def cmd_video(args) -> int:
     from .video import stylize_video
-    config = _resolved(config_from_args(args))      # the same checks of --size, --dtype, --device as stylize
+    config = _resolved(config_from_args(args))      # the same checks of the flags as stylize
     if not config.size:
         raise CLIError("--size 0 (keep the size) does not apply to video: give a working size, e.g. --size 512")
-    summary = stylize_video(args.input, args.style, args.output, model=args.model, size=config.size,
-                            batch_size=args.batch_size, seed=config.seed, codec=args.codec, crf=args.crf,
-                            device=config.device, dtype=config.dtype, smoothing=args.smoothing,
+    summary = stylize_video(args.input, args.style, args.output, model=args.model, config=config,
+                            codec=args.codec, crf=args.crf, preset=args.preset, smoothing=args.smoothing,
                             progress=not args.quiet)
     print(f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height}", file=sys.stderr)
     return 0

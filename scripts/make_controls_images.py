@@ -121,7 +121,7 @@ def choices_sheet(model, contents, styles, size: int, cell: int, out: Path) -> N
             self.x = pil_to_tensor(content)
             self.c, self.hw = prepare_content(self.x, size, p)
             self.xc = stylizer.encode(self.c, self.c)[0]
-            self.perms = stylizer._draw_permutations(self.xc.shape[1] * self.xc.shape[2], 0, "cpu")
+            self.perms = stylizer.permutations(self.xc, 0)
 
         def style_tokens(self, img):
             s = prepare_style(pil_to_tensor(img) if not isinstance(img, torch.Tensor) else img, self.hw, p)

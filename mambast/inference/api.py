@@ -5,6 +5,7 @@ Settings are `StylizeConfig`'s; the work is `Stylizer.stylize`. This module only
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -44,12 +45,39 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
-def _as_tensor(img) -> torch.Tensor:
+def image_tensor(img) -> torch.Tensor:
+    """A PIL image, a path or a tensor ([3, H, W] or [1, 3, H, W] in [0, 1]) as a [1, 3, H, W] tensor."""
     if isinstance(img, torch.Tensor):
         return img if img.dim() == 4 else img[None]
     if isinstance(img, (str, Path)):
         img = load_image(img)
     return pil_to_tensor(img)
+
+
+def merged_config(config: StylizeConfig | None, settings: dict, caller: str) -> StylizeConfig:
+    """`config` (default StylizeConfig()) with `settings` (StylizeConfig field names) overriding it; TypeError
+    naming `caller` for a setting that is not a field."""
+    unknown = sorted(set(settings) - set(vars(StylizeConfig())))
+    if unknown:
+        raise TypeError(f"{caller}() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
+    return StylizeConfig(**{**vars(config or StylizeConfig()), **settings})
+
+
+def resolved_for(model, config: StylizeConfig) -> StylizeConfig:
+    """`config.resolved()` for `model`: on the model's device if it is a MambaST (a weights path or None: as the
+    config says). ValueError as `resolved`'s."""
+    if isinstance(model, torch.nn.Module):
+        config = dataclasses.replace(config, device=str(next(model.parameters()).device))
+    return config.resolved()
+
+
+def model_and_config(model, config: StylizeConfig):
+    """(model, `resolved_for(model, config)`): a MambaST as given, or the model of a weights path or None (the
+    bundled one), loaded once per device and dtype and kept (`cached_model`)."""
+    config = resolved_for(model, config)
+    if isinstance(model, torch.nn.Module):
+        return model, config
+    return cached_model(model or "default", config), config
 
 
 def stylize(content, style, model=None, *, config: StylizeConfig | None = None, output_type: str = "pil",
@@ -67,21 +95,13 @@ def stylize(content, style, model=None, *, config: StylizeConfig | None = None, 
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}; got {output_type!r}")
-    unknown = sorted(set(settings) - set(vars(StylizeConfig())))
-    if unknown:
-        raise TypeError(f"stylize() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
-    config = StylizeConfig(**{**vars(config or StylizeConfig()), **settings}).check()
-    styles = [_as_tensor(s) for s in style] if isinstance(style, (list, tuple)) else [_as_tensor(style)]
-    content = _as_tensor(content)
-    weights, region = check_controls(len(styles), weights, mask)
+    config = merged_config(config, settings, "stylize").check()
+    styles = [image_tensor(s) for s in style] if isinstance(style, (list, tuple)) else [image_tensor(style)]
+    content = image_tensor(content)
+    weights, region = check_controls(len(styles), weights, mask)      # bad controls: before the model loads
     if region is not None:
         region.check_fits(content.shape[-1], content.shape[-2])
-    if isinstance(model, torch.nn.Module):
-        config.device = str(next(model.parameters()).device)
-        config = config.resolved()
-    else:
-        config = config.resolved()
-        model = cached_model(model or "default", config)
+    model, config = model_and_config(model, config)
     y = Stylizer.from_config(model, config).stylize(content, styles if len(styles) > 1 else styles[0],
                                                     weights=weights, mask=region)
     return tensor_to_pil(y) if output_type == "pil" else y

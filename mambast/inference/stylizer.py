@@ -33,7 +33,7 @@ from ..io import load_image, save_image
 from ..model import as_generator, draw_permutations
 from .config import DEFAULT_SIZE, StylizeConfig, check_strength, default_batch_size
 from .controls import IDENTITY, RegionMask, blend, check_controls, preserve_colors, recipe
-from .geometry import finish_output, prepare_content, prepare_style
+from .geometry import finish_output, prepare_content, prepare_style, to_uint8
 from .jobs import Job
 from .precision import autocast
 
@@ -212,7 +212,15 @@ class Stylizer:
     def encode(self, contents: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Token grids [B, H', W', C] of padded images ([B, 3, H, W] on the model's device): the content
         encoder's of `contents`, the style encoder's of `styles` (the calls `run` makes, caches aside)."""
-        return self._encoders["content"](contents), self._encoders["style"](styles)
+        return self.encode_content(contents), self.encode_style(styles)
+
+    def encode_content(self, contents: torch.Tensor) -> torch.Tensor:
+        """The content encoder's token grids [B, H', W', C] of padded images [B, 3, H, W] (graphed, compiled)."""
+        return self._encoders["content"](contents)
+
+    def encode_style(self, styles: torch.Tensor) -> torch.Tensor:
+        """The style encoder's token grids [B, H', W', C] of padded images [B, 3, H, W] (graphed, compiled)."""
+        return self._encoders["style"](styles)
 
     def fuse(self, xc: torch.Tensor, xs: torch.Tensor, perms: torch.Tensor | None = None) -> torch.Tensor:
         """Stylized images [B, 3, H, W] from content and style token grids and the style permutations."""
@@ -225,6 +233,15 @@ class Stylizer:
     def decode_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The second half of `fuse`: fused token grids [B, H', W', C] -> images [B, 3, H, W]."""
         return self._decode_tokens(x)
+
+    def permutations(self, xs: torch.Tensor, seed) -> torch.Tensor | None:
+        """The style permutations `fuse` takes for style token grids xs, drawn as the model would draw them
+        (see `mambast.model.draw_permutations`) from `seed` (an int, a CPU generator, or None: the global RNG),
+        on xs's device; None when the stylizer does not shuffle."""
+        if not self.shuffle:
+            return None
+        n, L = len(self.model.decoder.layers), xs.shape[1] * xs.shape[2]
+        return draw_permutations(n, L, as_generator(seed, xs.device), xs.device)
 
     # -------------------------------------------------------------------------------- decoding (threads)
 
@@ -310,11 +327,11 @@ class Stylizer:
 
     def _decode_recipes(self, xc: torch.Tensor, grids: list[dict], recipes: list, seed) -> torch.Tensor:
         """Pixels [B, 3, H, W] of B contents (tokens xc [B, H', W', C]) fused as their recipes say, with the style
-        permutations of one draw (`_fuse_drawn`). Where every output is one fused grid (the plain stylization,
+        permutations of one draw (`permutations`). Where every output is one fused grid (the plain stylization,
         strength 0) this is one `fuse` call; otherwise the content is fused with each grid in one batch, the fused
         grids are blended, then decoded in one batch."""
         styles = [[grids[i][k] for k in r.styles] for i, r in enumerate(recipes)]
-        perms = self._draw_permutations(xc.shape[1] * xc.shape[2], seed, xc.device)
+        perms = self.permutations(xc, seed)   # the content's grid is the styles' shape
         if all(r.single for r in recipes):
             return self.fuse(xc, torch.cat([s[0] for s in styles]), perms)
         index = torch.tensor([i for i, s in enumerate(styles) for _ in s], device=xc.device)
@@ -348,20 +365,13 @@ class Stylizer:
         outs = []
         for i, (it, (_, _, hw, orig)) in enumerate(batch):
             content = self._to_device(it.content) if self.preserve_color else None
-            img = self._finish(y[i:i + 1], hw, orig, content)[0]
-            outs.append(img.mul(255.0).add_(0.5).to(torch.uint8).cpu())
+            outs.append(to_uint8(self._finish(y[i:i + 1], hw, orig, content)[0]).cpu())
         return outs
 
-    def _draw_permutations(self, length: int, seed, device) -> torch.Tensor | None:
-        """The style permutations of one call, drawn here as the model would draw them (see
-        `mambast.model.draw_permutations`), so that the call itself draws nothing (CUDA graphs); None unshuffled."""
-        if not self.shuffle:
-            return None
-        return draw_permutations(len(self.model.decoder.layers), length, as_generator(seed, device), device)
-
     def _fuse_drawn(self, xc: torch.Tensor, xs: torch.Tensor, seed) -> torch.Tensor:
-        """`fuse` with the style permutations of `_draw_permutations`."""
-        return self.fuse(xc, xs, self._draw_permutations(xs.shape[1] * xs.shape[2], seed, xs.device))
+        """`fuse` with the style permutations drawn here (`permutations`), so that the call itself draws
+        nothing (CUDA graphs)."""
+        return self.fuse(xc, xs, self.permutations(xs, seed))
 
     @torch.inference_mode()
     def stylize(self, content: torch.Tensor, style, weights=None, mask=None, seed=None, keep_size: bool = True,
