@@ -53,21 +53,22 @@ def main() -> None:
     mask = torch.zeros(n, n)
     mask[:, n // 3:] = 0.5
     mask[n // 2:, 2 * n // 3:] = 1.0
-    rows = {}
+    calls = {}
     for name, case in CASES.items():
         k = case.get("styles", 1)
         kw = dict(strength=case.get("strength"), preserve_color=case.get("preserve_color"),
                   weights=case.get("weights"), mask=mask if case.get("mask") else None)
-
-        def call():
-            return stylizer.stylize(content, styles[:k] if k > 1 else styles[0], **kw)
-        call()
-        call()                                                   # warm-up (JIT, CUDA graphs)
-        times = time_calls(call, args.runs, sync)
-        rows[name] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+        calls[name] = lambda k=k, kw=kw: stylizer.stylize(content, styles[:k] if k > 1 else styles[0], **kw)
+        calls[name]()
+        calls[name]()                                            # warm-up (JIT, CUDA graphs)
+    times = {name: [] for name in calls}
+    for _ in range(args.runs):       # the cases in turn, round after round: a busy machine slows them alike
+        for name, call in calls.items():
+            times[name] += time_calls(call, 1, sync)
+    rows = {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)} for name, t in times.items()}
     base = rows["plain"]["median_s"]
     unit, scale = ("ms", 1e3) if cuda else ("s", 1.0)
-    print(f"{n}x{n}, {config.device} {config.dtype}, median of {args.runs} after a warm-up:")
+    print(f"{n}x{n}, {config.device} {config.dtype}, median of {args.runs} rounds after a warm-up:")
     for name, r in rows.items():
         r["vs_plain"] = r["median_s"] / base
         print(f"  {name:28s} {r['median_s'] * scale:8.3f} {unit}  ({r['vs_plain']:.2f}x plain)")

@@ -306,3 +306,29 @@ def test_the_config_checks_strength_and_parse_weights_reads_comma_lists():
     assert parse_weights("0.7,0.3") == (0.7, 0.3) and parse_weights("1") == (1.0,)
     assert check_controls(2, None, None) == (None, None)
     assert isinstance(check_controls(2, None, np.zeros((2, 2), np.uint8))[1], RegionMask)
+
+
+# ------------------------------------------------------------------------------------------------ CUDA
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [dict(cuda_graphs=True), dict(cuda_graphs=False, compile=True)])
+def test_controls_on_cuda_match_the_cpu(tiny_model, options):
+    """The graphed (or compiled) fusion and decoding of the controls give the CPU's pictures; shapes met again are
+    replayed."""
+    c, s1, s2 = _rand(1, 3, 24, 32), _rand(1, 3, 16, 16, seed=1), _rand(1, 3, 20, 20, seed=2)
+    mask = torch.zeros(24, 32)
+    mask[:, 16:] = 1
+    calls = [dict(style=[s1, s2], weights=[0.7, 0.3], strength=0.5), dict(style=[s1, s2], mask=mask),
+             dict(style=s1, strength=0.0, preserve_color=True)]
+    cpu = Stylizer(tiny_model, size=16, seed=3)
+    want = [cpu.stylize(c, **kw) for kw in calls]
+    cuda = Stylizer(tiny_model.cuda(), size=16, seed=3, **options)
+    for _ in range(3):                       # eager, capture, replay
+        for kw, ref in zip(calls, want):
+            torch.testing.assert_close(cuda.stylize(c, **kw).cpu(), ref, atol=2e-3, rtol=0)
+    if options.get("cuda_graphs"):
+        assert cuda._fuse_tokens.graphs.captures >= 1 and cuda._decode_tokens.graphs.captures >= 1
