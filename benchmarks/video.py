@@ -5,7 +5,7 @@ Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,108
                                   [--commit SHA] [--out DIR]
        python benchmarks/video.py --stability [--device cpu] [--size 96] [--out DIR]
 Speed (default): for each case a clip of --frames frames at 30 fps (a pan across a generated scene, H.264, with
-an AAC track) is stylized with the bundled model (or --weights) at --size through `stylize_video`, once per
+an AAC track) is stylized with the bundled model (or --model) at --size through `stylize_video`, once per
 batch size, compile setting and x264 preset (the rest as `mambast video` runs: bf16, CUDA graphs where they pay;
 H.264 at crf 18), each after
 an untimed run on a short clip of the same resolution (compiling, graph captures, kernel choices). A record
@@ -106,7 +106,7 @@ def load(args):
     small random model (smoke tests)."""
     config = StylizeConfig(device=args.device, dtype=args.dtype).resolved()
     if not args.tiny:
-        return load_model(args.weights or "default", config), config
+        return load_model(args.model or "default", config), config
     from mambast.config import MambaSTConfig
     from mambast.model import MambaST
     torch.manual_seed(0)
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--weights", default=None, help="a model (default: the bundled one)")
+    ap.add_argument("--model", default=None, help="a model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="a small random model (smoke tests)")
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
     ap.add_argument("--size", type=int, default=None, help="working short side (default 512; 96 with --stability)")
@@ -248,7 +248,7 @@ def main(argv=None) -> int:
         records = measure(args, model, config, style, Path(tmp))
     cuda = torch.device(config.device).type == "cuda"
     head = header(config.device, args.commit, size=args.size, dtype=config.dtype, codec=args.codec,
-                  weights=args.weights or ("tiny random" if args.tiny else "default"))
+                  weights=args.model or ("tiny random" if args.tiny else "default"))
     name = f"video{'-stability' if args.stability else ''}-{gpu_slug(head['gpu']) if cuda else 'cpu'}.json"
     path = write_json(Path(args.out) / name, [{"header": head}] + records)
     print(f"wrote {path}")

@@ -345,6 +345,8 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
                          f"got {config.size!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise VideoError(f"batch_size must be an int >= 1; got {config.batch_size!r}")
+    if config.strength != 1 or config.preserve_color:
+        raise VideoError("strength and preserve_color are for images (mambast.stylize); video takes neither yet")
     try:
         config = resolved_for(model, config)   # device, dtype, compile: refused before any work
     except ValueError as e:
