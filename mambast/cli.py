@@ -37,6 +37,15 @@ lower --size.
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
 working size per model call, and write outputs in background threads.
+
+Controls (docs/controls.md): --strength A (0..1) goes from the model's reconstruction of the content
+(0) to the full stylization (1). With more than one STYLE, the first positional is the content (a
+file or folder) and every style is used for each content: mixed by --weights (e.g. 0.7,0.3; default
+equal), or placed by --mask MASK, an image of the content's aspect ratio whose grey levels, darkest
+first, select the styles in order (soft borders). Outputs into a folder are then named
+<content>_stylized_<style1>+<style2>.png. --preserve-color keeps the content's colours (the stylized
+luminance with the content's chroma). The model is chosen with --model (--weights was the model
+before; it now gives the style weights).
 """
 
 
@@ -83,18 +92,82 @@ def _resolved(config):
         raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
 
 
+class _DeprecatedModelFlag(argparse.Action):
+    """--weights where it named the model (demo, video): still accepted, with a warning to use --model."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("mambast: warning: --weights is deprecated here: choose the model with --model", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_model_argument(p, deprecated_weights: bool = False) -> None:
+    p.add_argument("--model", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
+                        "a folder named 'default' is ./default)")
+    if deprecated_weights:
+        p.add_argument("--weights", dest="model", default=argparse.SUPPRESS, action=_DeprecatedModelFlag,
+                       help=argparse.SUPPRESS)
+
+
+def _style_weights(text: str | None):
+    """--weights as numbers; a one-line error for anything else, telling --model to a command line of the time
+    --weights named the model."""
+    from .inference.controls import parse_weights
+    if text is None:
+        return None
+    try:
+        return parse_weights(text)
+    except ValueError:
+        if text == "default" or Path(text).exists():
+            raise CLIError(f"--weights {text}: --weights now gives the style weights (e.g. 0.7,0.3); the model is "
+                           f"now chosen with --model {text}") from None
+        raise CLIError(f"--weights must be a comma list of numbers, one per style (e.g. 0.7,0.3); got {text!r}") \
+            from None
+
+
+def _check_controls(args, n_styles: int):
+    """The checked style weights and region mask of the command line, as one-line errors naming the flag."""
+    from .inference.controls import check_controls
+    weights = _style_weights(args.weights)
+    try:
+        return check_controls(n_styles, weights, args.mask)
+    except MambastError:     # a mask file that cannot be read: the message names it
+        raise
+    except ValueError as e:
+        msg = str(e)
+        raise CLIError(f"--{msg}" if msg.startswith(("weights", "mask")) else msg) from None
+
+
+def _check_mask_fits(region, jobs) -> None:
+    """A one-line error, before any work, for a content whose aspect ratio is not the mask's (a content that
+    cannot be read is left to the run, which reports it)."""
+    from .errors import ImageError
+    from .io import image_size
+    for content in dict.fromkeys(job.content for job in jobs):
+        try:
+            region.check_fits(*image_size(content))
+        except ImageError:
+            continue
+        except ValueError as e:
+            raise CLIError(f"{content}: {e}") from None
+
+
 def _add_stylize(sub) -> None:
     from .inference.config import DEFAULT_SIZE
     p = sub.add_parser("stylize", help="stylize images (files or folders)",
                        description=STYLIZE_HELP.format(size=DEFAULT_SIZE),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="content image file or folder")
-    p.add_argument("style", help="style image file or folder")
+    p.add_argument("style", nargs="+", help="style image file or folder; several style files are all used for "
+                                            "each content (--weights, --mask)")
     p.add_argument("-o", "--output", required=True,
                    help="output file (single pair) or folder (folders, or an existing folder)")
-    p.add_argument("--weights", default="default",
-                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
-                        "a folder named 'default' is ./default)")
+    p.add_argument("--weights", default=None, metavar="W1,W2,...",
+                   help="weights of the styles, one per style, scaled to sum 1 (default: equal)")
+    p.add_argument("--mask", default=None,
+                   help="region mask: an image of the content's aspect ratio whose grey levels, darkest first, "
+                        "select the styles in order")
+    _add_model_argument(p)
     add_config_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="redo outputs that already exist (folder runs; a single pair is always written)")
@@ -127,8 +200,7 @@ def _add_demo(sub) -> None:
                        description="Fetch the example content photo (from the scikit-image wheel on PyPI, once), "
                                    "draw the example stroke painting, and stylize the photo with it.")
     p.add_argument("-o", "--output", default="demo.png", help="output image (default demo.png)")
-    p.add_argument("--weights", default="default",
-                   help="model weights (default: the bundled model; a folder named 'default' is ./default)")
+    _add_model_argument(p, deprecated_weights=True)
     add_config_arguments(p, only=("size", "seed", "device"), defaults={"seed": 0})
     p.add_argument("--cache", default=None, help="cache folder (default $MAMBAST_CACHE or ~/.cache/mambast)")
     p.set_defaults(func=cmd_demo)
@@ -144,7 +216,7 @@ def _add_video(sub) -> None:
     p.add_argument("input", help="video file")
     p.add_argument("style", help="style image file")
     p.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov, .webm, ...)")
-    p.add_argument("--weights", default="default", help="model weights (default: the bundled model)")
+    _add_model_argument(p, deprecated_weights=True)
     add_config_arguments(p, only=("size", "seed", "dtype", "device"), defaults={"seed": 0})
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                    help=f"frames per model call (default {DEFAULT_BATCH_SIZE})")
@@ -203,7 +275,9 @@ def cmd_stylize(args) -> int:
     from .inference.stylizer import Stylizer
 
     config = _resolved(config_from_args(args))
-    plan = plan_jobs(args.content, args.style, args.output, overwrite=args.overwrite)
+    styles = args.style if isinstance(args.style, list) else [args.style]
+    weights, region = _check_controls(args, len(styles))   # a style folder: one style per output
+    plan = plan_jobs(args.content, styles, args.output, overwrite=args.overwrite)
     for msg, _ in plan.refused:
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     todo, skipped, refused = plan.jobs, len(plan.present), plan.failed
@@ -213,13 +287,15 @@ def cmd_stylize(args) -> int:
             return 1
         print(f"nothing to do: all {skipped} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
-    model = load_model(args.weights, config)
+    if region is not None:
+        _check_mask_fits(region, todo)
+    model = load_model(args.model, config)
     created = make_output_folders(todo)
     stylizer = Stylizer.from_config(model, config)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
     try:
-        for job, error in stylizer.run(todo):
+        for job, error in stylizer.run(todo, weights=weights, mask=region):
             bar.update()
             if error is not None:
                 failures += 1
@@ -246,7 +322,7 @@ def cmd_video(args) -> int:
     config = _resolved(config_from_args(args))      # the same checks of --size, --dtype, --device as stylize
     if not config.size:
         raise CLIError("--size 0 (keep the size) does not apply to video: give a working size, e.g. --size 512")
-    summary = stylize_video(args.input, args.style, args.output, model=args.weights, size=config.size,
+    summary = stylize_video(args.input, args.style, args.output, model=args.model, size=config.size,
                             batch_size=args.batch_size, seed=config.seed, codec=args.codec, crf=args.crf,
                             device=config.device, dtype=config.dtype, smoothing=args.smoothing,
                             progress=not args.quiet)
@@ -268,8 +344,8 @@ def cmd_demo(args) -> int:
     from .examples import example_pair
     content, style = example_pair(args.cache)
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
-    args.content, args.style = str(content), str(style)
-    args.overwrite, args.quiet = True, True
+    args.content, args.style = str(content), [str(style)]
+    args.weights, args.mask, args.overwrite, args.quiet = None, None, True, True
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)

@@ -267,7 +267,7 @@ def test_the_video_command_writes_the_clip(tmp_path, model, style):
     clip = make_clip(tmp_path / "in.mp4")
     model.save_pretrained(tmp_path / "tiny")
     out = tmp_path / "out.mp4"
-    assert main(["video", str(clip), str(style), "-o", str(out), "--weights", str(tmp_path / "tiny"),
+    assert main(["video", str(clip), str(style), "-o", str(out), "--model", str(tmp_path / "tiny"),
                  "--size", "32", "--batch-size", "2", "--quiet"]) == 0
     got, want = read(out), read(clip)
     assert len(got["images"]) == len(want["images"]) and (got["width"], got["height"]) == (want["width"], want["height"])

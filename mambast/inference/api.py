@@ -12,6 +12,7 @@ import torch
 
 from ..io import load_image, pil_to_tensor, tensor_to_pil
 from .config import StylizeConfig, torch_dtype
+from .controls import check_controls
 from .precision import cast_autocast_weights
 from .stylizer import Stylizer
 
@@ -52,26 +53,35 @@ def _as_tensor(img) -> torch.Tensor:
 
 
 def stylize(content, style, model=None, *, config: StylizeConfig | None = None, output_type: str = "pil",
-            **settings):
-    """Stylize one content image with one style image.
+            weights=None, mask=None, **settings):
+    """Stylize one content image with one style image, or with several styles mixed or placed by a mask.
 
-    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]). model: a MambaST, a
-    weights path, or None for the bundled default model (paths and the default are loaded once per device and
-    dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed, shuffle, dtype, device,
-    compile, cuda_graphs), overriding it. Returns a PIL image (or a [1, 3, H, W] tensor in [0, 1] with
-    output_type="pt") of the content's pixel size.
+    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]); style may be a list of them.
+    model: a MambaST, a weights path, or None for the bundled default model (paths and the default are loaded
+    once per device and dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed,
+    strength, preserve_color, shuffle, dtype, device, compile, cuda_graphs), overriding it. weights: one number
+    per style, scaled to sum 1 (default: equal). mask: an image (PIL, path or tensor) of the content's aspect
+    ratio whose grey levels, darkest first, select the styles in order. Returns a PIL image (or a [1, 3, H, W]
+    tensor in [0, 1] with output_type="pt") of the content's pixel size. ValueError for bad settings or controls,
+    raised before the model is loaded.
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}; got {output_type!r}")
     unknown = sorted(set(settings) - set(vars(StylizeConfig())))
     if unknown:
         raise TypeError(f"stylize() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
-    config = StylizeConfig(**{**vars(config or StylizeConfig()), **settings})
+    config = StylizeConfig(**{**vars(config or StylizeConfig()), **settings}).check()
+    styles = [_as_tensor(s) for s in style] if isinstance(style, (list, tuple)) else [_as_tensor(style)]
+    content = _as_tensor(content)
+    weights, region = check_controls(len(styles), weights, mask)
+    if region is not None:
+        region.check_fits(content.shape[-1], content.shape[-2])
     if isinstance(model, torch.nn.Module):
         config.device = str(next(model.parameters()).device)
         config = config.resolved()
     else:
         config = config.resolved()
         model = cached_model(model or "default", config)
-    y = Stylizer.from_config(model, config).stylize(_as_tensor(content), _as_tensor(style))
+    y = Stylizer.from_config(model, config).stylize(content, styles if len(styles) > 1 else styles[0],
+                                                    weights=weights, mask=region)
     return tensor_to_pil(y) if output_type == "pil" else y
