@@ -88,10 +88,7 @@ def stage_progress(model, report):
 def run_controls(model, content, styles, weights, mask, **settings):
     """One stylization with the controls, through `mambast.stylize` (the one implementation of them)."""
     from .inference.api import stylize
-    strength, preserve_color = settings.pop("strength"), settings.pop("preserve_color")
-    if len(styles) > 1 or mask is not None or strength != 1.0 or preserve_color:
-        raise ValueError("style mixing, masks, strength and colour preservation are not available in this version")
-    return stylize(content, styles[0], model, **settings)
+    return stylize(content, styles, model, weights=weights, mask=mask, **settings)
 
 
 class StylizePage:
@@ -122,8 +119,9 @@ class StylizePage:
         if self.dtype is not None:
             settings["dtype"] = self.dtype
         with self._lock, stage_progress(self.model, report):
-            return run_controls(self.model, content_img, style_imgs,
-                                [float(w) for *_, w in chosen] if len(chosen) > 1 else None, mask_img, **settings)
+            mixed = len(chosen) > 1 and mask_img is None   # a mask places the styles: the weights do not apply
+            return run_controls(self.model, content_img, style_imgs, [float(w) for *_, w in chosen] if mixed else None,
+                                mask_img, **settings)
 
 
 def check_upload(path, label: str):
@@ -137,7 +135,8 @@ PAGE_INTRO = """\
 # mambast: style transfer with Mamba-ST
 Drop a **content** image and one or more **style** images, set the controls, press **Stylize**.
 Several styles are mixed by their weights; with a **mask**, its grey levels (darkest first) give each region
-its style instead: style 1 for the darkest. The result has the content's size; download it from its corner.
+its style instead (style 1 for the darkest; the weights are then not used). The result has the content's size:
+download it from its corner.
 """
 
 

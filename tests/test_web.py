@@ -126,3 +126,26 @@ def test_the_page_refuses_before_any_model_work(tmp_path, tiny_model):
     with pytest.raises(ValueError, match="seed must be a whole number"):
         page.stylize(content, slots(style), [1.0] * STYLE_SLOTS, seed=1.5, size=32)
     assert calls == []
+
+
+@pytest.mark.parametrize("controls", ["strength", "mix", "mask"])
+def test_the_page_hands_its_controls_to_stylize(tmp_path, tiny_model, controls):
+    content = picture(tmp_path / "c.png", 48, 32, seed=1)
+    s1, s2 = picture(tmp_path / "s1.png", 32, 32, seed=2), picture(tmp_path / "s2.png", 40, 24, seed=3)
+    half = np.zeros((32, 48), np.uint8)
+    half[:, 24:] = 255
+    Image.fromarray(half).save(tmp_path / "mask.png")
+    common = dict(seed=4, size=32)
+    styles, weights, mask, settings, api = {
+        "strength": ([s1], [1.0], None, dict(strength=0.4, preserve_color=True), {}),
+        "mix": ([s2, None, s1], [0.7, 1.0, 0.3], None, {}, dict(weights=[0.7, 0.3])),
+        # with a mask the sliders' weights are not used (stylize refuses weights and a mask together)
+        "mask": ([s1, s2], [0.2, 0.9], tmp_path / "mask.png", {}, dict(mask=Image.open(tmp_path / "mask.png"))),
+    }[controls]
+    out = StylizePage(tiny_model).stylize(content, slots(*styles), weights + [1.0] * (STYLE_SLOTS - len(weights)),
+                                          mask, **settings, **common)
+    want = mambast.stylize(Image.open(content), [Image.open(s) for s in styles if s is not None], tiny_model,
+                           **api, **settings, **common)
+    assert out.size == (48, 32) and np.array_equal(np.asarray(out), np.asarray(want))
+    plain = mambast.stylize(Image.open(content), Image.open(styles[0]), tiny_model, **common)
+    assert not np.array_equal(np.asarray(out), np.asarray(plain))   # the controls did something
