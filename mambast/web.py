@@ -211,7 +211,7 @@ def build_page(page: StylizePage, device: str = "cpu"):
                                    values[mask], strength=values[strength], preserve_color=values[preserve],
                                    seed=values[seed], size=values[size], progress=lambda f, d: progress(f, desc=d))
             except (MambastError, ValueError) as e:
-                raise gr.Error(html.escape(one_line(e)), title="Cannot stylize") from None
+                raise gr.Error(html.escape(one_line(e)), print_exception=False) from None
             took = time.perf_counter() - start
             return out, f"{out.width} x {out.height} pixels in {took:.1f} s on {device}"
 
