@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import sys
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ImageError, MambastError, one_line
+from .errors import ImageError, MambastError, one_line, resource_error
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+GRADIO_VERSIONS = ((6, 17, 3), (7,))   # the web extra's range: older 6.x pages fetch a script from a CDN
 STYLE_SLOTS = 4                       # style uploads on the page; the Python API and CLI take any number
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024   # refused by the page before the upload is sent
 MAX_UPLOAD_PIXELS = 50_000_000        # a 48 MP phone photo fits; the result is written at the content's size
@@ -43,6 +45,11 @@ def import_gradio():
         import gradio
     except ImportError:
         raise WebError("serve needs Gradio: pip install 'mambast[web]' (or pip install gradio)") from None
+    version = tuple(int(x) for x in re.findall(r"\d+", gradio.__version__)[:3])
+    if not GRADIO_VERSIONS[0] <= version < GRADIO_VERSIONS[1]:
+        low, high = (".".join(map(str, v)) for v in GRADIO_VERSIONS)
+        raise WebError(f"serve needs Gradio >= {low} and < {high}, found {gradio.__version__}: "
+                       "pip install 'mambast[web]'")
     return gradio
 
 
@@ -131,6 +138,17 @@ def check_upload(path, label: str):
     return None if Path(path).suffix.lower() in BROWSER_SUFFIXES else img
 
 
+def user_message(e: BaseException) -> str | None:
+    """The page's one line for an error of the input (a bad upload or setting) or of the machine (out of memory
+    or disk space); None for any other error, a bug."""
+    if isinstance(e, (MambastError, ValueError)):
+        return one_line(e)
+    message = resource_error(e)
+    if message is not None and message.startswith("out of memory"):
+        return "out of memory: try a smaller working size"
+    return message
+
+
 PAGE_INTRO = """\
 # mambast: style transfer with Mamba-ST
 Drop a **content** image and one or more **style** images, set the controls, press **Stylize**.
@@ -210,8 +228,11 @@ def build_page(page: StylizePage, device: str = "cpu"):
                 out = page.stylize(values[content], [values[s] for s in styles], [values[w] for w in weights],
                                    values[mask], strength=values[strength], preserve_color=values[preserve],
                                    seed=values[seed], size=values[size], progress=lambda f, d: progress(f, desc=d))
-            except (MambastError, ValueError) as e:
-                raise gr.Error(html.escape(one_line(e)), print_exception=False) from None
+            except Exception as e:
+                message = user_message(e)
+                if message is None:   # a bug: Gradio shows it and the server logs its traceback
+                    raise
+                raise gr.Error(html.escape(message), print_exception=False) from None
             took = time.perf_counter() - start
             return out, f"{out.width} x {out.height} pixels in {took:.1f} s on {device}"
 

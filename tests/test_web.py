@@ -149,3 +149,22 @@ def test_the_page_hands_its_controls_to_stylize(tmp_path, tiny_model, controls):
     assert out.size == (48, 32) and np.array_equal(np.asarray(out), np.asarray(want))
     plain = mambast.stylize(Image.open(content), Image.open(styles[0]), tiny_model, **common)
     assert not np.array_equal(np.asarray(out), np.asarray(plain))   # the controls did something
+
+
+def test_an_old_gradio_is_a_one_line_error():
+    r = run_python("import sys, types; sys.modules['gradio'] = types.SimpleNamespace(__version__='5.49.1')\n"
+                   "from mambast.cli import main; sys.exit(main(['serve', '--device', 'cpu']))")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == ["mambast: error: serve needs Gradio >= 6.17.3 and < 7, found 5.49.1: "
+                                             "pip install 'mambast[web]'"]
+
+
+def test_errors_the_page_shows_and_those_it_does_not():
+    import errno
+    from mambast.web import user_message
+    assert user_message(ImageError("style 2 (a.png): empty file")) == "style 2 (a.png): empty file"
+    assert user_message(ValueError("strength must be in 0..1\nmore")) == "strength must be in 0..1"
+    assert user_message(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB")) \
+        == "out of memory: try a smaller working size"
+    assert "free some space" in user_message(OSError(errno.ENOSPC, "No space left on device", "/tmp/gradio/x.png"))
+    assert user_message(RuntimeError("shape mismatch")) is None and user_message(KeyError("x")) is None
