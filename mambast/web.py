@@ -162,21 +162,20 @@ def build_page(page: StylizePage, device: str = "cpu"):
     """The Gradio Blocks of the page (not launched)."""
     gr = import_gradio()
 
-    class Upload(gr.Image):
-        """gr.Image handing the uploaded file on untouched: every image is decoded by `read_upload`, with the
-        command line's checks and messages, instead of by Gradio."""
+    def upload(label, **kw):
+        """A gr.Image that hands the uploaded file on untouched: every image is decoded by `read_upload`, with
+        the command line's checks and messages, instead of by Gradio. (The method is replaced on the instance:
+        subclassing a Gradio component makes Gradio write a .pyi file beside this module.)"""
+        box = gr.Image(label=label, type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
+                       height=220, **kw)
+        decode = box.preprocess
 
-        def get_block_name(self):
-            return "image"
-
-        def preprocess(self, payload):
+        def preprocess(payload):
             if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
                 return payload.path
-            return super().preprocess(payload)
-
-    def upload(label, **kw):
-        return Upload(label=label, type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
-                      height=220, **kw)
+            return decode(payload)   # pasted from the clipboard: a data URL Gradio writes to a file
+        box.preprocess = preprocess
+        return box
 
     def on_upload(label):
         def check(path):

@@ -168,3 +168,14 @@ def test_errors_the_page_shows_and_those_it_does_not():
         == "out of memory: try a smaller working size"
     assert "free some space" in user_message(OSError(errno.ENOSPC, "No space left on device", "/tmp/gradio/x.png"))
     assert user_message(RuntimeError("shape mismatch")) is None and user_message(KeyError("x")) is None
+
+
+def test_building_the_page_writes_nothing_beside_the_package(tiny_model):
+    pytest.importorskip("gradio")
+    from pathlib import Path
+
+    import mambast.web
+    from mambast.web import build_page
+    before = sorted(Path(mambast.web.__file__).parent.iterdir())
+    build_page(StylizePage(tiny_model))   # (a Gradio component subclass would write web.pyi here)
+    assert sorted(Path(mambast.web.__file__).parent.iterdir()) == before
