@@ -179,3 +179,4 @@ def test_building_the_page_writes_nothing_beside_the_package(tiny_model):
     before = sorted(Path(mambast.web.__file__).parent.iterdir())
     build_page(StylizePage(tiny_model))   # (a Gradio component subclass would write web.pyi here)
     assert sorted(Path(mambast.web.__file__).parent.iterdir()) == before
+    assert not Path(mambast.web.__file__).with_suffix(".pyi").exists()
