@@ -297,3 +297,77 @@ def test_other_errors_of_a_command_keep_their_traceback():
     from mambast.cli import run_command
     with pytest.raises(RuntimeError, match="a bug"):
         run_command(lambda args: (_ for _ in ()).throw(RuntimeError("a bug")), None)
+
+
+# ------------------------------------------------------------------------------------------------ controls
+
+def test_several_styles_are_mixed_for_one_content(tmp_path, weights):
+    from mambast import stylize
+    from mambast.io import load_image
+    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 20, 20, 2)
+    base = ["--model", str(weights), "--size", "16", "--seed", "2"]
+    assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "mix.png"), "--weights", "0.7,0.3",
+                 "--strength", "0.8", "--preserve-color", *base]) == 0
+    ref = stylize(load_image(c), [load_image(s1), load_image(s2)], str(weights), weights=[0.7, 0.3], strength=0.8,
+                  preserve_color=True, size=16, seed=2, device="cpu")
+    got = np.asarray(Image.open(tmp_path / "mix.png")).astype(int)
+    assert got.shape == (16, 24, 3) and np.abs(got - np.asarray(ref).astype(int)).max() <= 1
+    # weights 1,0: the first style's output, exactly
+    assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "w10.png"), "--weights", "1,0", *base]) == 0
+    assert main(["stylize", str(c), str(s1), "-o", str(tmp_path / "one.png"), *base]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w10.png")), np.asarray(Image.open(tmp_path / "one.png")))
+
+
+def test_a_content_folder_with_several_styles_and_a_mask(tmp_path, weights):
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    for i in range(3):
+        _img(cdir / f"c{i}.png", 32, 16, i)
+    s1, s2 = _img(tmp_path / "s1.png", 16, 16, 5), _img(tmp_path / "s2.png", 16, 16, 6)
+    mask = Image.new("L", (64, 32), 0)
+    mask.paste(255, (32, 0, 64, 32))
+    mask.save(tmp_path / "mask.png")
+    assert main(["stylize", str(cdir), str(s1), str(s2), "-o", str(tmp_path / "out"), "--mask", str(tmp_path / "mask.png"),
+                 "--model", str(weights), "--size", "16", "--quiet", "--batch-size", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"c{i}_stylized_s1+s2.png" for i in range(3)]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--strength", "1.5"], "--strength must be in 0..1"),
+    (["--weights", "0.5,0.3,0.2"], "--weights: 3 given for 2 styles"),
+    (["--weights", "a,b"], "--weights must be a comma list of numbers"),
+    (["--weights=-1,2"], "--weights must be >= 0"),
+    (["--mask", "MASK3"], "--mask has 3 regions (grey levels 0, 128, 255) but 2 styles were given"),
+    (["--mask", "WIDE"], "c.png: mask is 40 x 10, content is 24 x 16: the mask needs the content's aspect ratio"),
+    (["--mask", "MASK3", "--weights", "1,1"], "not both"),
+    (["--mask", "nothing.png"], "nothing.png: no such file"),
+    (["--weights", "MODEL"], "the model is now chosen with --model"),
+    (["--weights", "default"], "the model is now chosen with --model default"),
+])
+def test_bad_controls_are_one_line_errors_before_the_model_loads(tmp_path, weights, capsys, monkeypatch, flags, words):
+    import mambast.inference.api as api
+    monkeypatch.setattr(api, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 16, 16, 2)
+    Image.fromarray(np.repeat(np.array([[0] * 8 + [128] * 8 + [255] * 8], np.uint8), 16, 0)).save(tmp_path / "m3.png")
+    Image.new("L", (40, 10)).save(tmp_path / "wide.png")
+    names = {"MASK3": str(tmp_path / "m3.png"), "WIDE": str(tmp_path / "wide.png"), "MODEL": str(weights),
+             "nothing.png": str(tmp_path / "nothing.png")}
+    flags = [names.get(f, f) for f in flags]
+    code = main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "o.png"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_several_styles_must_be_files(tmp_path, weights, capsys):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    (tmp_path / "d").mkdir()
+    assert main(["stylize", str(c), str(s), str(tmp_path / "d"), "-o", str(tmp_path / "o.png"), "--model", str(weights)]) == 1
+    assert "several styles for one content must be image files" in capsys.readouterr().err
+
+
+def test_weights_still_names_the_model_of_video_and_demo_with_a_warning(capsys):
+    from mambast.cli import build_parser
+    args = build_parser().parse_args(["video", "in.mp4", "s.png", "-o", "out.mp4", "--weights", "my-model/"])
+    assert args.model == "my-model/" and "choose the model with --model" in capsys.readouterr().err
+    assert build_parser().parse_args(["demo"]).model == "default"

@@ -25,10 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# A grey level covering less than this share of a mask's pixels is an anti-aliased edge or compression noise, not
-# a region: its pixels join the nearest region. Levels this close (or closer) are one region (JPEG noise).
-MASK_NOISE_SHARE = 0.001
-MASK_LEVEL_GAP = 8
+MASK_LEVEL_GAP = 8            # grey levels this close (or closer) are one region (JPEG noise)
 MASK_MAX_SPAN = 32            # a run of adjacent levels wider than this is a gradient, not a flat region
 MASK_ASPECT_TOLERANCE = 0.01  # a mask's aspect ratio may differ from the content's by 1 %
 BORDER_SIGMA_TOKENS = 1.0     # blur of the region weights, in tokens (8 working pixels)
@@ -131,13 +128,20 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def mask_regions(grey: np.ndarray) -> RegionMask:
-    """The regions of a grey mask [H, W] (uint8): its distinct grey levels sorted darkest first, where levels
-    covering under MASK_NOISE_SHARE of the pixels (anti-aliased edges, noise) join the nearest region and levels
-    within MASK_LEVEL_GAP of each other are one (JPEG noise). ValueError for a gradient."""
-    hist = np.bincount(grey.ravel(), minlength=256)
-    present = np.flatnonzero(hist >= max(1, math.ceil(MASK_NOISE_SHARE * grey.size)))
-    if present.size == 0:              # every level is rare (tiny, noisy masks): take them all
-        present = np.flatnonzero(hist)
+    """The regions of a grey mask [H, W] (uint8): its distinct grey levels sorted darkest first. A level counts
+    where it fills a pixel's whole 3 x 3 neighbourhood somewhere (so the greys of anti-aliased edges join the
+    nearest region), and levels within MASK_LEVEL_GAP of each other are one (JPEG noise). ValueError for a
+    gradient (levels that run on over more than MASK_MAX_SPAN)."""
+    g = grey.astype(np.int16)
+    padded = np.pad(g, 1, mode="edge")
+    H, W = g.shape
+    spread = np.zeros_like(g)
+    for dy in range(3):
+        for dx in range(3):
+            np.maximum(spread, np.abs(padded[dy:dy + H, dx:dx + W] - g), out=spread)
+    interior = grey[spread <= MASK_LEVEL_GAP]
+    hist = np.bincount(interior if interior.size else grey.ravel(), minlength=256)   # tiny masks: every level
+    present = np.flatnonzero(hist)
     runs = np.split(present, np.flatnonzero(np.diff(present) > MASK_LEVEL_GAP) + 1)
     for run in runs:
         if run[-1] - run[0] > MASK_MAX_SPAN:
@@ -161,7 +165,8 @@ def load_mask(mask) -> RegionMask:
         grey = np.asarray(mask.convert("RGB").convert("L"))
     else:
         a = mask.detach().cpu().float().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-        a = np.squeeze(a)
+        while a.ndim > 3 and a.shape[0] == 1:                      # batch dimensions of one
+            a = a[0]
         if a.ndim == 3 and a.shape[0] in (1, 3):                 # channels first -> last
             a = np.moveaxis(a, 0, -1)
         if a.ndim == 3 and a.shape[-1] == 1:
