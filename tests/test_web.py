@@ -5,6 +5,7 @@ The page in a real browser is tests/test_web_browser.py."""
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -44,22 +45,29 @@ def test_import_and_help_do_not_load_gradio():
     assert r.stdout.split() == ["False", "False"]
 
 
-def test_serve_without_gradio_is_a_one_line_error():
-    r = run_python("import sys; sys.modules['gradio'] = None\n"   # what `import gradio` does when it is missing
-                   "from mambast.cli import main; sys.exit(main(['serve', '--device', 'cpu']))")
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == ["mambast: error: serve needs Gradio: pip install 'mambast[web]' "
-                                             "(or pip install gradio)"]
+def serve_errors(monkeypatch, capsys, argv, gradio=None) -> list[str]:
+    """What `mambast serve ARGV` prints on stderr, with `gradio` as the installed Gradio (None: missing)."""
+    from mambast.cli import main
+    monkeypatch.setitem(sys.modules, "gradio", gradio)   # None: what `import gradio` does when it is missing
+    assert main(["serve", *argv]) == 1
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_serve_without_gradio_or_with_an_old_one_is_a_one_line_error(monkeypatch, capsys):
+    assert serve_errors(monkeypatch, capsys, ["--device", "cpu"]) == [
+        "mambast: error: serve needs Gradio: pip install 'mambast[web]' (or pip install gradio)"]
+    old = types.SimpleNamespace(__version__="5.49.1")
+    assert serve_errors(monkeypatch, capsys, ["--device", "cpu"], old) == [
+        "mambast: error: serve needs Gradio >= 6.17.3 and < 7, found 5.49.1: pip install 'mambast[web]'"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
     (["--port", "70000"], "--port must be in 0..65535"),
 ])
-def test_serve_refuses_bad_flags_before_anything(argv, message):
-    r = run_python(f"import sys; sys.modules['gradio'] = None\n"   # refused before Gradio is even looked for
-                   f"from mambast.cli import main; sys.exit(main(['serve', *{argv!r}]))")
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr
+def test_serve_refuses_bad_flags_before_anything(monkeypatch, capsys, argv, message):
+    errors = serve_errors(monkeypatch, capsys, argv)   # refused before Gradio is even looked for
+    assert len(errors) == 1 and message in errors[0]
 
 
 def test_a_taken_port_is_refused_in_one_line():
@@ -149,14 +157,6 @@ def test_the_page_hands_its_controls_to_stylize(tmp_path, tiny_model, controls):
     assert out.size == (48, 32) and np.array_equal(np.asarray(out), np.asarray(want))
     plain = mambast.stylize(Image.open(content), Image.open(styles[0]), tiny_model, **common)
     assert not np.array_equal(np.asarray(out), np.asarray(plain))   # the controls did something
-
-
-def test_an_old_gradio_is_a_one_line_error():
-    r = run_python("import sys, types; sys.modules['gradio'] = types.SimpleNamespace(__version__='5.49.1')\n"
-                   "from mambast.cli import main; sys.exit(main(['serve', '--device', 'cpu']))")
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == ["mambast: error: serve needs Gradio >= 6.17.3 and < 7, found 5.49.1: "
-                                             "pip install 'mambast[web]'"]
 
 
 def test_errors_the_page_shows_and_those_it_does_not():
