@@ -246,6 +246,24 @@ def _add_video(sub) -> None:
     p.set_defaults(func=cmd_video)
 
 
+def _add_serve(sub) -> None:
+    from .web import DEFAULT_HOST, DEFAULT_PORT
+    p = sub.add_parser("serve", help="a local web page to stylize with the controls (needs Gradio: "
+                                     "pip install 'mambast[web]')",
+                       description="Serve a web page to stylize images: a content, one or more styles (mixed by "
+                                   "weight, or placed by a mask), strength, colour preservation, seed and size; the "
+                                   "result can be downloaded. The model is loaded once and kept; one stylization "
+                                   "runs at a time. Listens on this machine only unless --host says otherwise.")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens the page "
+                        "to the network, without any login)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--model", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    add_config_arguments(p, only=("dtype", "device"))
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
@@ -255,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_weights(sub)
     _add_video(sub)
+    _add_serve(sub)
     for name in EXTERNAL_COMMANDS:
         try:
             module = importlib.import_module(name)
@@ -324,6 +343,16 @@ def cmd_video(args) -> int:
                             codec=args.codec, crf=args.crf, preset=args.preset, smoothing=args.smoothing,
                             progress=not args.quiet)
     print(f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .web import import_gradio, serve
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535; got {args.port}")
+    config = _resolved(config_from_args(args))   # bad --device or --dtype: refused before Gradio or the model
+    import_gradio()
+    serve(args.model, host=args.host, port=args.port, device=config.device, dtype=config.dtype)
     return 0
 
 
