@@ -1,6 +1,6 @@
 """Token-grid and border artefacts of a model's outputs (`mambast.metrics.artifacts`), against the contents'.
 
-Usage: python benchmarks/artifacts.py --content DIR --style DIR [--weights MODEL] [--pairs N] --out FILE.json
+Usage: python benchmarks/artifacts.py --content DIR --style DIR [--model MODEL] [--pairs N] --out FILE.json
 Stylizes the first N contents (sorted) each with one style (round robin, sorted) at --size, seed 0, and reports
 the mean and the 90th percentile of `grid_amplitude` and `border_step` (8-bit grey levels) over the outputs and
 over the contents at the same working size (what a pattern-free picture scores).
@@ -31,7 +31,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--content", type=Path, required=True)
     ap.add_argument("--style", type=Path, required=True)
-    ap.add_argument("--weights", default="default", help="model folder (default: the bundled model)")
+    ap.add_argument("--model", default="default", help="model folder (default: the bundled model)")
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--device", default=None)
@@ -50,7 +50,7 @@ def main() -> int:
         print("no images found", file=sys.stderr)
         return 1
     device = args.device or default_device()
-    model = MambaST.from_pretrained(args.weights, device=device).eval()
+    model = MambaST.from_pretrained(args.model, device=device).eval()
     rows, t0 = [], time.perf_counter()
     for i, c in enumerate(contents):
         s = styles[i % len(styles)]
@@ -64,7 +64,7 @@ def main() -> int:
         print(f"[{i + 1}/{len(contents)}] {c.name} x {s.name}: grid {rows[-1]['grid']:.2f} "
               f"(content {rows[-1]['grid_content']:.2f}), border {rows[-1]['border']:.2f} "
               f"(content {rows[-1]['border_content']:.2f})", file=sys.stderr, flush=True)
-    result = {"header": header(device), "weights": args.weights, "size": args.size, "pairs": len(rows), "device": str(device),
+    result = {"header": header(device), "weights": args.model, "size": args.size, "pairs": len(rows), "device": str(device),
               "seconds": round(time.perf_counter() - t0, 1),
               "grid_amplitude": {"outputs": summary([r["grid"] for r in rows]),
                                  "contents": summary([r["grid_content"] for r in rows])},

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ def header(device: str | torch.device = "cpu", commit: str | None = None, **extr
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": sha, "git_dirty": dirty, **extra,
     }
+
+
+def gpu_slug(device_name: str) -> str:
+    """"NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA H200" -> "h200"; the result files are named by it."""
+    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", device_name)
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
 
 
 def time_calls(fn, runs: int, sync=None) -> list[float]:

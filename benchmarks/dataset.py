@@ -12,7 +12,7 @@ Per record: wall seconds and images/s of each run (start-up included), and the s
 --one-to-one N adds N pairs of distinct contents and styles (a manifest) through the first pool: no token cache
 helps there, so its steady rate is the per-image cost of a Stylized-ImageNet-like job (one style per content,
 drawn from a large collection).
-The bundled model unless --weights (--tiny: a tiny random model, a CPU smoke run). --publish writes
+The bundled model unless --model (--tiny: a tiny random model, a CPU smoke run). --publish writes
 benchmarks/results/dataset-<gpu>.json (dataset-cpu.json without CUDA): [{"header": ...}, record, ...].
 """
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
                          "on CPU 1x0)")
     ap.add_argument("--one-to-one", type=int, default=1024 if cuda else 32,
                     help="also this many pairs of distinct contents and styles through the first Ray pool (0: not)")
-    ap.add_argument("--weights", default="default", help="model (default: the bundled one)")
+    ap.add_argument("--model", default="default", help="model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (smoke run)")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads of each command (OMP_NUM_THREADS, NUMBA_NUM_THREADS; --cpus-per-actor of a "
@@ -116,19 +116,19 @@ def main(argv=None) -> int:
     pools = args.actors or ("1x1,2x0.5" + (f",{gpus}x1" if gpus > 1 else "") if cuda else "1x0")
     tmp = Path(tempfile.mkdtemp(prefix="mambast-dataset-"))
     try:
-        weights = args.weights
+        model = args.model
         if args.tiny:
             torch.manual_seed(0)
             MambaST(MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=1, d_state=4,
                                   decoder_channels=[16, 8, 8])).save_pretrained(tmp / "tiny")
-            weights = str(tmp / "tiny")
+            model = str(tmp / "tiny")
         contents = make_images(tmp / "content", args.contents, args.size, 0)
         make_images(tmp / "style", args.styles, args.size, 1)
         quarter = tmp / "content-quarter"
         quarter.mkdir()
         for p in contents[:max(1, len(contents) // 4)]:
             shutil.copy(p, quarter / p.name)
-        common = ["--weights", weights, "--size", str(args.size), "--seed", "0", "--quiet"]
+        common = ["--model", model, "--size", str(args.size), "--seed", "0", "--quiet"]
         common += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         common += ["--dtype", args.dtype] if args.dtype else []
         every = {part: ([str(folder), str(tmp / "style")], args.styles * len(list(folder.iterdir())))
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
                       styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
                       gpus=gpus, cpu_threads=args.threads, ray_worker_niceness=RAY_WORKER_NICENESS,
-                      weights="tiny random" if args.tiny else args.weights,
+                      model="tiny random" if args.tiny else args.model,
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:

@@ -8,7 +8,7 @@ Methods (random weights; speed does not depend on values; inputs torch.rand on t
                        fusion calls, CUDA graphs where they pay), fused scan, bf16 autocast and fp32, shuffle on
   ours-compiled        the same calls through torch.compile (--compile; the scan stays one opaque operator), bf16
   ours-eager           the model's forward, launched kernel by kernel, bf16 and fp32
-  ours-reference-scan  the model with every layer's scan_impl = "ref" (Python loop over tokens)
+  ours-reference-scan  the model under mambast.ops.use_impl("ref") (Python loop over tokens)
   authors-work         what the authors' test script computes per image: stylized pass, the identity passes
                        (content, content) and (style, style), VGG-19 features of the five images and all losses
   cross-attention      3 layers of softmax(Q K^T / sqrt(d)) V between content and style tokens (materialised)
@@ -184,30 +184,22 @@ def _autocast(device: torch.device, dtype: str):
     return autocast(device.type, _amp_dtype(dtype))
 
 
-def build_model(cfg: MambaSTConfig, device: torch.device, scan_impl: str = "auto",
-                amp: torch.dtype | None = None) -> MambaST:
+def build_model(cfg: MambaSTConfig, device: torch.device, amp: torch.dtype | None = None) -> MambaST:
     """The model with random weights (seed 0) on `device`, its Linear and Conv2d weights stored in `amp` (cast on
     the CPU first, as `mambast stylize` does: no float32 copies freed on the GPU between them)."""
     from mambast.inference.precision import cast_autocast_weights
     torch.manual_seed(0)
-    model = cast_autocast_weights(MambaST(cfg), amp, device).eval()
-    n = 0
-    for m in model.modules():
-        if hasattr(m, "scan_impl"):
-            m.scan_impl = scan_impl
-            n += 1
-    if n == 0:
-        raise RuntimeError("no module with a scan_impl attribute found in MambaST")
-    return model
+    return cast_autocast_weights(MambaST(cfg), amp, device).eval()
 
 
 def setup_ours(ctx, res, batch, dtype, scan_impl="auto"):
-    model = ctx.model(scan_impl, dtype)
+    from mambast.ops import use_impl
+    model = ctx.model(dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
 
     def fn():
-        with _autocast(ctx.device, dtype):
+        with _autocast(ctx.device, dtype), use_impl(scan_impl):
             return model(c, s, shuffle=True)
     return fn
 
@@ -222,7 +214,7 @@ def setup_ours_graph(ctx, res, batch, dtype, compile=False):
     from mambast.inference.graphs import graph_pays
     from mambast.model import draw_permutations
     from mambast.inference.stylizer import Stylizer as PairStylizer
-    model = ctx.model("auto", dtype)
+    model = ctx.model(dtype)
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
     n, L = len(model.decoder.layers), (res // model.config.patch_size) ** 2
@@ -240,7 +232,7 @@ def setup_authors(ctx, res, batch, dtype):
     """Per image: Ics = f(Ic, Is), Icc = f(Ic, Ic), Iss = f(Is, Is); VGG-19 features of Ic, Is, Ics, Icc, Iss
     (one pass per image, as the authors' code encodes each image separately); all four loss terms."""
     from mambast.train import losses as L
-    model = ctx.model("auto")
+    model = ctx.model()
     vgg, weights = ctx.vgg()
     c = torch.rand(batch, 3, res, res, device=ctx.device)
     s = torch.rand(batch, 3, res, res, device=ctx.device)
@@ -291,12 +283,12 @@ class Context:
             del self._nets[k]
         _free(self.device)
 
-    def model(self, scan_impl, dtype="fp32"):
+    def model(self, dtype="fp32"):
         """The model; for bf16 its Linear and Conv2d weights stored in bf16 (`cast_autocast_weights`: the same
         results under autocast, as `mambast stylize` runs it)."""
         def make():
-            return build_model(self.cfg, self.device, scan_impl, _amp_dtype(dtype))
-        return self._get(("mambast", scan_impl, dtype), make)
+            return build_model(self.cfg, self.device, _amp_dtype(dtype))
+        return self._get(("mambast", dtype), make)
 
     def vgg(self):
         from mambast.networks.vgg import VGG19Features
@@ -394,7 +386,7 @@ def header(args, device: torch.device, cfg: MambaSTConfig) -> dict:
             "ours / ours-compiled: PairStylizer's content encoder, style encoder and fusion calls (CUDA graphs "
             "where graph_pays; compiled: torch.compile), scan impl 'auto' (Triton on CUDA); ours-eager: "
             "MambaST.forward. ours-reference-scan: every layer's "
-            "scan_impl = 'ref'. authors-work: f(Ic,Is), f(Ic,Ic), f(Is,Is), VGG-19 features of the five "
+            "scan implementation 'ref' (mambast.ops.use_impl). authors-work: f(Ic,Is), f(Ic,Ic), f(Is,Is), VGG-19 features of the five "
             "images (one pass each), content/style/identity losses of mambast.train.losses, with our fused "
             "scan: a lower bound of what the authors' test script costs. cross-attention: 3 layers of "
             f"{args.attn_heads}-head softmax(QK^T/sqrt(d))V at width {cfg.dim} between L=(res/{cfg.patch_size})^2 "

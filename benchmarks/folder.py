@@ -1,7 +1,7 @@
 """End-to-end images/s of folder stylization (decode + stylize + encode PNG + write), old loop vs the pipeline.
 
 Usage: python benchmarks/folder.py [--device cuda] [--contents 8 --styles 8 --size 512] [--out DIR]
-Random-weight reference model (speed does not depend on values) unless --weights; synthetic JPEG inputs
+Random-weight reference model (speed does not depend on values) unless --model; synthetic JPEG inputs
 (smooth random colour fields) written to a temporary folder, every content x every style. Modes:
   per-pair            the loop `mambast stylize` ran before the pipeline: for each pair decode both images,
                       `stylize_tensor`, encode and write the PNG, one after another
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--weights", default=None, help="a model (default: random reference-size weights)")
+    ap.add_argument("--model", default=None, help="a model (default: random reference-size weights)")
     ap.add_argument("--contents", type=int, default=8)
     ap.add_argument("--styles", type=int, default=8)
     ap.add_argument("--size", type=int, default=512, help="side of the synthetic square images")
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    if args.weights:
-        model = MambaST.from_pretrained(args.weights)
+    if args.model:
+        model = MambaST.from_pretrained(args.model)
     else:
         cfg = (MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=1, d_state=4, decoder_channels=[16, 8, 8])
                if args.tiny else MambaSTConfig())

@@ -31,6 +31,7 @@ if str(ROOT) not in sys.path:           # run as a script from a source checkout
 import torch                            # noqa: E402
 import torch.nn.functional as F         # noqa: E402
 
+from common import gpu_slug                                # noqa: E402  (benchmarks/common.py)
 from mambast.hub import PackageFile, fetch_package_file    # noqa: E402
 
 
@@ -229,13 +230,6 @@ def _fmt_mem(b) -> str:
     return f"{b / 2 ** 30:.2f} GiB" if b >= 2 ** 30 else f"{b / 2 ** 20:.0f} MiB"
 
 
-def gpu_slug(device_name: str) -> str:
-    """"NVIDIA H100 80GB HBM3" -> "h100", "NVIDIA H200" -> "h200"; the result files are named by it."""
-    import re
-    m = re.search(r"\b([A-Z]{1,2}\d{2,4}[A-Z]?)\b", device_name)
-    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
-
-
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"# Quality on the evaluation protocol ({meta['n_content']} content x {meta['n_style']} style = "
              f"{meta['n_content'] * meta['n_style']} images at {meta['size']} x {meta['size']})", "",
@@ -377,6 +371,7 @@ def main(argv=None) -> int:
                     help="score again even where a method's metrics.json already covers all its outputs")
     ap.add_argument("--publish", action="store_true",
                     help="also write benchmarks/results/quality-<gpu>.json and .md (the committed table)")
+    ap.add_argument("--commit", default=None, help="source commit to record (default: the checkout's git HEAD)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--time-one", choices=METHODS, help=argparse.SUPPRESS)   # internal: timing subprocess
     args = ap.parse_args(argv)
@@ -458,7 +453,7 @@ def main(argv=None) -> int:
             "metrics_info": {k: dict(zip(("label", "direction", "meaning"), METRIC_INFO[k]))
                              for k in ("artfid", "fid", "lpips", "cfsd")
                              if k in metrics or (k == "artfid" and {"fid", "lpips"} <= set(metrics))},
-            "metrics_version": METRICS_VERSION, "commit": _commit(),
+            "metrics_version": METRICS_VERSION, "commit": args.commit or _commit(),
             "warnings": [FEW_IMAGES_WARNING.format(n=len(contents) * len(styles))]
             if len(contents) * len(styles) < PROTOCOL_PAIRS else [],
             "networks": nets.descriptions}

@@ -1,7 +1,7 @@
 """Seconds per 512 x 512 stylization on the CPU, and the peak resident memory of the process.
 
-Usage: python benchmarks/stylize_cpu.py [--weights PATH] [--size 512] [--threads 2] [--runs 5]
-Random weights of the reference configuration unless --weights is given (speed does not depend on values).
+Usage: python benchmarks/stylize_cpu.py [--model PATH] [--size 512] [--threads 2] [--runs 5]
+Random weights of the reference configuration unless --model is given (speed does not depend on values).
 Applies `mambast.keep_freed_memory()` as the `mambast` command does, unless --default-malloc.
 --grad-mode: instead, the model's forward `m(content, style)` as a Python user calls it, with grad mode on
 against under `torch.inference_mode()`, and their ratio.
@@ -22,7 +22,7 @@ from mambast.inference.stylizer import stylize_tensor
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None)
+    ap.add_argument("--model", default=None)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     kept = False if args.default_malloc else keep_freed_memory()
     torch.set_num_threads(args.threads)
-    model = MambaST.from_pretrained(args.weights) if args.weights else MambaST().eval()
+    model = MambaST.from_pretrained(args.model) if args.model else MambaST().eval()
     g = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, args.size, args.size, generator=g)
     style = torch.rand(1, 3, args.size, args.size, generator=g)

@@ -1,17 +1,25 @@
 """Frames/s of `mambast.video.stylize_video` end to end on generated clips, and the flicker of its settings.
 
-Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,1080p] [--frames 240] [--out DIR]
+Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,1080p] [--frames 240]
+                                  [--batch-sizes 8] [--compile off,on] [--presets medium,veryfast]
+                                  [--commit SHA] [--out DIR]
        python benchmarks/video.py --stability [--device cpu] [--size 96] [--out DIR]
 Speed (default): for each case a clip of --frames frames at 30 fps (a pan across a generated scene, H.264, with
-an AAC track) is stylized with the bundled model (or --weights) at --size, after one untimed short run that
-warms the model up; besides the end-to-end frames/s, decoding alone, the model alone (batches of --batch-size
-decoded frames) and encoding alone are timed on the same clip, to say which stage limits. Cases are names
-(720p, 1080p) or WxH. Writes video.json: a header record (gpu, versions, commit, date), then one per case.
+an AAC track) is stylized with the bundled model (or --model) at --size through `stylize_video`, once per
+batch size, compile setting and x264 preset (the rest as `mambast video` runs: bf16, CUDA graphs where they pay;
+H.264 at crf 18), each after
+an untimed run on a short clip of the same resolution (compiling, graph captures, kernel choices). A record
+holds the end-to-end frames/s, the settings, and the seconds each stage worked in that run (decode, stylize
+timed on the GPU, encode: they overlap, so the one nearest the total limits), with decoding alone and encoding
+alone (of the stylized frames) timed apart on the same clip. Cases are names (720p, 1080p) or WxH. Writes
+video-<gpu>.json (video-cpu.json on the CPU): a header record {"header": {gpu, versions, commit, date, ...}},
+then one record per case and setting. CPU smoke test:
+    python benchmarks/video.py --device cpu --tiny --cases 96x64 --frames 6 --size 64 --out out/video
 --stability: a panning clip (--pan pixels a frame) stylized frame by frame as the image path would (a fresh
 permutation draw per frame), then with the clip's one draw and temporal smoothing off and on; records for
 each the flicker (`mambast.video.flicker`), the motion-compensated change (output frame against the previous
 one shifted by the pan, 0-255) and the mean departure from the unsmoothed frames (trails); writes
-video-stability.json. CPU smoke test: --device cpu --tiny --cases 96x64 --frames 6.
+video-stability-<gpu>.json.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import header, write_json  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
+from common import gpu_slug, header, write_json  # noqa: E402  (benchmarks/common.py; puts the repo on sys.path)
 
 from mambast.examples import stroke_painting  # noqa: E402
+from mambast.inference import StylizeConfig, load_model  # noqa: E402
 from mambast.io import load_image, pil_to_tensor  # noqa: E402
-from mambast.video import _Stylizer, _load_model, flicker, stylize_video  # noqa: E402
+from mambast.video import flicker, stylize_video  # noqa: E402
 
 CASES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 FPS = 30
@@ -93,67 +102,75 @@ def parse_case(name: str) -> tuple[int, int]:
 
 
 def load(args):
-    """(model, autocast dtype) as `stylize_video` would load them; --tiny: a small random model (smoke tests)."""
-    if args.tiny:
-        from mambast.config import MambaSTConfig
-        from mambast.model import MambaST
-        torch.manual_seed(0)
-        model = MambaST(MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=2, d_state=4,
-                                      decoder_channels=[16, 8, 8])).to(args.device)
-        return _load_model(model, args.device, args.dtype)
-    return _load_model(args.weights, args.device, args.dtype)
+    """(model, resolved StylizeConfig of --device and --dtype) as `stylize_video` would load them; --tiny: a
+    small random model (smoke tests)."""
+    config = StylizeConfig(device=args.device, dtype=args.dtype).resolved()
+    if not args.tiny:
+        return load_model(args.model or "default", config), config
+    from mambast.config import MambaSTConfig
+    from mambast.model import MambaST
+    torch.manual_seed(0)
+    return MambaST(MambaSTConfig(dim=32, depth_encoder=1, depth_decoder=2, d_state=4,
+                                 decoder_channels=[16, 8, 8])).eval().to(args.device), config
 
 
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def speed(args, model, amp, style: Path, folder: Path) -> list[dict]:
+def encode_alone(frames: np.ndarray, path: Path, codec: str, preset: str) -> float:
+    """Seconds to encode `frames` as `stylize_video` does (crf 18, yuv420p), no model, no threads."""
     import av
-    warm = folder / "warm.mp4"
-    make_clip(warm, 256, 144, 2 * args.batch_size)
-    stylize_video(warm, style, folder / "warm_out.mp4", model=model, size=args.size, batch_size=args.batch_size,
-                  dtype=args.dtype, progress=False)
+    t = time.perf_counter()
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=FPS, options={"crf": "18", "preset": preset})
+        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for img in frames:
+            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(v.encode(None))
+    return time.perf_counter() - t
+
+
+def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
+    settings = [{"batch_size": b, "compile": c == "on", "preset": p}
+                for b in args.batch_sizes for c in args.compile for p in args.presets]
     records = []
     for case in args.cases.split(","):
         w, h = parse_case(case)
-        clip = folder / f"{case}.mp4"
+        clip, warm = folder / f"{case}.mp4", folder / f"{case}_warm.mp4"
         make_clip(clip, w, h, args.frames)
-        sync(args.device)
+        make_clip(warm, w, h, 2 * max(args.batch_sizes) + 1)
         t = time.perf_counter()
-        frames = read_frames(clip)
-        decode_s = time.perf_counter() - t
-
-        stylizer = _Stylizer(model, pil_to_tensor(load_image(style)), args.size, (h, w), 0, 0.0, amp)
-        batches = [list(frames[i:i + args.batch_size]) for i in range(0, len(frames), args.batch_size)]
-        stylizer(batches[0])
-        sync(args.device)
-        t = time.perf_counter()
-        outputs = [stylizer(b) for b in batches]
-        sync(args.device)
-        model_s = time.perf_counter() - t
-
-        t = time.perf_counter()
-        with av.open(str(folder / "encode_only.mp4"), "w") as out:
-            v = out.add_stream(args.codec, rate=FPS, options={"crf": "18"})
-            v.width, v.height, v.pix_fmt = w, h, "yuv420p"
-            for batch in outputs:
-                for img in batch:
-                    out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-            out.mux(v.encode(None))
-        encode_s = time.perf_counter() - t
-
-        sync(args.device)
-        summary = stylize_video(clip, style, folder / f"{case}_out.mp4", model=model, size=args.size,
-                                batch_size=args.batch_size, codec=args.codec, dtype=args.dtype, progress=False)
-        n = summary.frames
-        rec = {"case": case, "width": w, "height": h, "frames": n, "size": args.size, "batch_size": args.batch_size,
-               "codec": args.codec, "seconds": summary.seconds, "fps": n / summary.seconds,
-               "decode_fps": n / decode_s, "model_fps": n / model_s, "encode_fps": n / encode_s}
-        print(f"{case:>8} {w}x{h}: {rec['fps']:7.1f} frames/s end to end  (alone: decode {rec['decode_fps']:.1f}, "
-              f"model {rec['model_fps']:.1f}, encode {rec['encode_fps']:.1f})", flush=True)
-        records.append(rec)
+        n_decoded = len(read_frames(clip))
+        decode_alone = time.perf_counter() - t
+        for extra in settings:
+            run = dict(model=model, size=args.size, device=config.device, dtype=config.dtype, codec=args.codec,
+                       progress=False, **extra)
+            t = time.perf_counter()
+            stylize_video(warm, style, folder / "warm_out.mp4", **run)
+            warm_s = time.perf_counter() - t
+            out = folder / f"{case}_out.mp4"
+            summary = stylize_video(clip, style, out, **run)
+            n = summary.frames
+            assert n == n_decoded == args.frames, (n, n_decoded, args.frames)
+            stages = summary.stages
+            rec = {"case": case, "width": w, "height": h, "frames": n, "fps": n / summary.seconds,
+                   "seconds": summary.seconds,
+                   "settings": dict(vars(summary.config)) | {"codec": args.codec, "crf": 18, "preset": extra["preset"]},
+                   "stage_seconds": stages, "stage_fps": {k: n / v for k, v in stages.items() if v > 0},
+                   "limited_by": max(stages, key=stages.get),
+                   "alone_fps": {"decode": n / decode_alone},
+                   "warmup_seconds": warm_s, "warmup_frames": 2 * max(args.batch_sizes) + 1}
+            print(f"{case:>8} {w}x{h} batch {extra['batch_size']:2d} compile {'on ' if extra['compile'] else 'off'} "
+                  f"preset {extra['preset']}: "
+                  f"{rec['fps']:7.1f} frames/s end to end; stages (frames/s while working): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in rec["stage_fps"].items())
+                  + f"; limited by {rec['limited_by']} (warm-up {warm_s:.1f} s)", flush=True)
+            records.append(rec)
+        stylized = read_frames(out)
+        for preset in args.presets:
+            encode_fps = n / encode_alone(stylized, folder / "encode_only.mp4", args.codec, preset)
+            for rec in records:
+                if rec["case"] == case and rec["settings"]["preset"] == preset:
+                    rec["alone_fps"]["encode"] = encode_fps
+            print(f"{case:>8} alone: decode {n / decode_alone:.1f}, encode ({preset}) {encode_fps:.1f} frames/s",
+                  flush=True)
     return records
 
 
@@ -164,7 +181,7 @@ def compensated_change(frames: np.ndarray, pan: int) -> float:
     return float(np.abs(f[1:, :, :width - pan] - f[:-1, :, pan:]).mean())
 
 
-def stability(args, model, amp, style: Path, folder: Path) -> list[dict]:
+def stability(args, model, config, style: Path, folder: Path) -> list[dict]:
     from mambast.inference.stylizer import stylize_tensor
     w, h = parse_case(args.cases.split(",")[0])
     clip = folder / "pan.mkv"
@@ -174,13 +191,13 @@ def stability(args, model, amp, style: Path, folder: Path) -> list[dict]:
     runs = {}
     with torch.inference_mode():    # what stylizing frame by frame as images gives: a fresh draw every frame
         per_frame = [stylize_tensor(model, torch.from_numpy(f).permute(2, 0, 1)[None].float().div(255), style_t,
-                                    size=args.size, seed=None, autocast_dtype=amp) for f in src]
+                                    size=args.size, seed=None, autocast_dtype=config.torch_dtype) for f in src]
     runs["frame by frame (fresh permutations)"] = np.stack(
         [(y[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for y in per_frame])
     for s in args.smoothing:
         out = folder / f"pan_{s}.mkv"
-        stylize_video(clip, style, out, model=model, size=args.size, batch_size=args.batch_size, codec="libx264rgb",
-                      crf=0, dtype=args.dtype, smoothing=s, progress=False)
+        stylize_video(clip, style, out, model=model, size=args.size, batch_size=args.batch_sizes[0],
+                      codec="libx264rgb", crf=0, dtype=config.dtype, smoothing=s, progress=False)
         runs[f"one draw, smoothing {s}"] = read_frames(out)
     plain = runs[f"one draw, smoothing {args.smoothing[0]}"].astype(np.float64)
     records = []
@@ -199,32 +216,41 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--weights", default=None, help="a model (default: the bundled one)")
+    ap.add_argument("--model", default=None, help="a model (default: the bundled one)")
     ap.add_argument("--tiny", action="store_true", help="a small random model (smoke tests)")
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on CUDA)")
     ap.add_argument("--size", type=int, default=None, help="working short side (default 512; 96 with --stability)")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-sizes", default="8", help="frames per model call, comma-separated (default 8)")
+    ap.add_argument("--compile", default="off", help="off, on or off,on: runs without and with torch.compile")
     ap.add_argument("--cases", default=None, help="720p, 1080p or WxH, comma-separated (default 720p,1080p; "
                                                   "160x96 with --stability)")
     ap.add_argument("--frames", type=int, default=None, help="frames per clip (default 240; 24 with --stability)")
-    ap.add_argument("--codec", default="libx264")
+    ap.add_argument("--codec", default="libx264", help="libx264 or libx265 (the presets are theirs)")
+    ap.add_argument("--presets", default="medium", help="x264/x265 presets, comma-separated (default medium)")
     ap.add_argument("--stability", action="store_true", help="measure flicker instead of speed")
     ap.add_argument("--pan", type=int, default=3, help="pixels a frame the stability clip pans")
     ap.add_argument("--smoothing", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
-    ap.add_argument("--out", default="out/video")
+    ap.add_argument("--commit", default=None, help="git commit to record (default: git rev-parse HEAD)")
+    ap.add_argument("--out", default="benchmarks/results", help="folder of the result file")
     args = ap.parse_args(argv)
     args.size = args.size or (96 if args.stability else 512)
     args.cases = args.cases or ("160x96" if args.stability else "720p,1080p")
     args.frames = args.frames or (24 if args.stability else 240)
-    model, amp = load(args)
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.compile, args.presets = args.compile.split(","), args.presets.split(",")
+    if not set(args.compile) <= {"off", "on"}:
+        ap.error("--compile takes off, on or off,on")
+    model, config = load(args)
     with tempfile.TemporaryDirectory() as tmp:
         style = Path(tmp) / "style.png"
         stroke_painting(512).save(style)
         measure = stability if args.stability else speed
-        records = measure(args, model, amp, style, Path(tmp))
-    head = header(args.device, size=args.size, weights=args.weights or ("tiny random" if args.tiny else "default"))
-    path = write_json(Path(args.out) / ("video-stability.json" if args.stability else "video.json"),
-                      [head] + records)
+        records = measure(args, model, config, style, Path(tmp))
+    cuda = torch.device(config.device).type == "cuda"
+    head = header(config.device, args.commit, size=args.size, dtype=config.dtype, codec=args.codec,
+                  weights=args.model or ("tiny random" if args.tiny else "default"))
+    name = f"video{'-stability' if args.stability else ''}-{gpu_slug(head['gpu']) if cuda else 'cpu'}.json"
+    path = write_json(Path(args.out) / name, [{"header": head}] + records)
     print(f"wrote {path}")
     return 0
 

@@ -13,6 +13,8 @@ from pathlib import Path
 from . import __version__
 from .errors import MambastError, printable, resource_error
 
+# The StylizeConfig fields `mambast video` takes: not yet the creative controls (strength, preserve_color).
+VIDEO_CONFIG_FIELDS = ("size", "seed", "shuffle", "dtype", "batch_size", "compile", "cuda_graphs", "device")
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
 
@@ -37,6 +39,15 @@ lower --size.
 Folder runs decode images in background threads, encode each content and each style once (a style
 applied to many contents of one working size is encoded once), fuse --batch-size pairs of one
 working size per model call, and write outputs in background threads.
+
+Controls (docs/controls.md): --strength A (0..1) goes from the model's reconstruction of the content
+(0) to the full stylization (1). With more than one STYLE, the first positional is the content (a
+file or folder) and every style is used for each content: mixed by --weights (e.g. 0.7,0.3; default
+equal), or placed by --mask MASK, an image of the content's aspect ratio whose grey levels, darkest
+first, select the styles in order (soft borders). Outputs into a folder are then named
+<content>_stylized_<style1>+<style2>.png. --preserve-color keeps the content's colours (the stylized
+luminance with the content's chroma). The model is chosen with --model (--weights was the model
+before; it now gives the style weights).
 """
 
 
@@ -64,9 +75,10 @@ class CLIError(MambastError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None,
+                         helps: dict | None = None) -> None:
     """One flag per StylizeConfig field (or those in `only`): --batch-size for batch_size, --shuffle/--no-shuffle
-    for booleans; help and default from the field, `defaults` overriding the latter."""
+    for booleans; help and default from the field, `defaults` and `helps` overriding them."""
     import dataclasses
 
     from .inference.config import StylizeConfig
@@ -74,6 +86,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: d
         if only is not None and f.name not in only:
             continue
         meta, default = f.metadata, (defaults or {}).get(f.name, f.default)
+        meta = {**meta, "help": (helps or {}).get(f.name, meta["help"])}
         kw: dict = {"dest": f.name, "default": default}
         if str(f.type).startswith("bool"):
             kw["action"] = argparse.BooleanOptionalAction
@@ -104,18 +117,82 @@ def _resolved(config, here: bool = True):
         raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
 
 
+class _DeprecatedModelFlag(argparse.Action):
+    """--weights where it named the model (demo, video): still accepted, with a warning to use --model."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print("mambast: warning: --weights is deprecated here: choose the model with --model", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_model_argument(p, deprecated_weights: bool = False) -> None:
+    p.add_argument("--model", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
+                        "a folder named 'default' is ./default)")
+    if deprecated_weights:
+        p.add_argument("--weights", dest="model", default=argparse.SUPPRESS, action=_DeprecatedModelFlag,
+                       help=argparse.SUPPRESS)
+
+
+def _style_weights(text: str | None):
+    """--weights as numbers; a one-line error for anything else, telling --model to a command line of the time
+    --weights named the model."""
+    from .inference.controls import parse_weights
+    if text is None:
+        return None
+    try:
+        return parse_weights(text)
+    except ValueError:
+        if text == "default" or Path(text).exists():
+            raise CLIError(f"--weights {text}: --weights now gives the style weights (e.g. 0.7,0.3); the model is "
+                           f"now chosen with --model {text}") from None
+        raise CLIError(f"--weights must be a comma list of numbers, one per style (e.g. 0.7,0.3); got {text!r}") \
+            from None
+
+
+def _check_controls(args, n_styles: int):
+    """The checked style weights and region mask of the command line, as one-line errors naming the flag."""
+    from .inference.controls import check_controls
+    weights = _style_weights(args.weights)
+    try:
+        return check_controls(n_styles, weights, args.mask)
+    except MambastError:     # a mask file that cannot be read: the message names it
+        raise
+    except ValueError as e:
+        msg = str(e)
+        raise CLIError(f"--{msg}" if msg.startswith(("weights", "mask")) else msg) from None
+
+
+def _check_mask_fits(region, jobs) -> None:
+    """A one-line error, before any work, for a content whose aspect ratio is not the mask's (a content that
+    cannot be read is left to the run, which reports it)."""
+    from .errors import ImageError
+    from .io import image_size
+    for content in dict.fromkeys(job.content for job in jobs):
+        try:
+            region.check_fits(*image_size(content))
+        except ImageError:
+            continue
+        except ValueError as e:
+            raise CLIError(f"{content}: {e}") from None
+
+
 def _add_stylize(sub) -> None:
     from .inference.config import DEFAULT_SIZE
     p = sub.add_parser("stylize", help="stylize images (files or folders)",
                        description=STYLIZE_HELP.format(size=DEFAULT_SIZE),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="content image file or folder")
-    p.add_argument("style", help="style image file or folder")
+    p.add_argument("style", nargs="+", help="style image file or folder; several style files are all used for "
+                                            "each content (--weights, --mask)")
     p.add_argument("-o", "--output", required=True,
                    help="output file (single pair) or folder (folders, or an existing folder)")
-    p.add_argument("--weights", default="default",
-                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model; "
-                        "a folder named 'default' is ./default)")
+    p.add_argument("--weights", default=None, metavar="W1,W2,...",
+                   help="weights of the styles, one per style, scaled to sum 1 (default: equal)")
+    p.add_argument("--mask", default=None,
+                   help="region mask: an image of the content's aspect ratio whose grey levels, darkest first, "
+                        "select the styles in order")
+    _add_model_argument(p)
     add_config_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="redo outputs that already exist (folder runs; a single pair is always written)")
@@ -134,8 +211,7 @@ def _add_stylize_dataset(sub) -> None:
     p.add_argument("--pairing", choices=PAIRINGS, default="all",
                    help="all: every content x every style; random: one style per content (default all)")
     p.add_argument("--format", choices=FORMATS, default="png", help="output image format (default png)")
-    p.add_argument("--weights", default="default",
-                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    _add_model_argument(p)
     add_config_arguments(p)
     ray = p.add_argument_group("Ray")
     ray.add_argument("--address", default=None,
@@ -184,34 +260,64 @@ def _add_demo(sub) -> None:
                        description="Fetch the example content photo (from the scikit-image wheel on PyPI, once), "
                                    "draw the example stroke painting, and stylize the photo with it.")
     p.add_argument("-o", "--output", default="demo.png", help="output image (default demo.png)")
-    p.add_argument("--weights", default="default",
-                   help="model weights (default: the bundled model; a folder named 'default' is ./default)")
+    _add_model_argument(p, deprecated_weights=True)
     add_config_arguments(p, only=("size", "seed", "device"), defaults={"seed": 0})
     p.add_argument("--cache", default=None, help="cache folder (default $MAMBAST_CACHE or ~/.cache/mambast)")
     p.set_defaults(func=cmd_demo)
 
 
+VIDEO_HELP = """\
+Stylize every frame of INPUT with the image STYLE into OUTPUT, keeping its size, frame times, rotation
+and audio (copied). Frames run through the same model calls as images (`mambast stylize`: precision,
+CUDA graphs, --compile), --batch-size frames per call, with one style encoding and one set of style
+permutations per clip (a still scene gives identical frames). Decoding, stylizing and encoding run in
+threads. The output is written to a temporary file and renamed at the end: no broken file is left.
+--size 0 (the frames' own size) does not apply: give a working size.
+"""
+
+
 def _add_video(sub) -> None:
-    from .video import DEFAULT_BATCH_SIZE, DEFAULT_SMOOTHING
+    from .video import DEFAULT_CRF, DEFAULT_SEED, DEFAULT_SMOOTHING, PRESETS
     p = sub.add_parser("video", help="stylize a video file (needs PyAV: pip install 'mambast[video]')",
-                       description="Stylize every frame of INPUT with the image STYLE into OUTPUT, keeping its size, "
-                                   "frame times, rotation and audio (copied). One style encoding and one set of style "
-                                   "permutations per clip (a still scene gives identical frames). The output is "
-                                   "written to a temporary file and renamed at the end: no broken file is left.")
+                       description=VIDEO_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file")
     p.add_argument("style", help="style image file")
     p.add_argument("-o", "--output", required=True, help="output video file (.mp4, .mkv, .mov, .webm, ...)")
-    p.add_argument("--weights", default="default", help="model weights (default: the bundled model)")
-    add_config_arguments(p, only=("size", "seed", "dtype", "device"), defaults={"seed": 0})
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"frames per model call (default {DEFAULT_BATCH_SIZE})")
-    p.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
-    p.add_argument("--crf", type=int, default=None, help="quality for x264/x265/VP9/AV1, lower is better (default 18)")
-    p.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                   help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
-                        f"default {DEFAULT_SMOOTHING})")
+    _add_model_argument(p, deprecated_weights=True)
+    add_config_arguments(p, only=VIDEO_CONFIG_FIELDS, defaults={"seed": DEFAULT_SEED}, helps={
+        "size": "working short side of the frames in pixels (frames are resized back)",
+        "seed": "seed of the style-token shuffle, drawn once for the clip",
+        "batch_size": "frames per model call (default 8 on CUDA, 1 on CPU)",
+        "compile": "CUDA only: torch.compile the layers around the scan; the first batch compiles for 10-25 s"})
+    video = p.add_argument_group("video (encoding and temporal smoothing)")
+    video.add_argument("--codec", default="libx264", help="video encoder (default libx264: H.264)")
+    video.add_argument("--crf", type=int, default=None,
+                       help=f"quality for x264/x265/VP9/AV1, lower is better (default {DEFAULT_CRF})")
+    video.add_argument("--preset", choices=PRESETS, default=None,
+                       help="x264/x265 speed: faster presets encode faster into larger files (default medium)")
+    video.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
+                       help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
+                            f"default {DEFAULT_SMOOTHING})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
+
+
+def _add_serve(sub) -> None:
+    from .web import DEFAULT_HOST, DEFAULT_PORT
+    p = sub.add_parser("serve", help="a local web page to stylize with the controls (needs Gradio: "
+                                     "pip install 'mambast[web]')",
+                       description="Serve a web page to stylize images: a content, one or more styles (mixed by "
+                                   "weight, or placed by a mask), strength, colour preservation, seed and size; the "
+                                   "result can be downloaded. The model is loaded once and kept; one stylization "
+                                   "runs at a time. Listens on this machine only unless --host says otherwise.")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens the page "
+                        "to the network, without any login)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--model", default="default",
+                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    add_config_arguments(p, only=("dtype", "device"))
+    p.set_defaults(func=cmd_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_weights(sub)
     _add_video(sub)
+    _add_serve(sub)
     for name in EXTERNAL_COMMANDS:
         try:
             module = importlib.import_module(name)
@@ -242,7 +349,9 @@ def cmd_stylize(args) -> int:
     from .inference.stylizer import Stylizer
 
     config = _resolved(config_from_args(args))
-    plan = plan_jobs(args.content, args.style, args.output, overwrite=args.overwrite)
+    styles = args.style if isinstance(args.style, list) else [args.style]
+    weights, region = _check_controls(args, len(styles))   # a style folder: one style per output
+    plan = plan_jobs(args.content, styles, args.output, overwrite=args.overwrite)
     for msg, _ in plan.refused:
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     todo, skipped, refused = plan.jobs, len(plan.present), plan.failed
@@ -252,13 +361,15 @@ def cmd_stylize(args) -> int:
             return 1
         print(f"nothing to do: all {skipped} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
-    model = load_model(args.weights, config)
+    if region is not None:
+        _check_mask_fits(region, todo)
+    model = load_model(args.model, config)
     created = make_output_folders(todo)
     stylizer = Stylizer.from_config(model, config)
     failures, reported = 0, set()
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
     try:
-        for job, error in stylizer.run(todo):
+        for job, error in stylizer.run(todo, weights=weights, mask=region):
             bar.update()
             if error is not None:
                 failures += 1
@@ -297,10 +408,10 @@ def cmd_stylize_dataset(args) -> int:
             return 1
         print(f"nothing to do: all {plan.present} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
-    if args.weights != "default":   # a bad weights file is told here, not by every actor
+    if args.model != "default":   # a bad model file is told here, not by every actor
         from .model import MambaST
-        MambaST.from_pretrained(args.weights)
-    summary = stylize_dataset(plan, args.weights, config, address=args.address, actors=args.actors,
+        MambaST.from_pretrained(args.model)
+    summary = stylize_dataset(plan, args.model, config, address=args.address, actors=args.actors,
                               gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
                               readers=args.readers, num_cpus=args.num_cpus, progress=not args.quiet)
     running = summary.running_images_per_s
@@ -317,14 +428,23 @@ def cmd_stylize_dataset(args) -> int:
 
 def cmd_video(args) -> int:
     from .video import stylize_video
-    config = _resolved(config_from_args(args))      # the same checks of --size, --dtype, --device as stylize
+    config = _resolved(config_from_args(args))      # the same checks of the flags as stylize
     if not config.size:
         raise CLIError("--size 0 (keep the size) does not apply to video: give a working size, e.g. --size 512")
-    summary = stylize_video(args.input, args.style, args.output, model=args.weights, size=config.size,
-                            batch_size=args.batch_size, seed=config.seed, codec=args.codec, crf=args.crf,
-                            device=config.device, dtype=config.dtype, smoothing=args.smoothing,
+    summary = stylize_video(args.input, args.style, args.output, model=args.model, config=config,
+                            codec=args.codec, crf=args.crf, preset=args.preset, smoothing=args.smoothing,
                             progress=not args.quiet)
     print(f"wrote {summary.output}: {summary.frames} frames, {summary.width}x{summary.height}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .web import import_gradio, serve
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 0..65535; got {args.port}")
+    config = _resolved(config_from_args(args))   # bad --device or --dtype: refused before Gradio or the model
+    import_gradio()
+    serve(args.model, host=args.host, port=args.port, device=config.device, dtype=config.dtype)
     return 0
 
 
@@ -332,8 +452,8 @@ def cmd_demo(args) -> int:
     from .examples import example_pair
     content, style = example_pair(args.cache)
     print(f"content: {content}\nstyle:   {style}", file=sys.stderr)
-    args.content, args.style = str(content), str(style)
-    args.overwrite, args.quiet = True, True
+    args.content, args.style = str(content), [str(style)]
+    args.weights, args.mask, args.overwrite, args.quiet = None, None, True, True
     code = cmd_stylize(args)
     if code == 0:
         print(f"wrote {args.output}", file=sys.stderr)

@@ -16,12 +16,16 @@ CONTENT = PackageFile("scikit-image", "0.25.2", "skimage/data/chelsea.png",
                       "df9eb3dbf4887aa5f75fdcbae5facea0522ca15f", "sha1")
 
 
-def stroke_painting(size: int = 512, strokes: int = 2500, seed: int = 0):
-    """An abstract 'painting': thick oriented strokes in a warm/cool palette, layered coarse to fine."""
+PALETTE = ((22, 38, 92), (44, 96, 160), (238, 196, 70), (230, 120, 40), (250, 236, 200), (30, 120, 110),
+           (180, 50, 40), (12, 18, 30))
+
+
+def stroke_painting(size: int = 512, strokes: int = 2500, seed: int = 0, palette=PALETTE):
+    """An abstract 'painting': thick oriented strokes of `palette` (RGB triples; the first is the ground; by
+    default warm and cool colours), layered coarse to fine."""
     from PIL import Image, ImageDraw, ImageFilter
     rng = np.random.default_rng(seed)
-    palette = np.array([[22, 38, 92], [44, 96, 160], [238, 196, 70], [230, 120, 40], [250, 236, 200],
-                        [30, 120, 110], [180, 50, 40], [12, 18, 30]])
+    palette = np.array(palette)
     img = Image.new("RGB", (size, size), tuple(int(v) for v in palette[0]))
     draw = ImageDraw.Draw(img)
     for i in range(strokes):

@@ -76,6 +76,22 @@ def load_image(path):
         raise ImageError(f"{path}: cannot decode image ({one_line(e)})") from None
 
 
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of an image file as `load_image` returns it (EXIF orientation applied), from its header
+    alone; ImageError if it cannot be read."""
+    from PIL import Image
+    path = check_input_file(path, "image")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)   # orientations that swap the sides
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not a recognised image file") from None
+    except Exception as e:
+        raise ImageError(f"{path}: cannot read image ({one_line(e)})") from None
+    return (h, w) if turned else (w, h)
+
+
 _filters_set = False
 
 

@@ -34,6 +34,7 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
 
 
 from .errors import WeightsError, one_line  # noqa: F401  (WeightsError re-exported)
+from .io import check_input_file
 
 
 MAX_PICKLE_SCAN = 64 << 20   # bytes of a refused pickle read to name the global it wanted
@@ -96,11 +97,7 @@ def _unpickling_reason(e: Exception) -> str:
 def load_torch_file(path, what: str):
     """torch.load(weights_only=True) of an untrusted file; WeightsError in one line naming the file (empty,
     damaged, or a pickle that would run code: then the global it wanted)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: {what} not found" if not path.exists() else f"{path}: {what} is not a file")
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: empty file (not a {what})")
+    path = check_input_file(path, what, WeightsError)
     try:
         with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
@@ -157,16 +154,25 @@ def check_state_dict(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
             raise WeightsError(f"{source}: key {k} holds NaN or Inf values")
 
 
-def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls):
-    """A `cls(config)` with the checked weights of `sd`; the model is built only if it needs at most twice
-    the numbers the weights hold (plus a million, so that a missing tensor is still named): a few bytes of
-    config cannot make it allocate gigabytes."""
+def check_against_config(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls) -> list:
+    """`check_state_dict` of `sd` against `cls(config)` built on the meta device (names and shapes, no memory);
+    refused first if the config needs more than twice the numbers the weights hold (plus a million, so that a
+    missing tensor is still named): a few bytes of config cannot make it build a huge model. Returns the
+    parameters' shapes, in order."""
     held = sum(v.numel() for v in sd.values())
     if config.num_parameters > 2 * held + 1_000_000:
         raise WeightsError(f"{source}: the config describes {config.num_parameters:,} parameters, the weights "
                            f"hold {held:,}")
+    with torch.device("meta"):
+        shell = cls(config)
+    check_state_dict(sd, shell.state_dict(), source)
+    return [p.shape for p in shell.parameters()]
+
+
+def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: str, *, cls):
+    """A `cls(config)` with the checked weights of `sd` (`check_against_config`), built only once they passed."""
+    check_against_config(sd, config, source, cls=cls)
     model = cls(config)
-    check_state_dict(sd, model.state_dict(), source)
     model.load_state_dict(sd, strict=True)
     return model
 

@@ -1,25 +1,35 @@
 """Stylize a video clip with one style image: decode (PyAV), stylize frames in batches, encode, copy the audio.
 
-Every frame shares one encoding of the style and one draw of the style permutations, so a still scene gives
-identical frames; the output appears only once complete. PyAV and torch load on first call.
+Frames go through the image path's `mambast.inference.Stylizer` (its content encoder, fusion and CNN decoder, with
+its precision, CUDA graphs and torch.compile; settings are `StylizeConfig`'s), with one encoding of the style and
+one draw of the style permutations for the whole clip, so a still scene gives identical frames. Decoding,
+stylizing and encoding run in three threads; the output appears only once complete. PyAV and torch load on first
+call.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import itertools
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from .errors import VideoError, one_line
 
-DEFAULT_BATCH_SIZE = 4
+# Video-only settings (the model's are StylizeConfig's): encoder quality, temporal smoothing, and the seed of a
+# clip's one permutation draw where none is given (a clip is reproducible unless asked otherwise).
 DEFAULT_CRF = 18                  # visually near-lossless for x264/x265; lower is better, 0 lossless
 # Weight of the previous frame's smoothed content tokens (0: off). Measured on a panning clip (docs/video.md):
 # smoothing lowers frame-to-frame change only by trailing the motion, so it stays off unless asked for.
 DEFAULT_SMOOTHING = 0.0
+DEFAULT_SEED = 0
+# x264's and x265's speed/size trade-offs, fastest first (None: the encoder's default, medium)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 _END = object()                   # end of a queue's stream
 
 
@@ -33,6 +43,10 @@ class VideoSummary:
     frame_rate: Fraction | None
     audio: bool
     seconds: float                # wall-clock time of the whole call
+    # seconds each stage worked ("decode": demuxing, decoding, converting to RGB; "stylize": the model, timed on
+    # the GPU on CUDA; "encode": converting, encoding, muxing): they overlap, so the one nearest `seconds` limits
+    stages: dict = field(default_factory=dict)
+    config: object = None         # the StylizeConfig it ran with (resolved: device, dtype, batch size, graphs)
 
 
 def _import_av():
@@ -76,7 +90,7 @@ def _open_input(av, path: Path):
     return container, video, audio
 
 
-def _encoder_options(av, codec: str, crf: int | None) -> tuple[str, dict]:
+def _encoder_options(av, codec: str, crf: int | None, preset: str | None = None) -> tuple[str, dict]:
     """(codec name, encoder options) of a video encoder name; VideoError for names FFmpeg cannot encode video with."""
     try:
         found = av.codec.Codec(codec, "w")
@@ -91,6 +105,11 @@ def _encoder_options(av, codec: str, crf: int | None) -> tuple[str, dict]:
         raise VideoError(f"codec {codec!r} has no crf quality setting (give crf=None)")
     if crf is not None and not 0 <= crf <= 63:
         raise VideoError(f"crf must be in 0..63; got {crf}")
+    if preset is not None and found.name not in ("libx264", "libx264rgb", "libx265"):
+        raise VideoError(f"codec {codec!r} has no preset setting (give preset=None)")
+    if preset is not None and preset not in PRESETS:
+        raise VideoError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    extra |= {"preset": preset} if preset is not None else {}
     return found.name, ({"crf": str(DEFAULT_CRF if crf is None else crf)} if with_crf else {}) | extra
 
 
@@ -115,6 +134,7 @@ class _Frames:
         self.av, self.path, self.container, self.video, self.audio_stream = av, path, container, video, audio
         self.audio: queue.SimpleQueue = queue.SimpleQueue()
         self.count, self.rotation = 0, 0   # rotation: counter-clockwise degrees of the display matrix
+        self.size = None                   # (width, height) of the first frame, which every frame must have
         self._iter = self._decode()
 
     def __iter__(self):
@@ -142,6 +162,11 @@ class _Frames:
                     for frame in packet.decode():
                         if self.count == 0:
                             self.rotation = int(round(getattr(frame, "rotation", 0) or 0))
+                            self.size = (frame.width, frame.height)
+                        elif (frame.width, frame.height) != self.size:
+                            raise VideoError(f"{self.path}: frame {self.count + 1} is {frame.width}x{frame.height}, "
+                                             f"the first {self.size[0]}x{self.size[1]}: clips that change size "
+                                             f"are not supported")
                         self.count += 1
                         yield frame.to_ndarray(format="rgb24"), frame.pts
             except self.av.FFmpegError as e:
@@ -153,30 +178,46 @@ class _Frames:
             raise VideoError(f"{self.path}: truncated or corrupt ({why})")
 
 
-class _Stylizer:
-    """Frames [B, H, W, 3] uint8 -> stylized frames of the same size, with one style's tokens and permutations
-    for all, and the content tokens optionally smoothed over time (exponential moving average)."""
+class _ClipStylizer:
+    """Batches of frames -> stylized frames through the pieces of one `Stylizer` (its content encoder, fusion and
+    CNN decoder, so its precision, CUDA graphs and torch.compile), with one style's tokens and permutations for
+    every frame, and the content tokens optionally smoothed over time (exponential moving average)."""
 
-    def __init__(self, model, style, size: int, frame_hw: tuple[int, int], seed: int, smoothing: float, amp):
+    def __init__(self, stylizer, style, frame_hw: tuple[int, int], seed, smoothing: float):
         import torch
         from .inference.geometry import check_working_size, prepare_style, working_size
-        from .inference.precision import autocast
-        from .model import as_generator, draw_permutations
-        self.model, self.frame_hw, self.smoothing = model, frame_hw, smoothing
-        p = next(model.parameters())
-        self.device, self.dtype, self.patch = p.device, p.dtype, model.config.patch_size
-        self.working = working_size(*frame_hw, size, self.patch)
+        self.stylizer, self.frame_hw, self.smoothing = stylizer, frame_hw, smoothing
+        self.device, self.patch = stylizer.param.device, stylizer.model.config.patch_size
+        self.cuda, self.batch_size = self.device.type == "cuda", stylizer.batch_size
+        self.working = working_size(*frame_hw, stylizer.size, self.patch)
         try:
             check_working_size(*self.working, self.device)
         except ValueError as e:
             raise VideoError(str(e)) from None
-        self.amp = lambda: autocast(self.device.type, amp)  # noqa: E731
-        with torch.inference_mode(), self.amp():
+        with torch.inference_mode():
             s = prepare_style(style.to(self.device, torch.float32), self.working, self.patch)
-            self.style_tokens = model.encode_style(s.to(self.dtype))                      # [1, H', W', C]
-        n, L = model.config.depth_decoder, self.style_tokens.shape[1] * self.style_tokens.shape[2]
-        self.perms = draw_permutations(n, L, as_generator(seed, "cpu"), self.device)
+            self.style_tokens = stylizer.encode_style(s)                                   # [1, H', W', C]
+            self.perms = stylizer.permutations(self.style_tokens, seed)                    # one draw per clip
         self.previous = None                                                               # smoothed tokens
+        self._styles: dict = {}                                                            # batch -> tokens
+
+    def _style_batch(self, n: int):
+        """The style tokens repeated for n frames, made once per batch size: contiguous, as the image path's, so
+        that compiled code and graph captures see one memory layout."""
+        if n not in self._styles:
+            self._styles[n] = self.style_tokens.expand(n, -1, -1, -1).contiguous()
+        return self._styles[n]
+
+    def stack(self, frames: list):
+        """[B, H, W, 3] uint8 of decoded frames (rgb arrays); on CUDA in page-locked memory (its copy to the GPU
+        then overlaps other work) and padded to the full batch by repeating the last frame, so that every call has
+        one shape: the clip's tail needs no compile, graph capture or kernel choice of its own."""
+        import torch
+        n = self.batch_size if self.cuda else len(frames)
+        out = torch.empty((n, *self.frame_hw, 3), dtype=torch.uint8, pin_memory=self.cuda)
+        for i in range(n):
+            out[i] = torch.from_numpy(frames[min(i, len(frames) - 1)])
+        return out
 
     def _smooth(self, tokens):
         """EMA along the batch and across calls; written as x + a (prev - x) so that equal tokens stay bit-equal."""
@@ -190,19 +231,48 @@ class _Stylizer:
         return out
 
     def __call__(self, frames):
-        import numpy as np
+        """frames [B, H, W, 3] uint8 (from `stack`) -> (stylized [B, H, W, 3] uint8 on the CPU, ready): ready()
+        waits until they are there and returns the seconds the model took. On CUDA the work is only queued (and
+        timed on the GPU), so that this thread prepares the next batch while the GPU works."""
         import torch
-        from .inference.geometry import finish_output, pad_to_multiple, resize
+        from .inference.geometry import finish_output, pad_to_multiple, resize, to_uint8
+        stream = torch.cuda.current_stream(self.device) if self.cuda else None
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+        started = time.perf_counter()
         with torch.inference_mode():
-            x = torch.from_numpy(np.stack(frames)).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)                                 # [B, 3, H, W]
+            x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)   # [B, 3, H, W]
             c = pad_to_multiple(resize(x, self.working), self.patch)[0]
-            with self.amp():
-                tokens = self._smooth(self.model.encode_content(c.to(self.dtype)))        # [B, H', W', C]
-                style = self.style_tokens.expand(len(tokens), -1, -1, -1)
-                y = self.model.decode(tokens, style, perms=self.perms)                    # [B, 3, H'', W'']
-            y = finish_output(y, self.working, self.frame_hw)
-            return y.mul_(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            tokens = self._smooth(self.stylizer.encode_content(c))                                # [B, H', W', C]
+            y = self.stylizer.fuse(tokens, self._style_batch(len(tokens)), self.perms)
+            y = to_uint8(finish_output(y, self.working, self.frame_hw)).permute(0, 2, 3, 1).contiguous()
+            if not self.cuda:
+                seconds = time.perf_counter() - started
+                return y, lambda: seconds
+            out = torch.empty(y.shape, dtype=torch.uint8, pin_memory=True)
+            out.copy_(y, non_blocking=True)
+        end.record(stream)
+
+        def ready() -> float:
+            end.synchronize()
+            return start.elapsed_time(end) / 1000
+        return out, ready
+
+
+class _Clock:
+    """Seconds each named stage spends working (`with clock("decode"): ...`), from any thread."""
+
+    def __init__(self):
+        self.seconds: collections.Counter = collections.Counter()
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -242,36 +312,52 @@ class _Worker(threading.Thread):
 
 # ------------------------------------------------------------------------------------------- the entry point
 
-def stylize_video(input, style, output, *, model=None, size: int = 512, batch_size: int = DEFAULT_BATCH_SIZE,
-                  seed: int = 0, codec: str = "libx264", crf: int | None = None, device=None,
-                  dtype: str | None = None, smoothing: float = DEFAULT_SMOOTHING,
-                  progress: bool = True) -> VideoSummary:
+def stylize_video(input, style, output, *, model=None, config=None, codec: str = "libx264", crf: int | None = None,
+                  preset: str | None = None, smoothing: float = DEFAULT_SMOOTHING, progress: bool = True,
+                  **settings) -> VideoSummary:
     """Stylize every frame of the clip `input` with the image `style` and write the clip `output`.
 
     The output keeps the input's resolution, frame timestamps (so frame rate and count), rotation tag and
     first audio stream (its packets copied, not re-encoded); its container comes from the suffix (.mp4,
-    .mkv, ...). model: a MambaST, a weights path, or None for the bundled model. size: the working short side
-    (as for images). batch_size: frames per model call. seed: draws the style permutations, once for the clip.
-    codec: an FFmpeg video encoder; crf: its quality for x264/x265/VP9/AV1 (lower is better; None: 18).
-    dtype: "float32", "bfloat16" or "float16" compute (default bfloat16 on CUDA, float32 on CPU).
-    smoothing: in [0, 1), the weight of the previous frame's content tokens (exponential moving average;
-    0 is off, see docs/video.md). The output is written to a temporary file beside it and renamed at the
-    end: an error or Ctrl-C leaves no output. Bad inputs raise `mambast.errors.VideoError` (one line),
-    an unreadable style image `ImageError`.
+    .mkv, ...). model: a MambaST, a weights path, or None for the bundled model (paths and the default are
+    loaded once per device and dtype and kept, as by `mambast.stylize`).
+
+    How the model runs is a `StylizeConfig` (config, default StylizeConfig(seed=DEFAULT_SEED)) with `settings`
+    (any of its fields) overriding it, as for images: size (the working short side; 0 is refused), seed (draws
+    the style permutations, once for the clip), shuffle, dtype, batch_size (frames per model call), compile,
+    cuda_graphs, device. Video-only: codec (an FFmpeg video encoder); crf (its quality for x264/x265/VP9/AV1,
+    lower is better; None: 18); preset (x264/x265's speed, one of PRESETS; None: medium); smoothing in [0, 1), the weight of the previous frame's content tokens
+    (exponential moving average; 0 is off, see docs/video.md); progress (a bar with frames/s and ETA).
+
+    The output is written to a temporary file beside it and renamed at the end: an error or Ctrl-C leaves no
+    output. Bad inputs and settings raise `mambast.errors.VideoError` (one line), an unreadable style image
+    `ImageError`, a keyword that is not a StylizeConfig field `TypeError`.
     """
     av = _import_av()
+    from .inference.api import image_tensor, merged_config, model_and_config, resolved_for
+    from .inference.config import StylizeConfig
+    from .inference.stylizer import Stylizer
     input, output = Path(input), Path(output)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise VideoError(f"batch_size must be an int >= 1; got {batch_size!r}")
-    if not isinstance(size, int) or size < 1:
-        raise VideoError(f"size must be an int >= 1; got {size!r}")
+    config = merged_config(config if config is not None else StylizeConfig(seed=DEFAULT_SEED), settings,
+                           "stylize_video")
+    if not isinstance(config.size, int) or config.size < 1:
+        raise VideoError(f"size must be an int >= 1 (a working size; 0, the frames' own size, is not for video); "
+                         f"got {config.size!r}")
+    if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
+        raise VideoError(f"batch_size must be an int >= 1; got {config.batch_size!r}")
+    if config.strength != 1 or config.preserve_color:
+        raise VideoError("strength and preserve_color are for images (mambast.stylize); video takes neither yet")
+    try:
+        config = resolved_for(model, config)   # device, dtype, compile: refused before any work
+    except ValueError as e:
+        raise VideoError(one_line(e)) from None
     if not 0 <= smoothing < 1:
         raise VideoError(f"smoothing must be in [0, 1); got {smoothing!r}")
     if not output.suffix:
         raise VideoError(f"{output}: give the output a suffix naming its container (.mp4, .mkv, .mov, ...)")
     if output.resolve() == input.resolve():
         raise VideoError(f"{output}: the output would replace the input")
-    codec, options = _encoder_options(av, codec, crf)
+    codec, options = _encoder_options(av, codec, crf, preset)
     started = time.perf_counter()
     container, video, audio = _open_input(av, input)
     frames = _Frames(av, input, container, video, audio)
@@ -283,21 +369,22 @@ def stylize_video(input, style, output, *, model=None, size: int = 512, batch_si
             first = next(iter(frames))
         except StopIteration:
             raise VideoError(f"{input}: has no frames (zero-length clip)") from None
-        style_img = _load_style(style)
-        model, amp = _load_model(model, device, dtype)
+        style_img = image_tensor(style)
+        model, config = model_and_config(model, config)
         height, width = first[0].shape[:2]
-        stylizer = _Stylizer(model, style_img, size, (height, width), seed, smoothing, amp)
+        stylizer = _ClipStylizer(Stylizer.from_config(model, config, workers=1, cache_bytes=0), style_img,
+                                 (height, width), config.seed, smoothing)
+        clock = _Clock()
         from .atomic import atomic_write
 
         def write(tmp: str) -> None:
-            _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, batch_size, progress,
-                       output)
+            _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, progress, output, clock)
         try:
             atomic_write(output, write, suffix=output.suffix)
         except av.FFmpegError as e:
             raise VideoError(f"{output}: cannot write video ({one_line(e)})") from None
         return VideoSummary(output, frames.count, width, height, video.average_rate, audio is not None,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, dict(clock.seconds), config)
     finally:
         frames.close()
         container.close()
@@ -306,28 +393,6 @@ def stylize_video(input, style, output, *, model=None, size: int = 512, batch_si
             av.logging.set_level(None)
         elif restore_level < av.logging.ERROR:
             av.logging.set_level(restore_level)
-
-
-def _load_style(style):
-    """The style as a [1, 3, h, w] float tensor: a path, a PIL image or a tensor."""
-    import torch
-    from .io import load_image, pil_to_tensor
-    if isinstance(style, torch.Tensor):
-        return style if style.dim() == 4 else style[None]
-    return pil_to_tensor(load_image(style) if isinstance(style, (str, Path)) else style)
-
-
-def _load_model(model, device, dtype):
-    """(model in eval mode, autocast dtype): a MambaST as given, or loaded from a path (None: the bundled one)."""
-    import torch
-    from .inference.config import autocast_dtype, default_device
-    from .inference.precision import cast_autocast_weights
-    from .model import MambaST
-    if isinstance(model, torch.nn.Module):
-        return model.eval(), autocast_dtype(dtype, next(model.parameters()).device)
-    device = device or default_device()
-    amp = autocast_dtype(dtype, device)
-    return cast_autocast_weights(MambaST.from_pretrained(model or "default"), amp, device).eval(), amp
 
 
 def _expected_frames(video, rate) -> int | None:
@@ -362,9 +427,9 @@ def _output_streams(av, out, size, rate, video, audio, codec, options, rotation,
                          f"audio, which is copied as it is: choose another container (.mkv holds most)") from None
 
 
-def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, batch_size, progress,
-               output) -> None:
-    """Decode (thread) -> stylize (this thread) -> encode and mux with the copied audio (thread), into `tmp`."""
+def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, progress, output, clock) -> None:
+    """Decode (thread) -> stylize (this thread) -> encode and mux with the copied audio (thread), into `tmp`;
+    `clock` gets the seconds each stage worked."""
     from tqdm.auto import tqdm
     try:
         out = av.open(tmp, "w")
@@ -382,12 +447,17 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, b
         step = max(1, round(1 / (rate * video.time_base))) if video.time_base else 1
 
         stop = threading.Event()
-        decoded: queue.Queue = queue.Queue(maxsize=2 * batch_size)
-        stylized: queue.Queue = queue.Queue(maxsize=2)
+        decoded: queue.Queue = queue.Queue(maxsize=2)     # batches: (frames [B, H, W, 3], their timestamps)
+        stylized: queue.Queue = queue.Queue(maxsize=2)    # batches on their way back from the model
 
         def decode():
-            _put(decoded, first, stop)
-            for item in frames:
+            decoded_frames = itertools.chain([first], frames)
+            while True:
+                with clock("decode"):
+                    batch = list(itertools.islice(decoded_frames, stylizer.batch_size))
+                    if not batch:
+                        break
+                    item = stylizer.stack([img for img, _ in batch]), [pts for _, pts in batch]
                 if not _put(decoded, item, stop):
                     return
             _put(decoded, _END, stop)
@@ -400,48 +470,43 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, b
 
         def encode():
             last = None
-            while (batch := _get(stylized, stop)) is not _END:
-                for img, pts in batch:
-                    if pts is None or (last is not None and pts <= last):   # missing or repeated timestamps
-                        pts = 0 if last is None else last + step
-                    last = pts
-                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                    frame.pts, frame.time_base = pts, video.time_base
-                    out.mux(v.encode(frame))
-                if a is not None:
-                    mux_audio()
+            while (item := _get(stylized, stop)) is not _END:
+                images, ready, timestamps = item
+                clock.seconds["stylize"] += ready()   # waits for the model's output (on CUDA)
+                with clock("encode"):
+                    for img, pts in zip(images.numpy(), timestamps):   # a padded batch's extra frames dropped
+                        if pts is None or (last is not None and pts <= last):   # missing or repeated timestamps
+                            pts = 0 if last is None else last + step
+                        last = pts
+                        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                        frame.pts, frame.time_base = pts, video.time_base
+                        out.mux(v.encode(frame))
+                    if a is not None:
+                        mux_audio()
+                bar.update(len(timestamps))
             if stop.is_set():   # stopped, not finished: nothing more is written
                 return
-            out.mux(v.encode(None))
-            if a is not None:
-                mux_audio()
+            with clock("encode"):
+                out.mux(v.encode(None))
+                if a is not None:
+                    mux_audio()
 
+        bar = tqdm(total=_expected_frames(video, rate), unit="frame", disable=not progress, desc=output.name)
         workers = [_Worker(decode, stop, "mambast-video-decode"), _Worker(encode, stop, "mambast-video-encode")]
         for w in workers:
             w.start()
-        bar = tqdm(total=_expected_frames(video, rate), unit="frame", disable=not progress, desc=output.name)
         try:
-            done = False
-            while not done:
-                batch = []
-                while len(batch) < batch_size:
-                    item = _get(decoded, stop)
-                    if item is _END:
-                        done = True
-                        break
-                    batch.append(item)
-                if batch:
-                    images = stylizer([img for img, _ in batch])
-                    if not _put(stylized, list(zip(images, (pts for _, pts in batch))), stop):
-                        break
-                    bar.update(len(batch))
+            while (item := _get(decoded, stop)) is not _END:
+                batch, timestamps = item
+                if not _put(stylized, (*stylizer(batch), timestamps), stop):
+                    break
             _put(stylized, _END, stop)
             workers[1].join()
         finally:
             stop.set()   # whatever happened, the workers end (and a failure or Ctrl-C here stops them)
-            bar.close()
             for w in workers:
                 w.join()
+            bar.close()
         for w in workers:
             if w.error is not None:
                 raise w.error

@@ -10,10 +10,12 @@ from functools import partial
 
 from .loading import *  # noqa: F401,F403
 from .loading import build_checked as _build_checked
+from .loading import check_against_config as _check_against_config
 from .loading import load_official as _load_official
 from .loading import load_pretrained as _load_pretrained
 from .model import MambaST
 
 build_checked = partial(_build_checked, cls=MambaST)
+check_against_config = partial(_check_against_config, cls=MambaST)
 load_official = partial(_load_official, cls=MambaST)
 load_pretrained = partial(_load_pretrained, cls=MambaST)

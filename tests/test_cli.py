@@ -26,11 +26,11 @@ def test_stylize_single_pair_keeps_content_size(tmp_path, weights):
     c = _img(tmp_path / "c.png", 37, 21)
     s = _img(tmp_path / "s.jpg", 50, 64, seed=1)
     out = tmp_path / "out.png"
-    assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "24", "--seed", "3"]) == 0
+    assert main(["stylize", str(c), str(s), "-o", str(out), "--model", str(weights), "--size", "24", "--seed", "3"]) == 0
     assert Image.open(out).size == (37, 21)
     first = np.asarray(Image.open(out))
     out.unlink()
-    assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "24", "--seed", "3"]) == 0
+    assert main(["stylize", str(c), str(s), "-o", str(out), "--model", str(weights), "--size", "24", "--seed", "3"]) == 0
     assert np.array_equal(first, np.asarray(Image.open(out))), "same seed, same output"
 
 
@@ -39,7 +39,7 @@ def test_stylize_tiny_and_strip_images(tmp_path, weights):
         c = _img(tmp_path / f"c{i}.png", w, h, seed=i)
         s = _img(tmp_path / f"s{i}.png", 13, 40, seed=i + 9)
         out = tmp_path / f"o{i}.png"
-        assert main(["stylize", str(c), str(s), "-o", str(out), "--weights", str(weights), "--size", "0"]) == 0
+        assert main(["stylize", str(c), str(s), "-o", str(out), "--model", str(weights), "--size", "0"]) == 0
         assert Image.open(out).size == (w, h)
 
 
@@ -49,7 +49,7 @@ def test_stylize_folders_resumes_and_reports_bad_files(tmp_path, weights, capsys
     _img(cdir / "a.png", 20, 16), _img(cdir / "b.jpg", 16, 24, 1)
     (cdir / "broken.jpg").write_text("not an image")
     _img(sdir / "x.png", 30, 30, 2), _img(sdir / "y.png", 16, 16, 3)
-    args = ["stylize", str(cdir), str(sdir), "-o", str(odir), "--weights", str(weights), "--size", "16", "--quiet"]
+    args = ["stylize", str(cdir), str(sdir), "-o", str(odir), "--model", str(weights), "--size", "16", "--quiet"]
     assert main(args) == 1  # a bad file makes the run fail, after the others were done
     err = capsys.readouterr().err
     assert "broken.jpg" in err
@@ -68,7 +68,7 @@ def test_bad_content_is_one_line_error_and_no_output(tmp_path, weights, capsys, 
     bad = bad_files(tmp_path)[kind]
     s = _img(tmp_path / "s.png", 16, 16)
     out = tmp_path / "out.png"
-    code = main(["stylize", str(bad), str(s), "-o", str(out), "--weights", str(weights)])
+    code = main(["stylize", str(bad), str(s), "-o", str(out), "--model", str(weights)])
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert not out.exists()
@@ -93,12 +93,12 @@ def test_convert_then_stylize(tmp_path, official_files):
     assert main(["convert", "--mamba", str(paths["mamba"]), "--decoder", str(paths["decoder"]),
                  "--embedding", str(paths["embedding"]), "-o", str(tmp_path / "conv")]) == 0
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
-    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "conv")]) == 0
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "conv")]) == 0
 
 
 def test_refuses_to_overwrite_an_input(tmp_path, weights, capsys):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
-    assert main(["stylize", str(c), str(s), "-o", str(c), "--weights", str(weights), "--overwrite"]) == 1
+    assert main(["stylize", str(c), str(s), "-o", str(c), "--model", str(weights), "--overwrite"]) == 1
     assert "input" in capsys.readouterr().err
 
 
@@ -115,7 +115,7 @@ def test_folder_run_batch_size_does_not_change_results(tmp_path, weights):
     outs = {}
     for b in ("1", "4"):
         odir = tmp_path / f"o{b}"
-        assert main(["stylize", str(cdir), str(sdir), "-o", str(odir), "--weights", str(weights), "--size", "16",
+        assert main(["stylize", str(cdir), str(sdir), "-o", str(odir), "--model", str(weights), "--size", "16",
                      "--seed", "7", "--batch-size", b, "--quiet"]) == 0
         outs[b] = {p.name: np.asarray(Image.open(p)).astype(int) for p in odir.iterdir()}
     assert sorted(outs["1"]) == sorted(outs["4"]) and len(outs["1"]) == 6
@@ -128,7 +128,7 @@ def test_inputs_that_map_to_one_output_name_are_skipped_and_reported(tmp_path, w
     cdir.mkdir()
     _img(cdir / "a.png", 16, 16), _img(cdir / "a.jpg", 16, 16, 1), _img(cdir / "b.png", 16, 16, 3)
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights), "--quiet"])
+    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--model", str(weights), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
     assert [line for line in err.splitlines() if "error" in line] == [
@@ -142,7 +142,7 @@ def test_output_folder_that_is_also_the_input_folder_resumes(tmp_path, weights):
     d = tmp_path / "d"
     d.mkdir()
     _img(d / "a.png", 16, 16), _img(d / "s.png", 16, 16, 1)
-    args = ["stylize", str(d), str(d / "s.png"), "-o", str(d), "--weights", str(weights), "--quiet"]
+    args = ["stylize", str(d), str(d / "s.png"), "-o", str(d), "--model", str(weights), "--quiet"]
     assert main(args) == 0
     made = sorted(p.name for p in d.iterdir())
     assert made == ["a.png", "a_stylized_s.png", "s.png", "s_stylized_s.png"]
@@ -152,7 +152,7 @@ def test_output_folder_that_is_also_the_input_folder_resumes(tmp_path, weights):
 
 def test_trailing_slash_makes_the_output_a_folder(tmp_path, weights):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
-    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "new") + "/", "--weights", str(weights)]) == 0
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "new") + "/", "--model", str(weights)]) == 0
     assert (tmp_path / "new" / "c_stylized_s.png").exists()
 
 
@@ -160,7 +160,7 @@ def test_trailing_slash_makes_the_output_a_folder(tmp_path, weights):
                                   ["--batch-size", "0"], ["--size", "-1"], ["--size", "4097"], ["--size", "1" + "0" * 400]])
 def test_bad_flags_are_one_line_errors(tmp_path, weights, capsys, flag):
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
-    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(weights)] + flag)
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--model", str(weights)] + flag)
     err = capsys.readouterr().err
     assert code == 1 and flag[0] in err and len(err.strip().splitlines()) == 1
 
@@ -171,13 +171,13 @@ def test_a_strip_is_worked_small_and_a_size_too_large_is_a_clear_error(tmp_path,
     _img(cdir / "strip.png", 20000, 1), _img(cdir / "ok.png", 16, 16, 1)
     s = _img(tmp_path / "s.png", 16, 16, 2)
     # the 20000 x 1 strip is worked at 8192 x 1 (16 rows once padded: 2 x 256² pixels), not 5,120,000 x 256
-    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--weights", str(weights),
+    code = main(["stylize", str(cdir), str(s), "-o", str(tmp_path / "o"), "--model", str(weights),
                  "--size", "256", "--quiet"])
     assert code == 0 and Image.open(tmp_path / "o" / "strip_stylized_s.png").size == (20000, 1)
     capsys.readouterr()
     # 4352 x 4096 is beyond the working-size limit: refused in one line, nothing written
     _img(tmp_path / "c.png", 17, 16)
-    code = main(["stylize", str(tmp_path / "c.png"), str(s), "-o", str(tmp_path / "big.png"), "--weights", str(weights),
+    code = main(["stylize", str(tmp_path / "c.png"), str(s), "-o", str(tmp_path / "big.png"), "--model", str(weights),
                  "--size", "4096"])
     err = capsys.readouterr().err
     assert code == 1 and "c.png" in err and "too large" in err and "--size" in err
@@ -188,7 +188,7 @@ def test_single_pair_output_is_replaced(tmp_path, weights):
     c1, c2 = _img(tmp_path / "c1.png", 20, 12), _img(tmp_path / "c2.png", 12, 20, 1)
     s = _img(tmp_path / "s.png", 16, 16, 2)
     out = tmp_path / "out.png"
-    base = ["--weights", str(weights), "--size", "16", "--quiet"]
+    base = ["--model", str(weights), "--size", "16", "--quiet"]
     assert main(["stylize", str(c1), str(s), "-o", str(out), *base]) == 0
     assert main(["stylize", str(c2), str(s), "-o", str(out), *base]) == 0
     assert Image.open(out).size == (12, 20), "a single pair's output is always written"
@@ -199,7 +199,7 @@ def test_output_names_too_long_fail_only_their_pairs(tmp_path, weights, capsys):
     cdir.mkdir(), odir.mkdir()
     _img(cdir / "a.png", 16, 16), _img(cdir / ("L" * 245 + ".png"), 16, 16, 1)   # its output name: 260 bytes
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--weights", str(weights), "--size", "16"]) == 1
+    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--model", str(weights), "--size", "16"]) == 1
     err = capsys.readouterr().err
     assert "File name too long" in err and "Traceback" not in err
     assert [p.name for p in odir.iterdir()] == ["a_stylized_s.png"]
@@ -210,7 +210,7 @@ def test_output_names_at_the_length_limit_are_written(tmp_path, weights):
     cdir.mkdir()
     _img(cdir / ("L" * 240 + ".png"), 16, 16)     # output name: 255 bytes, the longest allowed; temp names shorter
     s = _img(tmp_path / "s.png", 16, 16, 2)
-    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--weights", str(weights), "--size", "16"]) == 0
+    assert main(["stylize", str(cdir), str(s), "-o", str(odir), "--model", str(weights), "--size", "16"]) == 0
     assert [p.name for p in odir.iterdir()] == ["L" * 240 + "_stylized_s.png"]
 
 
@@ -219,7 +219,7 @@ def test_a_run_that_writes_nothing_leaves_no_new_folder(tmp_path, weights, capsy
     bad.write_text("not an image")
     s = _img(tmp_path / "s.png", 16, 16)
     assert main(["stylize", str(bad), str(s), "-o", str(tmp_path / "new" / "deeper" / "out.png"),
-                 "--weights", str(weights)]) == 1
+                 "--model", str(weights)]) == 1
     assert "bad.png" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
@@ -229,7 +229,7 @@ def test_unwritable_output_place_is_one_line_error_before_stylizing(tmp_path, we
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     (tmp_path / "afile").write_text("x")
     monkeypatch.setattr(mambast.inference.stylizer.Stylizer, "run", lambda *a, **k: pytest.fail("stylized anyway"))
-    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile" / "out.png"), "--weights", str(weights)])
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "afile" / "out.png"), "--model", str(weights)])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "afile: exists and is not a folder" in err
 
@@ -238,7 +238,7 @@ def test_output_that_is_an_input_under_another_name_is_refused(tmp_path, weights
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     (tmp_path / "link.png").hardlink_to(c)   # as PHOTO.png is photo.png on a case-insensitive file system
     before = c.read_bytes()
-    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "link.png"), "--weights", str(weights)]) == 1
+    assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "link.png"), "--model", str(weights)]) == 1
     assert "refusing to write over an input image" in capsys.readouterr().err
     assert c.read_bytes() == before
 
@@ -249,7 +249,7 @@ def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path, weights, ca
     (cdir / "bad\nname\x1b[31m.png").write_bytes(b"not an image")
     _img(cdir / "ok.png", 16, 16)
     code = main(["stylize", str(cdir), str(_img(tmp_path / "s.png", 16, 16, 1)), "-o", str(tmp_path / "o"),
-                 "--weights", str(weights), "--size", "16", "--quiet"])
+                 "--model", str(weights), "--size", "16", "--quiet"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(lines) == 2 and "bad\\nname\\x1b[31m.png: not a recognised image" in lines[0]
     assert lines[1] == "1 stylized, 0 already present, 1 failed"
@@ -258,12 +258,12 @@ def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path, weights, ca
 def test_cpu_out_of_memory_is_a_one_line_error_suggesting_smaller_sizes(tmp_path, weights, capsys, monkeypatch):
     from mambast.inference.stylizer import Stylizer as PairStylizer
 
-    def run(self, jobs):
+    def run(self, jobs, *args, **kwargs):
         torch.empty(1 << 50, dtype=torch.uint8)   # what torch's CPU allocator raises when memory runs out
         yield from ()
     monkeypatch.setattr(PairStylizer, "run", run)
     c = _img(tmp_path / "c.png", 16, 16)
-    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights)])
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--model", str(weights)])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "out of memory after 0 of 1 images" in err and "--batch-size" in err and "--size" in err
@@ -272,11 +272,11 @@ def test_cpu_out_of_memory_is_a_one_line_error_suggesting_smaller_sizes(tmp_path
 def test_a_size_that_cannot_fit_the_memory_available_is_refused(tmp_path, weights, capsys, monkeypatch):
     monkeypatch.setattr("mambast.inference.geometry.available_memory", lambda: 100_000_000)
     c = _img(tmp_path / "c.png", 16, 16)
-    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights), "--size", "512"])
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--model", str(weights), "--size", "512"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "o.png").exists()
     assert "needs about 0.4 GB of memory, 0.1 GB is available: use a smaller --size" in err
-    assert main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+    assert main(["stylize", str(c), str(c), "-o", str(tmp_path / "o.png"), "--model", str(weights),
                  "--size", "64"]) == 0
 
 
@@ -297,3 +297,81 @@ def test_other_errors_of_a_command_keep_their_traceback():
     from mambast.cli import run_command
     with pytest.raises(RuntimeError, match="a bug"):
         run_command(lambda args: (_ for _ in ()).throw(RuntimeError("a bug")), None)
+
+
+# ------------------------------------------------------------------------------------------------ controls
+
+def test_several_styles_are_mixed_for_one_content(tmp_path, weights):
+    from mambast import stylize
+    from mambast.io import load_image
+    c, s1, s2 = (_img(tmp_path / f"{n}.png", w, h, i) for i, (n, w, h) in enumerate([("c", 24, 16), ("s1", 16, 16),
+                                                                                        ("s2", 20, 20)]))
+    base = ["--model", str(weights), "--size", "16", "--seed", "2"]
+    assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "mix.png"), "--weights", "0.7,0.3",
+                 "--strength", "0.8", "--preserve-color", *base]) == 0
+    ref = stylize(load_image(c), [load_image(s1), load_image(s2)], str(weights), weights=[0.7, 0.3], strength=0.8,
+                  preserve_color=True, size=16, seed=2, device="cpu")
+    got = np.asarray(Image.open(tmp_path / "mix.png")).astype(int)
+    assert got.shape == (16, 24, 3) and np.abs(got - np.asarray(ref).astype(int)).max() <= 1
+    # weights 1,0: the first style's output, exactly
+    assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "w10.png"), "--weights", "1,0", *base]) == 0
+    assert main(["stylize", str(c), str(s1), "-o", str(tmp_path / "one.png"), *base]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w10.png")), np.asarray(Image.open(tmp_path / "one.png")))
+
+
+def test_a_content_folder_with_several_styles_and_a_mask(tmp_path, weights):
+    cdir = tmp_path / "c"
+    cdir.mkdir()
+    for i in range(3):
+        _img(cdir / f"c{i}.png", 32, 16, i)
+    s1, s2 = _img(tmp_path / "s1.png", 16, 16, 5), _img(tmp_path / "s2.png", 16, 16, 6)
+    mask = Image.new("L", (64, 32), 0)
+    mask.paste(255, (32, 0, 64, 32))
+    mask.save(tmp_path / "mask.png")
+    out, m = str(tmp_path / "out"), str(tmp_path / "mask.png")
+    assert main(["stylize", str(cdir), str(s1), str(s2), "-o", out, "--mask", m,
+                 "--model", str(weights), "--size", "16", "--quiet", "--batch-size", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"c{i}_stylized_s1+s2.png" for i in range(3)]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--strength", "1.5"], "--strength must be in 0..1"),
+    (["--weights", "0.5,0.3,0.2"], "--weights: 3 given for 2 styles"),
+    (["--weights", "a,b"], "--weights must be a comma list of numbers"),
+    (["--weights=-1,2"], "--weights must be >= 0"),
+    (["--mask", "MASK3"], "--mask has 3 regions (grey levels 0, 128, 255) but 2 styles were given"),
+    (["--mask", "WIDE"], "c.png: mask is 40 x 10, content is 24 x 16: the mask needs the content's aspect ratio"),
+    (["--mask", "MASK3", "--weights", "1,1"], "not both"),
+    (["--mask", "nothing.png"], "nothing.png: no such file"),
+    (["--weights", "MODEL"], "the model is now chosen with --model"),
+    (["--weights", "default"], "the model is now chosen with --model default"),
+])
+def test_bad_controls_are_one_line_errors_before_the_model_loads(tmp_path, weights, capsys, monkeypatch, flags, words):
+    import mambast.inference.api as api
+    monkeypatch.setattr(api, "load_model", lambda *a: pytest.fail("the model was loaded"))
+    c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 8, 8)
+    Image.fromarray(np.repeat(np.array([[0] * 8 + [128] * 8 + [255] * 8], np.uint8), 16, 0)).save(tmp_path / "m3.png")
+    Image.new("L", (40, 10)).save(tmp_path / "wide.png")
+    names = {"MASK3": str(tmp_path / "m3.png"), "WIDE": str(tmp_path / "wide.png"), "MODEL": str(weights),
+             "nothing.png": str(tmp_path / "nothing.png")}
+    flags = [names.get(f, f) for f in flags]
+    code = main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "o.png"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_several_styles_must_be_files(tmp_path, weights, capsys):
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    (tmp_path / "d").mkdir()
+    out = str(tmp_path / "o.png")
+    code = main(["stylize", str(c), str(s), str(tmp_path / "d"), "-o", out, "--model", str(weights)])
+    assert code == 1
+    assert "several styles for one content must be image files" in capsys.readouterr().err
+
+
+def test_weights_still_names_the_model_of_video_and_demo_with_a_warning(capsys):
+    from mambast.cli import build_parser
+    args = build_parser().parse_args(["video", "in.mp4", "s.png", "-o", "out.mp4", "--weights", "my-model/"])
+    assert args.model == "my-model/" and "choose the model with --model" in capsys.readouterr().err
+    assert build_parser().parse_args(["demo"]).model == "default"

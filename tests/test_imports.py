@@ -15,7 +15,7 @@ LAYERS = [
     {"nn"},
     {"loading", "model", "weights"},
     {"inference", "train", "metrics", "networks", "infer", "pipeline", "graphs", "evaluate", "video"},
-    {"cli", "__main__", "train.cli", "train.__main__", "metrics.cli"},
+    {"cli", "web", "__main__", "train.cli", "train.__main__", "metrics.cli"},
 ]
 
 

@@ -38,17 +38,26 @@ def test_shuffle_with_seed_is_deterministic(tiny_model):
     assert (a - plain).abs().max() > 1e-4, "shuffling must change the result"
 
 
-def test_scan_implementations_agree_in_model(tiny_model):
+def test_scan_implementations_agree_in_model(tiny_model, monkeypatch):
+    from mambast import ops
+    from mambast.ops import scan_ref
     c, s = torch.rand(1, 3, 16, 24), torch.rand(1, 3, 16, 24)
+    calls = []
+    ref = scan_ref.selective_scan_2d_ref
+    monkeypatch.setattr(ops, "selective_scan_2d_ref", lambda *a: calls.append(1) or ref(*a))
     outs = {}
     for impl in ("ref", "cpu"):
-        for mod in tiny_model.modules():
-            if hasattr(mod, "scan_impl"):
-                mod.scan_impl = impl
-        with torch.no_grad():
+        with torch.no_grad(), ops.use_impl(impl):
             outs[impl] = tiny_model(c, s, shuffle=False)
+        if impl == "ref":
+            assert calls, "use_impl('ref') must route the layers' scans to the reference"
+            n_ref = len(calls)
+    assert len(calls) == n_ref, "outside use_impl('ref') the reference must not run"
     rel = (outs["cpu"] - outs["ref"]).norm() / outs["ref"].norm()
     assert rel < 1e-5
+    with pytest.raises(ValueError, match="impl must be one of"):
+        with ops.use_impl("fast"):
+            pass
 
 
 def test_training_mode_backward_runs():

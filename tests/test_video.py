@@ -81,7 +81,7 @@ def style(tmp_path_factory) -> Path:
 
 
 def run(model, style, clip, out, **kw):
-    return stylize_video(clip, style, out, model=model, size=32, batch_size=3, progress=False, **kw)
+    return stylize_video(clip, style, out, model=model, **{"size": 32, "batch_size": 3, "progress": False, **kw})
 
 
 def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, style):
@@ -94,6 +94,38 @@ def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, 
     assert out["audio"] == src["audio"] and len(out["audio"]) > 0        # packets copied byte for byte
     assert np.abs(out["images"].astype(int) - src["images"]).mean() > 10  # stylized, not copied
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+    assert summary.config.batch_size == 3 and set(summary.stages) == {"decode", "stylize", "encode"}
+    assert all(0 < t < summary.seconds for t in summary.stages.values())
+
+
+def test_frames_are_what_the_image_path_gives_each_frame(tmp_path, model, style):
+    """The clip path (batches, one style encoding, one permutation draw) against each decoded frame stylized
+    alone as an image, with the same seed (whose permutations every image call draws afresh)."""
+    from mambast.inference import Stylizer
+    from mambast.inference.geometry import to_uint8
+    from mambast.io import load_image, pil_to_tensor
+    clip = make_clip(tmp_path / "in.mp4", n=7, audio=False)
+    run(model, style, clip, tmp_path / "out.mkv", codec="libx264rgb", crf=0, seed=5)   # lossless RGB out
+    got = read(tmp_path / "out.mkv")["images"]
+    image_path = Stylizer(model, size=32, seed=5, batch_size=1, cuda_graphs=False)
+    style_t = pil_to_tensor(load_image(style))
+    for frame, out in zip(read(clip)["images"], got, strict=True):
+        want = to_uint8(image_path.stylize(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, style_t))
+        assert np.abs(out.astype(int) - want[0].permute(1, 2, 0).numpy()).max() <= 1
+
+
+def test_settings_are_stylize_configs(tmp_path, model, style):
+    from mambast.inference import StylizeConfig
+    clip = make_clip(tmp_path / "in.mp4", n=4, audio=False)
+    config = StylizeConfig(size=32, batch_size=2, seed=3, shuffle=False)
+    summary = stylize_video(clip, style, tmp_path / "a.mp4", model=model, config=config, progress=False)
+    assert (summary.config.size, summary.config.batch_size, summary.config.seed) == (32, 2, 3)
+    assert not summary.config.shuffle and summary.config.device == "cpu" and summary.config.dtype == "float32"
+    summary = stylize_video(clip, style, tmp_path / "b.mp4", model=model, config=config, batch_size=4, progress=False)
+    assert summary.config.batch_size == 4 and summary.config.seed == 3    # a keyword overrides the config
+    with pytest.raises(TypeError, match="crop"):
+        stylize_video(clip, style, tmp_path / "c.mp4", model=model, crop=3)
+    assert not (tmp_path / "c.mp4").exists()
 
 
 def test_irregular_timestamps_and_an_odd_size_are_kept(tmp_path, model, style):
@@ -119,6 +151,12 @@ def test_codec_and_container_are_selectable(tmp_path, model, style):
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert c.streams.video[0].codec_context.name == "mpeg4"
         assert len(list(c.decode(video=0))) == 5
+    sizes = {}
+    for preset in ("ultrafast", "veryslow"):
+        run(model, style, clip, tmp_path / f"{preset}.mp4", preset=preset)
+        sizes[preset] = (tmp_path / f"{preset}.mp4").stat().st_size
+        assert len(read(tmp_path / f"{preset}.mp4")["images"]) == 5
+    assert sizes["ultrafast"] > sizes["veryslow"]     # the preset reached the encoder
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.5])
@@ -141,6 +179,36 @@ def test_same_seed_same_output_and_smoothing_reduces_change(tmp_path, model, sty
     assert flicker(src, outs["smooth"]) < flicker(src, outs["a"])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": True, "cuda_graphs": False}],
+                         ids=["cuda_graphs", "compile"])
+def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model, style, fast, monkeypatch):
+    """On CUDA with CUDA graphs (captured while the decoding and encoding threads use CUDA) or torch.compile: frame
+    count, size and audio kept, the frames those of the eager path (float32, lossless out), a still clip's
+    frames identical in the default bfloat16."""
+    import copy
+
+    from mambast.inference import graphs
+    captures = []
+    capture = graphs.GraphCache._capture
+    monkeypatch.setattr(graphs.GraphCache, "_capture", lambda self, t: captures.append(1) or capture(self, t))
+    gpu_model = copy.deepcopy(model).cuda()
+    clip = make_clip(tmp_path / "in.mp4")
+    lossless = {"codec": "libx264rgb", "crf": 0, "dtype": "float32"}
+    summary = run(gpu_model, style, clip, tmp_path / "fast.mkv", **lossless, **fast)
+    assert summary.config.device.startswith("cuda") and summary.config.compile == fast.get("compile", False)
+    run(gpu_model, style, clip, tmp_path / "eager.mkv", **lossless, cuda_graphs=False)
+    src, got, want = read(clip), read(tmp_path / "fast.mkv"), read(tmp_path / "eager.mkv")
+    assert len(got["images"]) == N and (got["width"], got["height"]) == (W, H) and got["audio"] == src["audio"]
+    assert np.abs(got["images"].astype(int) - want["images"]).max() <= 1
+    assert bool(captures) == bool(fast.get("cuda_graphs"))   # 6 batches of one shape: captured, then replayed
+    still = make_clip(tmp_path / "still.mp4", still=True, audio=False)
+    run(gpu_model, style, still, tmp_path / "still_out.mp4", crf=0, **fast)
+    images = read(tmp_path / "still_out.mp4")["images"]
+    assert len(images) == N and all(np.array_equal(images[0], im) for im in images)
+
+
 def test_flicker_is_the_ratio_of_frame_to_frame_changes():
     x = np.zeros((3, 2, 2))
     x[1], x[2] = 1, 2
@@ -161,6 +229,21 @@ def _cut(tmp, ext):
     return tmp / f"bad.{ext}"
 
 
+def _resized(tmp):
+    """Raw H.264 whose frames change size after three (two streams back to back)."""
+    for name, (w, h) in (("a", (64, 48)), ("b", (32, 32))):
+        with av.open(str(tmp / f"{name}.h264"), "w", format="h264") as out:
+            v = out.add_stream("libx264", rate=FPS)
+            v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+            for i in range(3):
+                out.mux(v.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), format="rgb24")))
+            out.mux(v.encode(None))
+    (tmp / "bad.h264").write_bytes((tmp / "a.h264").read_bytes() + (tmp / "b.h264").read_bytes())
+    for name in ("a", "b"):
+        (tmp / f"{name}.h264").unlink()
+    return tmp / "bad.h264"
+
+
 BAD = {
     "not a video": (_junk, {}, "not a readable video"),
     "truncated mp4": (lambda t: _cut(t, "mp4"), {}, "not a readable video"),
@@ -169,6 +252,12 @@ BAD = {
     "zero-length": (lambda t: make_clip(t / "bad.mkv", n=0), {}, "no frames"),
     "empty file": (lambda t: (t / "bad.mp4").write_bytes(b"") or t / "bad.mp4", {}, "empty file"),
     "missing": (lambda t: t / "bad.mp4", {}, "no such file"),
+    "frames change size": (_resized, {}, "frame 4 is 32x32, the first 64x48"),
+    "compile on the CPU": (lambda t: make_clip(t / "bad.mp4", n=3), {"compile": True}, "compile is for CUDA"),
+    "batch size 0": (lambda t: make_clip(t / "bad.mp4", n=3), {"batch_size": 0}, "batch_size must be"),
+    "preset of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "preset": "fast"},
+                                  "no preset"),
+    "unknown preset": (lambda t: make_clip(t / "bad.mp4", n=3), {"preset": "warp"}, "preset must be one of"),
     "unknown codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "h265-turbo"}, "not a video encoder"),
     "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "not a video one"),
     "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
@@ -205,14 +294,14 @@ def test_interrupt_leaves_no_output(tmp_path, model, style, monkeypatch):
     import mambast.video as video
     clip = make_clip(tmp_path / "in.mp4")
     calls = []
-    real = video._Stylizer.__call__
+    real = video._ClipStylizer.__call__
 
     def interrupted(self, frames):
         calls.append(len(frames))
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(self, frames)
-    monkeypatch.setattr(video._Stylizer, "__call__", interrupted)
+    monkeypatch.setattr(video._ClipStylizer, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(model, style, clip, tmp_path / "out.mp4")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
@@ -227,8 +316,8 @@ sys.path.insert(0, sys.argv[4])
 from conftest import randomize, tiny_config
 import mambast.video as video
 from mambast.model import MambaST
-real = video._Stylizer.__call__
-video._Stylizer.__call__ = lambda self, frames: (time.sleep(1.0), real(self, frames))[1]   # time to interrupt
+real = video._ClipStylizer.__call__
+video._ClipStylizer.__call__ = lambda self, frames: (time.sleep(1.0), real(self, frames))[1]   # time to interrupt
 torch.manual_seed(0)
 video.stylize_video(sys.argv[1], sys.argv[2], sys.argv[3], model=randomize(MambaST(tiny_config())), size=32,
                     batch_size=1, progress=False)
@@ -267,7 +356,7 @@ def test_the_video_command_writes_the_clip(tmp_path, model, style):
     clip = make_clip(tmp_path / "in.mp4")
     model.save_pretrained(tmp_path / "tiny")
     out = tmp_path / "out.mp4"
-    assert main(["video", str(clip), str(style), "-o", str(out), "--weights", str(tmp_path / "tiny"),
+    assert main(["video", str(clip), str(style), "-o", str(out), "--model", str(tmp_path / "tiny"),
                  "--size", "32", "--batch-size", "2", "--quiet"]) == 0
     got, want = read(out), read(clip)
     assert len(got["images"]) == len(want["images"]) and (got["width"], got["height"]) == (want["width"], want["height"])

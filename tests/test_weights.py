@@ -155,7 +155,7 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny
         MambaST.from_pretrained(tmp_path / "m")
     c = tmp_path / "c.png"
     Image.new("RGB", (16, 16), (200, 10, 10)).save(c)
-    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "out.png"), "--weights", str(tmp_path / "m")])
+    code = main(["stylize", str(c), str(c), "-o", str(tmp_path / "out.png"), "--model", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code == 1 and "decoder.norm.weight" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out.png").exists()

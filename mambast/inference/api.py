@@ -5,6 +5,7 @@ Settings are `StylizeConfig`'s; the work is `Stylizer.stylize`. This module only
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 
 from ..io import load_image, pil_to_tensor, tensor_to_pil
 from .config import StylizeConfig, torch_dtype
+from .controls import check_controls
 from .precision import cast_autocast_weights
 from .stylizer import Stylizer
 
@@ -43,7 +45,8 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
-def _as_tensor(img) -> torch.Tensor:
+def image_tensor(img) -> torch.Tensor:
+    """A PIL image, a path or a tensor ([3, H, W] or [1, 3, H, W] in [0, 1]) as a [1, 3, H, W] tensor."""
     if isinstance(img, torch.Tensor):
         return img if img.dim() == 4 else img[None]
     if isinstance(img, (str, Path)):
@@ -51,27 +54,54 @@ def _as_tensor(img) -> torch.Tensor:
     return pil_to_tensor(img)
 
 
-def stylize(content, style, model=None, *, config: StylizeConfig | None = None, output_type: str = "pil",
-            **settings):
-    """Stylize one content image with one style image.
+def merged_config(config: StylizeConfig | None, settings: dict, caller: str) -> StylizeConfig:
+    """`config` (default StylizeConfig()) with `settings` (StylizeConfig field names) overriding it; TypeError
+    naming `caller` for a setting that is not a field."""
+    unknown = sorted(set(settings) - set(vars(StylizeConfig())))
+    if unknown:
+        raise TypeError(f"{caller}() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
+    return StylizeConfig(**{**vars(config or StylizeConfig()), **settings})
 
-    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]). model: a MambaST, a
-    weights path, or None for the bundled default model (paths and the default are loaded once per device and
-    dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed, shuffle, dtype, device,
-    compile, cuda_graphs), overriding it. Returns a PIL image (or a [1, 3, H, W] tensor in [0, 1] with
-    output_type="pt") of the content's pixel size.
+
+def resolved_for(model, config: StylizeConfig) -> StylizeConfig:
+    """`config.resolved()` for `model`: on the model's device if it is a MambaST (a weights path or None: as the
+    config says). ValueError as `resolved`'s."""
+    if isinstance(model, torch.nn.Module):
+        config = dataclasses.replace(config, device=str(next(model.parameters()).device))
+    return config.resolved()
+
+
+def model_and_config(model, config: StylizeConfig):
+    """(model, `resolved_for(model, config)`): a MambaST as given, or the model of a weights path or None (the
+    bundled one), loaded once per device and dtype and kept (`cached_model`)."""
+    config = resolved_for(model, config)
+    if isinstance(model, torch.nn.Module):
+        return model, config
+    return cached_model(model or "default", config), config
+
+
+def stylize(content, style, model=None, *, config: StylizeConfig | None = None, output_type: str = "pil",
+            weights=None, mask=None, **settings):
+    """Stylize one content image with one style image, or with several styles mixed or placed by a mask.
+
+    content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]); style may be a list of them.
+    model: a MambaST, a weights path, or None for the bundled default model (paths and the default are loaded
+    once per device and dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed,
+    strength, preserve_color, shuffle, dtype, device, compile, cuda_graphs), overriding it. weights: one number
+    per style, scaled to sum 1 (default: equal). mask: an image (PIL, path or tensor) of the content's aspect
+    ratio whose grey levels, darkest first, select the styles in order. Returns a PIL image (or a [1, 3, H, W]
+    tensor in [0, 1] with output_type="pt") of the content's pixel size. ValueError for bad settings or controls,
+    raised before the model is loaded.
     """
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}; got {output_type!r}")
-    unknown = sorted(set(settings) - set(vars(StylizeConfig())))
-    if unknown:
-        raise TypeError(f"stylize() got unknown settings {', '.join(unknown)}; accepted: StylizeConfig's fields")
-    config = StylizeConfig(**{**vars(config or StylizeConfig()), **settings})
-    if isinstance(model, torch.nn.Module):
-        config.device = str(next(model.parameters()).device)
-        config = config.resolved()
-    else:
-        config = config.resolved()
-        model = cached_model(model or "default", config)
-    y = Stylizer.from_config(model, config).stylize(_as_tensor(content), _as_tensor(style))
+    config = merged_config(config, settings, "stylize").check()
+    styles = [image_tensor(s) for s in style] if isinstance(style, (list, tuple)) else [image_tensor(style)]
+    content = image_tensor(content)
+    weights, region = check_controls(len(styles), weights, mask)      # bad controls: before the model loads
+    if region is not None:
+        region.check_fits(content.shape[-1], content.shape[-2])
+    model, config = model_and_config(model, config)
+    y = Stylizer.from_config(model, config).stylize(content, styles if len(styles) > 1 else styles[0],
+                                                    weights=weights, mask=region)
     return tensor_to_pil(y) if output_type == "pil" else y

@@ -50,6 +50,11 @@ class StylizeConfig:
     seed: int | None = field(default=None, metadata={
         "type": int, "help": "seed of the style-token shuffle (reproducible runs)"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the style tokens before each cross block"})
+    strength: float = field(default=1.0, metadata={
+        "type": float, "help": "0..1: how much style; 0 gives the model's reconstruction of the content, 1 the full "
+                               "stylization (default 1)"})
+    preserve_color: bool = field(default=False, metadata={
+        "help": "keep the content's colours: the stylized luminance with the content's chroma"})
     dtype: str | None = field(default=None, metadata={
         "choices": DTYPES, "help": f"compute precision (autocast; the scan state stays float32); "
                                    f"default {CUDA_DTYPE} on CUDA, {CPU_DTYPE} on CPU"})
@@ -76,6 +81,7 @@ class StylizeConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.seed is not None and not -2 ** 63 <= self.seed < 2 ** 64:
             raise ValueError(f"seed must fit in 64 bits; got {self.seed}")
+        check_strength(self.strength)
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
@@ -106,6 +112,18 @@ class StylizeConfig:
     def torch_dtype(self):
         """The autocast dtype of `dtype` (None for float32: no autocast); dtype must be resolved or given."""
         return torch_dtype(self.dtype)
+
+
+def check_strength(strength) -> float:
+    """strength as a float in [0, 1]; ValueError otherwise (NaN and non-numbers included)."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(strength, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"strength must be in 0..1 (0: the content's reconstruction, 1: full stylization); "
+                         f"got {strength!r}")
+    return value
 
 
 def torch_dtype(name: str | None):

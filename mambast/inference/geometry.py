@@ -140,3 +140,8 @@ def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, in
         y = F.interpolate(y, size=tuple(orig), mode="bicubic", align_corners=False,
                           antialias=orig[0] < h).clamp(0, 1)
     return y
+
+
+def to_uint8(y: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] (as `finish_output` gives them) -> uint8, rounded to the nearest level."""
+    return y.mul(255.0).add_(0.5).to(torch.uint8)

@@ -108,7 +108,10 @@ class GraphCache:
                 for _ in range(self.warmup):
                     self.fn(*static)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool, stream=_capture_stream(device)):
+            # thread_local: other threads may go on using CUDA while this one captures (video decoding into
+            # page-locked memory, encoding waiting on events); the default mode fails their calls meanwhile
+            with torch.cuda.graph(graph, pool=self.pool, stream=_capture_stream(device),
+                                  capture_error_mode="thread_local"):
                 out = self.fn(*static)
         _one_tensor(out)
         self.captures += 1

@@ -21,19 +21,27 @@ NAME_MAX = 255   # longest file name: 255 bytes on ext4, XFS, APFS; 255 UTF-16 u
 
 @dataclass(frozen=True)
 class Job:
-    """One pair to stylize and where to write the result (paths or strings)."""
+    """One content to stylize, its style (and `more_styles` mixed with it, or placed by a region mask: see
+    `Stylizer.run`), and where to write the result (paths or strings)."""
     content: Path
     style: Path
     output: Path
+    more_styles: tuple[Path, ...] = ()
 
     def __post_init__(self):
         for name in ("content", "style", "output"):
             object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "more_styles", tuple(Path(p) for p in self.more_styles))
+
+    @property
+    def styles(self) -> tuple[Path, ...]:
+        return (self.style, *self.more_styles)
 
 
 def output_name(content, style, suffix: str = OUTPUT_SUFFIX) -> str:
-    """The file name of a pair's result: <content>_stylized_<style>.png."""
-    return f"{Path(content).stem}_stylized_{Path(style).stem}{suffix}"
+    """The file name of a result: <content>_stylized_<style>.png; style: a path, or several joined by '+'."""
+    styles = [style] if isinstance(style, (str, Path)) else list(style)
+    return f"{Path(content).stem}_stylized_{'+'.join(Path(s).stem for s in styles)}{suffix}"
 
 
 def without_outputs(images: list[Path], made: set[Path]) -> list[Path]:
@@ -62,38 +70,49 @@ def plan_jobs(content, style, output, overwrite: bool = False) -> JobPlan:
     With a folder among them (or OUTPUT an existing folder, or ending in a slash) every content is paired with
     every style into OUTPUT/<content>_stylized_<style>.png; outputs already there are kept unless overwrite
     (matched by name only); earlier outputs found in an input folder are not inputs. Otherwise OUTPUT is the one
-    pair's file, always written. JobError for missing inputs, an output over an input, or a bad OUTPUT."""
+    pair's file, always written. STYLE may also be a list of style files, all of them for each content (mixed,
+    or placed by a region mask), named <content>_stylized_<style1>+<style2>.png in a folder. JobError for missing
+    inputs, an output over an input, or a bad OUTPUT."""
+    styles = [Path(style)] if isinstance(style, (str, Path)) else [Path(s) for s in style]
     try:
-        return _plan(Path(content), Path(style), str(output), overwrite)
+        return _plan(Path(content), styles, str(output), overwrite)
     except OSError as e:   # a path the system refuses to look at (a name too long, no permission, ...)
         raise JobError(f"{e.filename or output}: {e.strerror or e}") from None
 
 
-def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPlan:
+def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool) -> JobPlan:
     from ..io import list_images
     output = Path(output_arg)
-    for name, p in (("content", content), ("style", style)):
+    if not style:
+        raise JobError("no style given")
+    for name, p in [("content", content)] + [("style", s) for s in style]:
         if not p.exists():
             raise JobError(f"{p}: no such file or folder ({name})")
+        if len(style) > 1 and name == "style" and p.is_dir():
+            raise JobError(f"{p}: is a folder; several styles for one content must be image files")
+    style_dir = len(style) == 1 and style[0].is_dir()
     contents = list_images(content) if content.is_dir() else [content]
-    styles = list_images(style) if style.is_dir() else [style]
-    to_folder = content.is_dir() or style.is_dir() or output.is_dir() or output_arg.endswith(("/", "\\"))
+    # the styles of each output: one per style file of a folder, or all the styles given for each content
+    groups = [(s,) for s in list_images(style[0])] if style_dir else [tuple(style)]
+    to_folder = content.is_dir() or style_dir or output.is_dir() or output_arg.endswith(("/", "\\"))
     if to_folder:
         if output.exists() and not output.is_dir():
             raise JobError(f"{output}: exists and is not a folder")
-        made = {(output / output_name(c, s)).resolve() for c in contents for s in styles}
+        made = {(output / output_name(c, g)).resolve() for c in contents for g in groups}
         contents = without_outputs(contents, made) if content.is_dir() else contents
-        styles = without_outputs(styles, made) if style.is_dir() else styles
+        if style_dir:
+            groups = [(s,) for s in without_outputs([g[0] for g in groups], made)]
     if not contents:
         raise JobError(f"{content}: folder has no images")
-    if not styles:
-        raise JobError(f"{style}: folder has no images")
+    if not groups:
+        raise JobError(f"{style[0]}: folder has no images")
     if to_folder:
-        jobs = [Job(c, s, output / output_name(c, s)) for c in contents for s in styles]
+        jobs = [Job(c, g[0], output / output_name(c, g), g[1:]) for c in contents for g in groups]
     else:
         if output.suffix.lower() not in IMAGE_OUTPUT_SUFFIXES:
             raise JobError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
-        jobs = [Job(contents[0], styles[0], output)]
+        jobs = [Job(contents[0], groups[0][0], output, groups[0][1:])]
+    styles = [s for g in groups for s in g]
     input_ids = {_file_id(p) for p in contents + styles} - {None}
     for job in jobs:   # by file identity: also a symlink, a hard link, another case on some file systems
         if _file_id(job.output) in input_ids:
@@ -104,7 +123,7 @@ def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPl
         by_output.setdefault(job.output, []).append(job)
     for out, same in by_output.items():
         if len(same) > 1:
-            plan.refused.append((clash_message(out, [(j.content, j.style) for j in same]), len(same)))
+            plan.refused.append((clash_message(out, [(j.content, j.styles) for j in same]), len(same)))
     for out, same in by_output.items():
         if len(same) > 1:
             continue
@@ -121,9 +140,13 @@ def _plan(content: Path, style: Path, output_arg: str, overwrite: bool) -> JobPl
 
 
 def clash_message(output, pairs) -> str:
-    """Why pairs (content, style) that would all be written to `output` are skipped, in one line."""
-    names = " and ".join(f"{Path(c).name} + {Path(s).name}" for c, s in pairs)
+    """Why pairs (content, style or styles) that would all be written to `output` are skipped, in one line."""
+    names = " and ".join(f"{Path(c).name} + {' + '.join(Path(x).name for x in _as_list(s))}" for c, s in pairs)
     return f"{Path(output).name}: {names} would all be written there: skipped (rename one of the inputs)"
+
+
+def _as_list(paths) -> list:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
 def unwritable_message(output, reason: str) -> str:

@@ -69,7 +69,7 @@ class StylizeActor:
     at a time (progress while a long call runs), with an `error` column ("" when written); an image that fails
     is recorded there and never stops the batch."""
 
-    def __init__(self, weights: str, config: dict, readers: int | None, threads: int):
+    def __init__(self, model: str, config: dict, readers: int | None, threads: int):
         import torch
 
         from ..runtime import keep_freed_memory
@@ -79,7 +79,7 @@ class StylizeActor:
         config = StylizeConfig(**config).resolved()   # the device here: cuda if Ray gave this actor a GPU
         if config.device == "cpu":
             torch.set_num_threads(threads)   # the CPUs Ray reserved for this actor, not the node's
-        self.stylizer = Stylizer.from_config(load_model(weights, config), config, workers=readers)
+        self.stylizer = Stylizer.from_config(load_model(model, config), config, workers=readers)
         self.every = config.batch_size
 
     def __call__(self, batch: dict):
@@ -195,7 +195,7 @@ def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
-def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig | None = None, *,
+def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | None = None, *,
                     address: str | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
                     cpus_per_actor: float | None = None, readers: int | None = None, num_cpus: int | None = None,
                     progress: bool = True) -> DatasetSummary:
@@ -224,7 +224,7 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
         rows_per_call = max(1, min(ROWS_PER_CALL * batch, math.ceil(len(plan) / (2 * pool.actors))))
         ds = _dataset(ray, plan, pool.actors).map_batches(
             StylizeActor, batch_size=rows_per_call, batch_format="numpy",
-            fn_constructor_kwargs=dict(weights=_absolute(weights), config=dataclasses.asdict(config), readers=readers,
+            fn_constructor_kwargs=dict(model=_absolute(model), config=dataclasses.asdict(config), readers=readers,
                                        threads=max(1, int(pool.cpus))),
             compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
         try:
@@ -242,9 +242,9 @@ def stylize_dataset(plan: DatasetPlan, weights="default", config: StylizeConfig 
                           pool.gpus, pool.cpus)
 
 
-def _absolute(weights) -> str:
-    """Weights as the actors must name them: "default", or an absolute path (an actor's working folder is its own)."""
-    return "default" if str(weights) == "default" else os.path.abspath(weights)
+def _absolute(model) -> str:
+    """A model as the actors must name it: "default", or an absolute path (an actor's working folder is its own)."""
+    return "default" if str(model) == "default" else os.path.abspath(model)
 
 
 def _cause(e: BaseException) -> str:

@@ -8,6 +8,9 @@ each with its PyTorch definition (`*_ref`, in `conv_ref.py`) beside it: `dwconv_
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 
 from .conv_ref import conv3x3_reflect_ref, dwconv_silu_ref
@@ -15,9 +18,29 @@ from .scan_ref import cross_merge, cross_scan, scan_orders, selective_scan_2d_re
 
 __all__ = ["selective_scan_2d", "selective_scan_2d_proj", "selective_scan_2d_ref", "selective_scan_ref", "cross_scan",
            "cross_merge", "scan_orders", "dwconv_silu", "dwconv_silu_ref", "conv3x3_reflect", "conv3x3_reflect_ref",
-           "IMPLEMENTATIONS"]
+           "IMPLEMENTATIONS", "use_impl"]
 
 IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
+_CHOSEN = contextvars.ContextVar("mambast_scan_impl", default="auto")
+
+
+@contextlib.contextmanager
+def use_impl(impl: str):
+    """Within the block, every scan called with impl="auto" (as the layers call it) runs `impl` instead: one switch
+    to compare a fast path with the reference in a whole model, or to debug a kernel. Nests; thread-local."""
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    token = _CHOSEN.set(impl)
+    try:
+        yield
+    finally:
+        _CHOSEN.reset(token)
+
+
+def _resolve(impl: str) -> str:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    return _CHOSEN.get() if impl == "auto" else impl
 
 
 def _needs_grad(*ts) -> bool:
@@ -29,10 +52,9 @@ def selective_scan_2d(u, delta, A, B, C, D, delta_bias, H: int, W: int, impl: st
     """Four-direction selective scan (see `selective_scan_2d_ref` for shapes and meaning).
 
     impl: "auto" picks the fused Triton kernel on CUDA and the fused CPU kernel on the CPU (whose backward, when
-    gradients are needed, goes through the reference); "ref", "cpu", "triton" force one.
+    gradients are needed, goes through the reference), unless `use_impl` chose one; "ref", "cpu", "triton" force one.
     """
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    impl = _resolve(impl)
     if impl == "auto":
         impl = "triton" if u.is_cuda else "cpu"
     if impl == "triton":
@@ -54,8 +76,7 @@ def selective_scan_2d_proj(u, dt_low, dt_weight, A, B, C, D, delta_bias, H: int,
     and the scan applies the softplus (for float32 the kernel's IEEE products are slow: 1.2 ms at 512² batch 16
     on an H200, timed on bf16 data sent through them, against 0.21 ms for the 16-bit products).
     """
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
+    impl = _resolve(impl)
     use_triton = impl == "triton" or (impl == "auto" and u.is_cuda)
     if use_triton and dt_low.dtype != torch.float32 and not _needs_grad(u, dt_low, dt_weight, A, B, C, D, delta_bias):
         from .triton_delta import delta_softplus_triton

@@ -157,7 +157,7 @@ def _require(ok: bool, what: str) -> None:
 def _check_fields(ckpt: dict) -> None:
     """ValueError naming the first field a resume could not use."""
     from ..config import MambaSTConfig
-    from ..weights import build_checked
+    from ..weights import check_against_config
 
     missing = [k for k in ("step", "model", "optimizer", "rng", "data", "model_config", "world_size") if k not in ckpt]
     if missing:
@@ -166,8 +166,8 @@ def _check_fields(ckpt: dict) -> None:
     _check_field("world_size", _require, _integer(ckpt["world_size"], 1), "must be an integer >= 1")
     config = _check_field("model_config", MambaSTConfig.from_dict, ckpt["model_config"])
     _check_field("model", _require, isinstance(ckpt["model"], dict), "must be a state dict")
-    model = _check_field("model", build_checked, ckpt["model"], config, "field model")
-    _check_field("optimizer", _check_optimizer, ckpt["optimizer"], [p.shape for p in model.parameters()])
+    shapes = _check_field("model", check_against_config, ckpt["model"], config, "field model")
+    _check_field("optimizer", _check_optimizer, ckpt["optimizer"], shapes)
     rng = ckpt["rng"]
     _check_field("rng", _require, isinstance(rng, list) and len(rng) > 0, "must be a list of RNG states")
     for i, state in enumerate(rng):

@@ -210,7 +210,7 @@ def test_ray_run_killed_midway_resumes_to_every_output_once(tree, tmp_path, tiny
     out = tmp_path / "out"
     # size 512 makes each pair take about 0.1 s on one thread: the kill lands with most pairs left to do
     cmd = [sys.executable, "-m", "mambast", "stylize-dataset", str(tree[0]), str(tree[1]), "-o", str(out),
-           "--weights", str(tmp_path / "model"), "--size", "512", "--seed", "0", "--device", "cpu", "--num-cpus", "2",
+           "--model", str(tmp_path / "model"), "--size", "512", "--seed", "0", "--device", "cpu", "--num-cpus", "2",
            "--actors", "1", "--cpus-per-actor", "1", "--readers", "2", "--quiet"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,

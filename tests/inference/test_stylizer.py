@@ -92,7 +92,7 @@ def test_byte_lru_evicts_least_recently_used():
 def test_cli_batch_size_must_be_positive(tmp_path, tiny_model, capsys):
     tiny_model.save_pretrained(tmp_path / "w")
     c, s = _img(tmp_path / "c.png", 16, 16, 0), _img(tmp_path / "s.png", 16, 16, 1)
-    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "w"),
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "w"),
                  "--batch-size", "0"])
     err = capsys.readouterr().err
     assert code == 1 and "--batch-size" in err and len(err.strip().splitlines()) == 1
@@ -101,7 +101,7 @@ def test_cli_batch_size_must_be_positive(tmp_path, tiny_model, capsys):
 def test_cli_compile_is_refused_on_the_cpu(tmp_path, tiny_model, capsys):
     tiny_model.save_pretrained(tmp_path / "w")
     c, s = _img(tmp_path / "c.png", 16, 16, 0), _img(tmp_path / "s.png", 16, 16, 1)
-    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--weights", str(tmp_path / "w"),
+    code = main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "w"),
                  "--device", "cpu", "--compile"])
     err = capsys.readouterr().err
     assert code == 1 and "--compile" in err and len(err.strip().splitlines()) == 1
