@@ -58,9 +58,10 @@ class DatasetSummary:
 
     @property
     def running_images_per_s(self) -> float | None:
-        """Pairs per second once results come (the start-up left out); None before a second result."""
+        """Pairs per second once results come (the start-up left out); None when the rest came within a second
+        of the first result (too short to time)."""
         span = self.seconds - self.first_result_seconds
-        return self.pairs_after_first / span if self.pairs_after_first and span > 0 else None
+        return self.pairs_after_first / span if self.pairs_after_first and span >= 1.0 else None
 
 
 class StylizeActor:
