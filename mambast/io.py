@@ -30,7 +30,7 @@ def _to_rgb(img):
         if img.mode == "F" and a.max(initial=0) <= 1.0:
             hi = 1.0
         a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB")
+        return Image.fromarray(a).convert("RGB")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -121,7 +121,7 @@ def tensor_to_pil(x: torch.Tensor):
             raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
         x = x[0]
     a = (x.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(a, "RGB")
+    return Image.fromarray(a)   # uint8 H x W x 3: RGB (the mode argument is deprecated)
 
 
 def save_image(img, path) -> None:

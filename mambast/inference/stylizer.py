@@ -418,7 +418,7 @@ class Stylizer:
     @staticmethod
     def _write(img: torch.Tensor, path: Path) -> None:
         from PIL import Image
-        save_image(Image.fromarray(img.permute(1, 2, 0).numpy(), "RGB"), path)
+        save_image(Image.fromarray(img.permute(1, 2, 0).numpy()), path)
 
     def run(self, jobs: Iterable[Job], weights=None, mask=None) -> Iterator[tuple[Job, ImageError | None]]:
         """Stylize every job; yields, in input order, (job, None) once its output is written, or (job, error)

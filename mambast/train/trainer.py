@@ -243,7 +243,7 @@ class Trainer:
         model.train(was_training)
         rows = torch.cat([c, s, out.float(), icc.float()], dim=3)                          # [n, 3, h, 4w]
         grid = torch.cat(list(rows), dim=1).clamp(0, 1)                                    # [3, n*h, 4w]
-        img = Image.fromarray((grid * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy(), "RGB")
+        img = Image.fromarray((grid * 255 + 0.5).byte().permute(1, 2, 0).cpu().numpy())
         path = self.out / "samples" / f"step_{self.step:08d}.png"
         save_image(img, path)
         save_image(img, self.out / "samples" / "latest.png")
