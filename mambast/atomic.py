@@ -43,6 +43,10 @@ def atomic_write(path, write: Callable[[str], object], suffix: str = ".part") ->
     return path
 
 
+_TEMP_NAME_CHARS = 8                                       # tempfile's random part: 8 characters
+_TEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")   # ... drawn from these
+
+
 def _temp_prefix(path: Path) -> str:
     return f".{path.stem[:40]}."
 
@@ -52,8 +56,9 @@ def is_temp_of(name: str, path, suffix: str) -> bool:
     make: one a killed process (SIGKILL, power loss) left behind, which a rerun may remove."""
     prefix = _temp_prefix(Path(path))
     middle = name[len(prefix):len(name) - len(suffix)]
-    return (name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
-            and all(c.isalnum() or c == "_" for c in middle))
+    # exactly what mkstemp puts between prefix and suffix: 8 of [a-z0-9_] (a user's ".x.notes.png" is not one)
+    return (name.startswith(prefix) and name.endswith(suffix) and len(middle) == _TEMP_NAME_CHARS
+            and all(c in _TEMP_CHARS for c in middle))
 
 
 def save_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> Path:

@@ -134,3 +134,16 @@ def test_patch_embedding_is_its_conv():
     pe.proj.register_forward_hook(lambda *a: seen.append(1))                  # a hooked conv is called as it is
     pe(x16)
     assert seen == [1]
+
+
+def test_scan_dispatch_compiles_without_a_graph_break_and_follows_use_impl():
+    from mambast import ops
+
+    def f(x):
+        return x * 2 if ops._resolve("auto") == "auto" else x - 1
+
+    assert torch._dynamo.explain(f)(torch.ones(2)).graph_break_count == 0
+    g = torch.compile(f, backend="eager", fullgraph=True)
+    assert g(torch.ones(2)).tolist() == [2.0, 2.0]
+    with ops.use_impl("ref"):
+        assert g(torch.ones(2)).tolist() == [0.0, 0.0]

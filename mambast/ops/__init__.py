@@ -9,7 +9,6 @@ each with its PyTorch definition (`*_ref`, in `conv_ref.py`) beside it: `dwconv_
 from __future__ import annotations
 
 import contextlib
-import contextvars
 
 import torch
 
@@ -21,26 +20,28 @@ __all__ = ["selective_scan_2d", "selective_scan_2d_proj", "selective_scan_2d_ref
            "IMPLEMENTATIONS", "use_impl"]
 
 IMPLEMENTATIONS = ("auto", "ref", "cpu", "triton")
-_CHOSEN = contextvars.ContextVar("mambast_scan_impl", default="auto")
+_chosen = "auto"   # set by use_impl: a plain global, which torch.compile traces (and guards on) without a graph break
 
 
 @contextlib.contextmanager
 def use_impl(impl: str):
     """Within the block, every scan called with impl="auto" (as the layers call it) runs `impl` instead: one switch
-    to compare a fast path with the reference in a whole model, or to debug a kernel. Nests; thread-local."""
+    to compare a fast path with the reference in a whole model, or to debug a kernel. Nests; process-wide (every
+    thread sees it); torch.compile guards on it, so compiled code follows it too."""
+    global _chosen
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
-    token = _CHOSEN.set(impl)
+    before, _chosen = _chosen, impl
     try:
         yield
     finally:
-        _CHOSEN.reset(token)
+        _chosen = before
 
 
 def _resolve(impl: str) -> str:
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}; got {impl!r}")
-    return _CHOSEN.get() if impl == "auto" else impl
+    return _chosen if impl == "auto" else impl
 
 
 def _needs_grad(*ts) -> bool:

@@ -66,8 +66,10 @@ def test_present_outputs_are_kept_and_a_killed_writes_temp_files_removed(tree, t
     leftover.write_bytes(b"half")
     other = out / "a" / ".keep"
     other.write_bytes(b"not ours")
+    notes = out / "a" / ".c0_stylized_s1.notes.png"            # a user's hidden file named like an output
+    notes.write_bytes(b"not ours either")
     plan = plan_dataset(tree[0], out, tree[1])
-    assert plan.present == 1 and len(plan) == 11 and not leftover.exists() and other.exists()
+    assert plan.present == 1 and len(plan) == 11 and not leftover.exists() and other.exists() and notes.exists()
     assert len(plan_dataset(tree[0], out, tree[1], overwrite=True)) == 12
 
 
