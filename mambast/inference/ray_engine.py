@@ -99,6 +99,7 @@ class StylizeActor:
         """(job, "" or its one-line error) for each job; an error of the whole batch (out of memory, say)
         retries the jobs not done one at a time, so that only the pairs that fail alone are recorded."""
         done = 0
+        start = time.time()
         try:
             for job, error in self.stylizer.run(jobs):
                 done += 1
@@ -106,7 +107,7 @@ class StylizeActor:
         except Exception:   # noqa: BLE001  (not one image's fault: retried alone below)
             self._free()
             for job in jobs[done:]:
-                if len(jobs) > 1 and job.output.exists():   # written before the batch failed
+                if len(jobs) > 1 and _written_since(job.output, start):   # by this call, before the batch failed
                     yield job, ""
                     continue
                 try:
@@ -120,6 +121,15 @@ class StylizeActor:
         self.stylizer.clear_caches()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _written_since(path: Path, start: float) -> bool:
+    """Whether `path` exists and was written at `start` or later (an output that existed before, as with
+    --overwrite, does not count as done)."""
+    try:
+        return os.stat(path).st_mtime >= start - 1.0   # 1 s: file systems with coarse time stamps
+    except OSError:
+        return False
 
 
 def _columns(rows: list) -> dict:
@@ -136,6 +146,19 @@ class _Pool:
     actors: int
     gpus: float
     cpus: float
+
+
+def _check_numbers(actors, gpus_per_actor, cpus_per_actor, readers, num_cpus) -> None:
+    """The pool settings that need no cluster to be refused, refused before Ray starts or anything is written."""
+    for flag, value, least in (("--actors", actors, 1), ("--readers", readers, 1), ("--num-cpus", num_cpus, 1)):
+        if value is not None and value < least:
+            raise JobError(f"{flag} must be at least {least}; got {value}")
+    if gpus_per_actor is not None and (gpus_per_actor < 0 or gpus_per_actor > 1
+                                       and not float(gpus_per_actor).is_integer()):
+        raise JobError(f"--gpus-per-actor must be a fraction of one GPU (0.5: two actors share one) or a whole "
+                       f"number; got {gpus_per_actor:g}")
+    if cpus_per_actor is not None and cpus_per_actor <= 0:
+        raise JobError(f"--cpus-per-actor must be above 0; got {cpus_per_actor}")
 
 
 def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) -> _Pool:
@@ -209,6 +232,7 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
     two on each GPU; cpus_per_actor: CPUs reserved for each (its torch threads on a CPU actor); readers:
     decoding and writing threads per actor (default `Stylizer`'s). Settings other than these are `config`'s."""
     config = (config or StylizeConfig()).check()
+    _check_numbers(actors, gpus_per_actor, cpus_per_actor, readers, num_cpus)
     errors_file = plan.errors_file
     t0 = time.perf_counter()
     _check_writable(plan.root)

@@ -387,11 +387,16 @@ class Stylizer:
         e.g. their files) under which their tokens are cached, so that an image met again is not encoded again;
         None: not cached. ValueError for bad controls, before any work."""
         styles = list(style) if isinstance(style, (list, tuple)) else [style]
-        style_keys = list(keys[1]) if isinstance(style, (list, tuple)) and keys[1] is not None else [keys[1]]
+        if keys[1] is None:
+            style_keys = [None] * len(styles)
+        elif isinstance(style, (list, tuple)):
+            if not isinstance(keys[1], (list, tuple)):   # a string would be split into one key per character
+                raise ValueError(f"keys: a list of style keys for a list of styles; got {keys[1]!r}")
+            style_keys = list(keys[1])
+        else:
+            style_keys = [keys[1]]
         if len(style_keys) != len(styles):
-            style_keys = [None] * len(styles) if keys[1] is None else style_keys
-            if len(style_keys) != len(styles):
-                raise ValueError(f"keys: {len(style_keys)} style keys for {len(styles)} styles")
+            raise ValueError(f"keys: {len(style_keys)} style keys for {len(styles)} styles")
         strength = self.strength if strength is None else check_strength(strength)
         preserve = self.preserve_color if preserve_color is None else bool(preserve_color)
         weights, region = check_controls(len(styles), weights, mask)

@@ -69,6 +69,18 @@ def test_strength_and_mixing_match_the_reference(tiny_model, strength, weights):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
+@torch.inference_mode()
+def test_style_keys_of_a_style_list_must_be_a_list(tiny_model):
+    c, s1, s2 = _rand(1, 3, 16, 16), _rand(1, 3, 16, 16, seed=1), _rand(1, 3, 16, 16, seed=2)
+    stylizer = Stylizer(tiny_model, size=16, seed=0)
+    with pytest.raises(ValueError, match="a list of style keys"):   # "ab" must not become keys "a" and "b"
+        stylizer.stylize(c, [s1, s2], keys=("c", "ab"))
+    with pytest.raises(ValueError, match="1 style keys for 2 styles"):
+        stylizer.stylize(c, [s1, s2], keys=("c", ["a"]))
+    keyed = stylizer.stylize(c, [s1, s2], keys=("c", ["a", "b"]))
+    torch.testing.assert_close(keyed, stylizer.stylize(c, [s1, s2]))
+
+
 def test_strength_zero_is_the_identity_path(tiny_model):
     """A = 0: the content fused with itself as its style (the paper's identity loss), whatever the styles."""
     c, s = _rand(1, 3, 16, 24), _rand(1, 3, 16, 16, seed=1)

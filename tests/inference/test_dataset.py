@@ -105,6 +105,12 @@ def test_refusals_before_any_work(tree, tmp_path):
     _img(tree[0] / "a" / "c0.png")   # c0.jpg and c0.png: one output name
     plan = plan_dataset(tree[0], tmp_path / "out", tree[1])
     assert plan.failed == 4 and "would all be written there" in plan.refused[0][0] and len(plan) == 10
+    from mambast.inference import ray_engine
+    for kwargs, message in [({"actors": 0}, "--actors must be at least 1"), ({"readers": 0}, "--readers must be"),
+                            ({"gpus_per_actor": 1.5}, "fraction of one GPU"), ({"cpus_per_actor": 0}, "above 0")]:
+        with pytest.raises(JobError, match=message):   # before Ray is imported or the output folder made
+            ray_engine.stylize_dataset(plan_dataset(tree[0], tmp_path / "never", tree[1]), **kwargs)
+        assert not (tmp_path / "never").exists()
 
 
 def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree, tmp_path, tiny_model):
@@ -129,6 +135,23 @@ def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree,
     assert sorted(Path(o).name for o in failed) == ["bad_stylized_s0.png", "bad_stylized_s1.png"]
     assert all("not a recognised image" in e for e in result["error"] if e)
     assert all(Path(o).exists() for o in result["output"] if o not in failed)
+
+
+def test_a_failed_batch_redoes_outputs_that_existed_before_with_overwrite(tree, tmp_path, tiny_model):
+    from mambast.inference.ray_engine import StylizeActor
+    tiny_model.save_pretrained(tmp_path / "model")
+    old = tmp_path / "out" / "a" / "c0_stylized_s0.png"
+    _img(old)
+    os.utime(old, (1e9, 1e9))                                  # written long ago
+    plan = plan_dataset(tree[0], tmp_path / "out", tree[1], overwrite=True)
+    actor = StylizeActor(str(tmp_path / "model"), {"size": 32, "device": "cpu", "seed": 0}, readers=2, threads=1)
+    run = actor.stylizer.run
+    actor.stylizer.run = lambda jobs: run(jobs) if len(list(jobs)) == 1 else (_ for _ in ()).throw(
+        RuntimeError("out of memory"))
+    batch = {k: np.array(getattr(plan, k + "s"), dtype=object) for k in ("content", "style", "output")}
+    blocks = list(actor(batch))
+    assert sum(len(b["output"]) for b in blocks) == len(plan)
+    assert old.stat().st_mtime > 1e9 + 1, "an output from before this call is not done: it must be redone"
 
 
 class _Cluster:
