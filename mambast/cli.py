@@ -23,7 +23,7 @@ Stylize CONTENT with STYLE. Each may be an image file or a folder of images; wit
 content is stylized with every style into the OUT folder as <content>_stylized_<style>.png, outputs
 that already exist are skipped (an interrupted run resumes; they are matched by name only, so a
 changed input is not noticed: --overwrite redoes them), and a bad file is reported while the others
-go on (exit status 1 at the end). A single pair's output file is always written, replacing one there.
+go on (exit status 1 at the end); with --mask, every content's aspect ratio is checked first. A single pair's output file is always written, replacing one there.
 
 Sizes: the content is stylized with its short side at --size pixels (default {size}; 0 keeps it as
 it is), aspect ratio kept, within about 2 x size x size pixels: strips and panoramas longer
@@ -156,8 +156,8 @@ def _check_controls(args, n_styles: int):
     weights = _style_weights(args.weights)
     try:
         return check_controls(n_styles, weights, args.mask)
-    except MambastError:     # a mask file that cannot be read: the message names it
-        raise
+    except MambastError as e:     # a mask file that cannot be read: its message names the file
+        raise CLIError(f"--mask: {e}") from None
     except ValueError as e:
         msg = str(e)
         raise CLIError(f"--{msg}" if msg.startswith(("weights", "mask")) else msg) from None
