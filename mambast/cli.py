@@ -314,8 +314,7 @@ def _add_serve(sub) -> None:
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens the page "
                         "to the network, without any login)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--model", default="default",
-                   help="model: a save_pretrained folder or .safetensors file (default: the bundled model)")
+    _add_model_argument(p)
     add_config_arguments(p, only=("dtype", "device"))
     p.set_defaults(func=cmd_serve)
 
