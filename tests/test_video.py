@@ -189,12 +189,13 @@ def test_same_seed_same_output_and_smoothing_reduces_change(tmp_path, model, sty
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": True, "cuda_graphs": False}],
-                         ids=["cuda_graphs", "compile"])
+@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": True, "cuda_graphs": False},
+                                  {"cuda_graphs": True, "strength": 0.5, "preserve_color": True}],
+                         ids=["cuda_graphs", "compile", "cuda_graphs-controls"])
 def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model, style, fast, monkeypatch):
     """On CUDA with CUDA graphs (captured while the decoding and encoding threads use CUDA) or torch.compile: frame
     count, size and audio kept, the frames those of the eager path (float32, lossless out), a still clip's
-    frames identical in the default bfloat16."""
+    frames identical in the default bfloat16; with the controls too (both runs take them)."""
     import copy
 
     from mambast.inference import graphs
@@ -206,7 +207,8 @@ def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model
     lossless = {"codec": "libx264rgb", "crf": 0, "dtype": "float32"}
     summary = run(gpu_model, style, clip, tmp_path / "fast.mkv", **lossless, **fast)
     assert summary.config.device.startswith("cuda") and summary.config.compile == fast.get("compile", False)
-    run(gpu_model, style, clip, tmp_path / "eager.mkv", **lossless, cuda_graphs=False)
+    controls = {k: v for k, v in fast.items() if k in ("strength", "preserve_color")}
+    run(gpu_model, style, clip, tmp_path / "eager.mkv", **lossless, **controls, cuda_graphs=False)
     src, got, want = read(clip), read(tmp_path / "fast.mkv"), read(tmp_path / "eager.mkv")
     assert len(got["images"]) == N and (got["width"], got["height"]) == (W, H) and got["audio"] == src["audio"]
     assert np.abs(got["images"].astype(int) - want["images"]).max() <= 1
