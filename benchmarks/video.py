@@ -2,11 +2,11 @@
 
 Usage: python benchmarks/video.py [--device cuda] [--size 512] [--cases 720p,1080p] [--frames 240]
                                   [--batch-sizes 8] [--compile off,on] [--presets medium,veryfast]
-                                  [--commit SHA] [--out DIR]
+                                  [--strengths 1,0.5] [--preserve-color] [--commit SHA] [--out DIR]
        python benchmarks/video.py --stability [--device cpu] [--size 96] [--out DIR]
 Speed (default): for each case a clip of --frames frames at 30 fps (a pan across a generated scene, H.264, with
 an AAC track) is stylized with the bundled model (or --model) at --size through `stylize_video`, once per
-batch size, compile setting and x264 preset (the rest as `mambast video` runs: bf16, CUDA graphs where they pay;
+batch size, compile setting, x264 preset and strength (the rest as `mambast video` runs: bf16, CUDA graphs where they pay;
 H.264 at crf 18), each after
 an untimed run on a short clip of the same resolution (compiling, graph captures, kernel choices). A record
 holds the end-to-end frames/s, the settings, and the seconds each stage worked in that run (decode, stylize
@@ -128,8 +128,9 @@ def encode_alone(frames: np.ndarray, path: Path, codec: str, preset: str) -> flo
 
 
 def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
-    settings = [{"batch_size": b, "compile": c == "on", "preset": p}
-                for b in args.batch_sizes for c in args.compile for p in args.presets]
+    settings = [{"batch_size": b, "compile": c == "on", "preset": p, "strength": a,
+                 "preserve_color": args.preserve_color}
+                for b in args.batch_sizes for c in args.compile for p in args.presets for a in args.strengths]
     records = []
     for case in args.cases.split(","):
         w, h = parse_case(case)
@@ -158,7 +159,8 @@ def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
                    "alone_fps": {"decode": n / decode_alone},
                    "warmup_seconds": warm_s, "warmup_frames": 2 * max(args.batch_sizes) + 1}
             print(f"{case:>8} {w}x{h} batch {extra['batch_size']:2d} compile {'on ' if extra['compile'] else 'off'} "
-                  f"preset {extra['preset']}: "
+                  f"preset {extra['preset']} strength {extra['strength']:g}"
+                  f"{' preserve-color' if args.preserve_color else ''}: "
                   f"{rec['fps']:7.1f} frames/s end to end; stages (frames/s while working): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in rec["stage_fps"].items())
                   + f"; limited by {rec['limited_by']} (warm-up {warm_s:.1f} s)", flush=True)
@@ -227,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="frames per clip (default 240; 24 with --stability)")
     ap.add_argument("--codec", default="libx264", help="libx264 or libx265 (the presets are theirs)")
     ap.add_argument("--presets", default="medium", help="x264/x265 presets, comma-separated (default medium)")
+    ap.add_argument("--strengths", default="1", help="strengths, comma-separated (default 1; below 1 each frame "
+                                                     "is also fused with itself)")
+    ap.add_argument("--preserve-color", action="store_true", help="keep each frame's colours in every run")
     ap.add_argument("--stability", action="store_true", help="measure flicker instead of speed")
     ap.add_argument("--pan", type=int, default=3, help="pixels a frame the stability clip pans")
     ap.add_argument("--smoothing", type=float, nargs="+", default=[0.0, 0.3, 0.5, 0.7])
@@ -237,6 +242,7 @@ def main(argv=None) -> int:
     args.cases = args.cases or ("160x96" if args.stability else "720p,1080p")
     args.frames = args.frames or (24 if args.stability else 240)
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.strengths = [float(a) for a in args.strengths.split(",")]
     args.compile, args.presets = args.compile.split(","), args.presets.split(",")
     if not set(args.compile) <= {"off", "on"}:
         ap.error("--compile takes off, on or off,on")

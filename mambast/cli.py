@@ -13,8 +13,9 @@ from pathlib import Path
 from . import __version__
 from .errors import MambastError, printable, resource_error
 
-# The StylizeConfig fields `mambast video` takes: not yet the creative controls (strength, preserve_color).
-VIDEO_CONFIG_FIELDS = ("size", "seed", "shuffle", "dtype", "batch_size", "compile", "cuda_graphs", "device")
+# The StylizeConfig fields `mambast video` takes (of the creative controls, those that apply to one style).
+VIDEO_CONFIG_FIELDS = ("size", "seed", "shuffle", "strength", "preserve_color", "dtype", "batch_size", "compile",
+                       "cuda_graphs", "device")
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
 
@@ -273,6 +274,10 @@ CUDA graphs, --compile), --batch-size frames per call, with one style encoding a
 permutations per clip (a still scene gives identical frames). Decoding, stylizing and encoding run in
 threads. The output is written to a temporary file and renamed at the end: no broken file is left.
 --size 0 (the frames' own size) does not apply: give a working size.
+
+Controls (docs/controls.md), per frame: --strength A (0..1) blends each frame's stylization with the
+model's reconstruction of that frame (below 1 every frame is fused twice: slower, see docs/video.md);
+--preserve-color gives each frame its own colours. Style weights and masks are for images only.
 """
 
 

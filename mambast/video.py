@@ -2,9 +2,9 @@
 
 Frames go through the image path's `mambast.inference.Stylizer` (its content encoder, fusion and CNN decoder, with
 its precision, CUDA graphs and torch.compile; settings are `StylizeConfig`'s), with one encoding of the style and
-one draw of the style permutations for the whole clip, so a still scene gives identical frames. Decoding,
-stylizing and encoding run in three threads; the output appears only once complete. PyAV and torch load on first
-call.
+one draw of the style permutations for the whole clip, so a still scene gives identical frames; the controls
+strength and preserve_color are the image path's, per frame. Decoding, stylizing and encoding run in three
+threads; the output appears only once complete. PyAV and torch load on first call.
 """
 
 from __future__ import annotations
@@ -181,12 +181,16 @@ class _Frames:
 class _ClipStylizer:
     """Batches of frames -> stylized frames through the pieces of one `Stylizer` (its content encoder, fusion and
     CNN decoder, so its precision, CUDA graphs and torch.compile), with one style's tokens and permutations for
-    every frame, and the content tokens optionally smoothed over time (exponential moving average)."""
+    every frame, and the content tokens optionally smoothed over time (exponential moving average). The
+    stylizer's strength and preserve_color are its controls (`mambast.inference.controls`), applied per frame:
+    below strength 1 each frame is also encoded as a style and fused with itself (the identity path)."""
 
     def __init__(self, stylizer, style, frame_hw: tuple[int, int], seed, smoothing: float):
         import torch
+        from .inference.controls import recipe
         from .inference.geometry import check_working_size, prepare_style, working_size
         self.stylizer, self.frame_hw, self.smoothing = stylizer, frame_hw, smoothing
+        self.recipe = recipe(1, stylizer.strength)          # the style (index 0) and/or the identity path
         self.device, self.patch = stylizer.param.device, stylizer.model.config.patch_size
         self.cuda, self.batch_size = self.device.type == "cuda", stylizer.batch_size
         self.working = working_size(*frame_hw, stylizer.size, self.patch)
@@ -235,6 +239,7 @@ class _ClipStylizer:
         waits until they are there and returns the seconds the model took. On CUDA the work is only queued (and
         timed on the GPU), so that this thread prepares the next batch while the GPU works."""
         import torch
+        from .inference.controls import IDENTITY, preserve_colors
         from .inference.geometry import finish_output, pad_to_multiple, resize, to_uint8
         stream = torch.cuda.current_stream(self.device) if self.cuda else None
         if self.cuda:
@@ -245,8 +250,16 @@ class _ClipStylizer:
             x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)   # [B, 3, H, W]
             c = pad_to_multiple(resize(x, self.working), self.patch)[0]
             tokens = self._smooth(self.stylizer.encode_content(c))                                # [B, H', W', C]
-            y = self.stylizer.fuse(tokens, self._style_batch(len(tokens)), self.perms)
-            y = to_uint8(finish_output(y, self.working, self.frame_hw)).permute(0, 2, 3, 1).contiguous()
+            if self.recipe.styles == [0]:     # full strength: the plain fusion with the clip's style batch
+                y = self.stylizer.fuse(tokens, self._style_batch(len(tokens)), self.perms)
+            else:                             # each frame's identity path too: the frame as its own style
+                identity = self.stylizer.encode_style(c)                                # [B, H', W', C]
+                grids = [{0: self.style_tokens, IDENTITY: identity[i:i + 1]} for i in range(len(tokens))]
+                y = self.stylizer.fuse_recipes(tokens, grids, [self.recipe] * len(tokens), self.perms)
+            y = finish_output(y, self.working, self.frame_hw)
+            if self.stylizer.preserve_color:  # each frame's own colours
+                y = preserve_colors(y, x)
+            y = to_uint8(y).permute(0, 2, 3, 1).contiguous()
             if not self.cuda:
                 seconds = time.perf_counter() - started
                 return y, lambda: seconds
@@ -325,7 +338,9 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
     How the model runs is a `StylizeConfig` (config, default StylizeConfig(seed=DEFAULT_SEED)) with `settings`
     (any of its fields) overriding it, as for images: size (the working short side; 0 is refused), seed (draws
     the style permutations, once for the clip), shuffle, dtype, batch_size (frames per model call), compile,
-    cuda_graphs, device. Video-only: codec (an FFmpeg video encoder); crf (its quality for x264/x265/VP9/AV1,
+    cuda_graphs, device, and the controls strength (per frame, against that frame's identity path: below 1 each
+    frame is also encoded as a style and fused with itself, see docs/video.md) and preserve_color (each frame
+    keeps its own colours). Video-only: codec (an FFmpeg video encoder); crf (its quality for x264/x265/VP9/AV1,
     lower is better; None: 18); preset (x264/x265's speed, one of PRESETS; None: medium); smoothing in [0, 1), the weight of the previous frame's content tokens
     (exponential moving average; 0 is off, see docs/video.md); progress (a bar with frames/s and ETA).
 
@@ -345,8 +360,6 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
                          f"got {config.size!r}")
     if config.batch_size is not None and (not isinstance(config.batch_size, int) or config.batch_size < 1):
         raise VideoError(f"batch_size must be an int >= 1; got {config.batch_size!r}")
-    if config.strength != 1 or config.preserve_color:
-        raise VideoError("strength and preserve_color are for images (mambast.stylize); video takes neither yet")
     try:
         config = resolved_for(model, config)   # device, dtype, compile: refused before any work
     except ValueError as e:

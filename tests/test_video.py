@@ -23,11 +23,15 @@ W, H, FPS, N = 64, 48, 8, 16
 
 
 def make_clip(path: Path, n: int = N, still: bool = False, audio: bool = True, rotation: int = 0,
-              video: bool = True) -> Path:
+              video: bool = True, smooth: bool = False) -> Path:
     """A clip of n frames of W x H at FPS (a bar moving right, or a still picture), lossless H.264, with a
-    sine tone of the same length in AAC; video=False: the audio alone; n=0: a video track without frames."""
+    sine tone of the same length in AAC; video=False: the audio alone; n=0: a video track without frames.
+    The picture is noise, or with smooth=True mid-range colour ramps (whose chroma any luminance keeps in gamut)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    if smooth:
+        yy, xx = np.mgrid[0:H, 0:W]
+        base = np.stack([80 + 80 * xx / W, 80 + 80 * yy / H, np.full((H, W), 110)], -1).astype(np.uint8)
     with av.open(str(path), "w") as out:
         if video:
             v = out.add_stream("libx264", rate=FPS, options={"crf": "0"})
@@ -98,16 +102,18 @@ def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, 
     assert all(0 < t < summary.seconds for t in summary.stages.values())
 
 
-def test_frames_are_what_the_image_path_gives_each_frame(tmp_path, model, style):
+@pytest.mark.parametrize("controls", [{}, {"strength": 0.0}, {"strength": 0.5, "preserve_color": True}],
+                         ids=["plain", "strength-0", "strength-0.5-colour"])
+def test_frames_are_what_the_image_path_gives_each_frame(tmp_path, model, style, controls):
     """The clip path (batches, one style encoding, one permutation draw) against each decoded frame stylized
-    alone as an image, with the same seed (whose permutations every image call draws afresh)."""
+    alone as an image, with the same seed (whose permutations every image call draws afresh) and controls."""
     from mambast.inference import Stylizer
     from mambast.inference.geometry import to_uint8
     from mambast.io import load_image, pil_to_tensor
-    clip = make_clip(tmp_path / "in.mp4", n=7, audio=False)
-    run(model, style, clip, tmp_path / "out.mkv", codec="libx264rgb", crf=0, seed=5)   # lossless RGB out
+    clip = make_clip(tmp_path / "in.mp4", n=7 if not controls else 5, audio=False)
+    run(model, style, clip, tmp_path / "out.mkv", codec="libx264rgb", crf=0, seed=5, **controls)   # lossless RGB
     got = read(tmp_path / "out.mkv")["images"]
-    image_path = Stylizer(model, size=32, seed=5, batch_size=1, cuda_graphs=False)
+    image_path = Stylizer(model, size=32, seed=5, batch_size=1, cuda_graphs=False, **controls)
     style_t = pil_to_tensor(load_image(style))
     for frame, out in zip(read(clip)["images"], got, strict=True):
         want = to_uint8(image_path.stylize(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255, style_t))
@@ -159,11 +165,13 @@ def test_codec_and_container_are_selectable(tmp_path, model, style):
     assert sizes["ultrafast"] > sizes["veryslow"]     # the preset reached the encoder
 
 
-@pytest.mark.parametrize("smoothing", [0.0, 0.5])
-def test_still_clip_gives_identical_frames(tmp_path, model, style, smoothing):
+@pytest.mark.parametrize("smoothing, controls",
+                         [(0.0, {}), (0.5, {}), (0.5, {"strength": 0.5, "preserve_color": True})],
+                         ids=["plain", "smoothing", "smoothing-strength-colour"])
+def test_still_clip_gives_identical_frames(tmp_path, model, style, smoothing, controls):
     clip = make_clip(tmp_path / "still.mp4", still=True, audio=False)
     assert len(np.unique(read(clip)["images"], axis=0)) == 1
-    run(model, style, clip, tmp_path / "out.mp4", crf=0, smoothing=smoothing)
+    run(model, style, clip, tmp_path / "out.mp4", crf=0, smoothing=smoothing, **controls)
     images = read(tmp_path / "out.mp4")["images"]
     assert len(images) == N and all(np.array_equal(images[0], im) for im in images)
 
@@ -181,12 +189,13 @@ def test_same_seed_same_output_and_smoothing_reduces_change(tmp_path, model, sty
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": True, "cuda_graphs": False}],
-                         ids=["cuda_graphs", "compile"])
+@pytest.mark.parametrize("fast", [{"cuda_graphs": True}, {"compile": True, "cuda_graphs": False},
+                                  {"cuda_graphs": True, "strength": 0.5, "preserve_color": True}],
+                         ids=["cuda_graphs", "compile", "cuda_graphs-controls"])
 def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model, style, fast, monkeypatch):
     """On CUDA with CUDA graphs (captured while the decoding and encoding threads use CUDA) or torch.compile: frame
     count, size and audio kept, the frames those of the eager path (float32, lossless out), a still clip's
-    frames identical in the default bfloat16."""
+    frames identical in the default bfloat16; with the controls too (both runs take them)."""
     import copy
 
     from mambast.inference import graphs
@@ -198,7 +207,8 @@ def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model
     lossless = {"codec": "libx264rgb", "crf": 0, "dtype": "float32"}
     summary = run(gpu_model, style, clip, tmp_path / "fast.mkv", **lossless, **fast)
     assert summary.config.device.startswith("cuda") and summary.config.compile == fast.get("compile", False)
-    run(gpu_model, style, clip, tmp_path / "eager.mkv", **lossless, cuda_graphs=False)
+    controls = {k: v for k, v in fast.items() if k in ("strength", "preserve_color")}
+    run(gpu_model, style, clip, tmp_path / "eager.mkv", **lossless, **controls, cuda_graphs=False)
     src, got, want = read(clip), read(tmp_path / "fast.mkv"), read(tmp_path / "eager.mkv")
     assert len(got["images"]) == N and (got["width"], got["height"]) == (W, H) and got["audio"] == src["audio"]
     assert np.abs(got["images"].astype(int) - want["images"]).max() <= 1
@@ -207,6 +217,23 @@ def test_cuda_fast_paths_match_eager_and_keep_a_still_clip_still(tmp_path, model
     run(gpu_model, style, still, tmp_path / "still_out.mp4", crf=0, **fast)
     images = read(tmp_path / "still_out.mp4")["images"]
     assert len(images) == N and all(np.array_equal(images[0], im) for im in images)
+
+
+def test_strength_one_is_the_plain_output_and_preserved_colours_are_each_frames(tmp_path, model, style):
+    """strength 1 is today's stylization exactly; preserve_color gives every frame its own content frame's chroma
+    (the measure of the image controls' tests), which the plain output does not keep."""
+    from mambast.inference.controls import to_ycbcr
+    clip = make_clip(tmp_path / "in.mp4", n=4, audio=False, smooth=True)
+    lossless = {"codec": "libx264rgb", "crf": 0}
+    outs = {}
+    for name, kw in (("plain", {}), ("one", {"strength": 1.0}), ("colour", {"preserve_color": True})):
+        run(model, style, clip, tmp_path / f"{name}.mkv", **lossless, **kw)
+        outs[name] = read(tmp_path / f"{name}.mkv")["images"]
+    assert np.array_equal(outs["plain"], outs["one"])
+    chroma = lambda x: to_ycbcr(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)[:, 1:]  # noqa: E731
+    src = chroma(read(clip)["images"])
+    per_frame = (chroma(outs["colour"]) - src).abs().mean((1, 2, 3))
+    assert len(per_frame) == 4 and per_frame.max() < 0.01 < (chroma(outs["plain"]) - src).abs().mean()
 
 
 def test_flicker_is_the_ratio_of_frame_to_frame_changes():
@@ -255,6 +282,8 @@ BAD = {
     "frames change size": (_resized, {}, "frame 4 is 32x32, the first 64x48"),
     "compile on the CPU": (lambda t: make_clip(t / "bad.mp4", n=3), {"compile": True}, "compile is for CUDA"),
     "batch size 0": (lambda t: make_clip(t / "bad.mp4", n=3), {"batch_size": 0}, "batch_size must be"),
+    "strength above 1": (lambda t: make_clip(t / "bad.mp4", n=3), {"strength": 1.5}, "strength must be in 0..1"),
+    "strength not a number": (lambda t: make_clip(t / "bad.mp4", n=3), {"strength": "half"}, "strength must be"),
     "preset of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "preset": "fast"},
                                   "no preset"),
     "unknown preset": (lambda t: make_clip(t / "bad.mp4", n=3), {"preset": "warp"}, "preset must be one of"),
@@ -357,10 +386,10 @@ def test_the_video_command_writes_the_clip(tmp_path, model, style):
     model.save_pretrained(tmp_path / "tiny")
     out = tmp_path / "out.mp4"
     assert main(["video", str(clip), str(style), "-o", str(out), "--model", str(tmp_path / "tiny"),
-                 "--size", "32", "--batch-size", "2", "--quiet"]) == 0
+                 "--size", "32", "--batch-size", "2", "--strength", "0.5", "--preserve-color", "--quiet"]) == 0
     got, want = read(out), read(clip)
     assert len(got["images"]) == len(want["images"]) and (got["width"], got["height"]) == (want["width"], want["height"])
     assert got["audio"] == want["audio"]
-    for bad in (["--size", "-3"], ["--size", "0"]):
+    for bad in (["--size", "-3"], ["--size", "0"], ["--strength", "2"]):
         assert main(["video", str(clip), str(style), "-o", str(tmp_path / "bad.mp4"), *bad]) == 1
         assert not (tmp_path / "bad.mp4").exists()

@@ -16,6 +16,7 @@ which weights); this module holds the arithmetic and the checks, and runs no mod
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,14 +259,23 @@ def blend(fused: torch.Tensor, weights: Sequence) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ colour
 
+@functools.cache
+def _matrix(rows: tuple, device: torch.device) -> torch.Tensor:
+    """A colour matrix on `device`, made once: a tensor made from a list is a blocking copy to a GPU, which would
+    make a caller that only queues GPU work (the video path) wait for it. A normal tensor, also under inference
+    mode, so that it serves both."""
+    with torch.inference_mode(False):
+        return torch.tensor(rows, device=device)
+
+
 def to_ycbcr(x: torch.Tensor) -> torch.Tensor:
     """[B, 3, H, W] RGB in [0, 1] -> Y, Cb, Cr (BT.601, full range; chroma centred on 0)."""
-    return torch.einsum("ij,bjhw->bihw", torch.tensor(_YCC, device=x.device), x.float())
+    return torch.einsum("ij,bjhw->bihw", _matrix(_YCC, x.device), x.float())
 
 
 def from_ycbcr(y: torch.Tensor) -> torch.Tensor:
     """The inverse of `to_ycbcr`, clamped to [0, 1]."""
-    return torch.einsum("ij,bjhw->bihw", torch.tensor(_RGB, device=y.device), y.float()).clamp_(0, 1)
+    return torch.einsum("ij,bjhw->bihw", _matrix(_RGB, y.device), y.float()).clamp_(0, 1)
 
 
 def preserve_colors(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:

@@ -325,17 +325,18 @@ class Stylizer:
             grids[i][k] = grid
         return grids
 
-    def _decode_recipes(self, xc: torch.Tensor, grids: list[dict], recipes: list, seed) -> torch.Tensor:
-        """Pixels [B, 3, H, W] of B contents (tokens xc [B, H', W', C]) fused as their recipes say, with the style
-        permutations of one draw (`permutations`). Where every output is one fused grid (the plain stylization,
-        strength 0) this is one `fuse` call; otherwise the content is fused with each grid in one batch, the fused
-        grids are blended, then decoded in one batch."""
+    def fuse_recipes(self, xc: torch.Tensor, grids: list[dict], recipes: list, perms) -> torch.Tensor:
+        """Pixels [B, 3, H, W] of B contents (tokens xc [B, H', W', C]) fused as their recipes
+        (`controls.recipe`) say with the style grids `grids` ([{style index or IDENTITY: [1, H', W', C]}] per
+        content), all with the style permutations `perms` (`permutations`). Where every output is one fused grid
+        (the plain stylization, strength 0) this is one `fuse` call; otherwise the content is fused with each grid
+        in one batch, the fused grids are blended, then decoded in one batch."""
         styles = [[grids[i][k] for k in r.styles] for i, r in enumerate(recipes)]
-        perms = self.permutations(xc, seed)   # the content's grid is the styles' shape
         if all(r.single for r in recipes):
             return self.fuse(xc, torch.cat([s[0] for s in styles]), perms)
-        index = torch.tensor([i for i, s in enumerate(styles) for _ in s], device=xc.device)
-        fused = self.fuse_tokens(xc[index], torch.cat([g for s in styles for g in s]), perms)
+        # each content repeated once per grid it fuses (views, not an index tensor: no blocking copy to a GPU)
+        xcs = torch.cat([xc[i:i + 1].expand(len(s), -1, -1, -1) for i, s in enumerate(styles)])
+        fused = self.fuse_tokens(xcs, torch.cat([g for s in styles for g in s]), perms)
         inputs, j = [], 0
         for s, r in zip(styles, recipes):
             inputs.append(blend(fused[j:j + len(s)], r.weights))
@@ -361,7 +362,7 @@ class Stylizer:
             [b[1][1] for b in batch],
             [(("identity", it.job.content), self.size, tuple(c.shape)) for it, (c, _, hw, o) in batch],
             [lambda c=b[1][0]: c for b in batch])
-        y = self._decode_recipes(xc, grids, recipes, self.seed)
+        y = self.fuse_recipes(xc, grids, recipes, self.permutations(xc, self.seed))   # the styles' grid shape
         outs = []
         for i, (it, (_, _, hw, orig)) in enumerate(batch):
             content = self._to_device(it.content) if self.preserve_color else None
@@ -414,7 +415,7 @@ class Stylizer:
             [r], [[None if k is None else (k, hw, shape) for k in style_keys]],
             [[lambda s=s: prepare_style(s.to(self.param.device, torch.float32), hw, p) for s in styles]],
             [None if keys[0] is None else (("identity", keys[0]), self.size, shape)], [lambda: c])
-        y = self._decode_recipes(xc, grids, [r], seed)
+        y = self.fuse_recipes(xc, grids, [r], self.permutations(xc, seed))
         colours = (content if keep_size else c[..., :hw[0], :hw[1]]) if preserve else None
         return self._finish(y, hw, orig if keep_size else None, colours)
 
