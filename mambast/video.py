@@ -102,11 +102,11 @@ def _encoder_options(av, codec: str, crf: int | None, preset: str | None = None)
     extra = {"x265-params": "log-level=error"} if found.name == "libx265" else {}   # x265 prints a page otherwise
     with_crf = found.name in ("libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
     if crf is not None and not with_crf:
-        raise VideoError(f"codec {codec!r} has no crf quality setting (give crf=None)")
+        raise VideoError(f"codec {codec!r} has no crf quality setting (leave the crf out)")
     if crf is not None and not 0 <= crf <= 63:
         raise VideoError(f"crf must be in 0..63; got {crf}")
     if preset is not None and found.name not in ("libx264", "libx264rgb", "libx265"):
-        raise VideoError(f"codec {codec!r} has no preset setting (give preset=None)")
+        raise VideoError(f"codec {codec!r} has no preset setting (leave the preset out)")
     if preset is not None and preset not in PRESETS:
         raise VideoError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     extra |= {"preset": preset} if preset is not None else {}
