@@ -115,6 +115,8 @@ class StylizePage:
         chosen = [(i, path, w) for i, (path, w) in enumerate(zip(styles, weights), 1) if path is not None]
         if not chosen:
             raise ValueError("add at least one style image")
+        if mask is not None and [i for i, *_ in chosen] != list(range(1, len(chosen) + 1)):
+            raise ValueError("with a mask, fill the style slots in order from style 1 (region k takes style k)")
         if seed is not None and seed != int(seed):
             raise ValueError(f"seed must be a whole number; got {seed}")
         report(0.0, "reading the images")

@@ -133,6 +133,8 @@ def test_the_page_refuses_before_any_model_work(tmp_path, tiny_model):
             page.stylize(c, s, [1.0] * STYLE_SLOTS, size=32)
     with pytest.raises(ValueError, match="seed must be a whole number"):
         page.stylize(content, slots(style), [1.0] * STYLE_SLOTS, seed=1.5, size=32)
+    with pytest.raises(ValueError, match="fill the style slots in order"):   # region 2 must not take slot 3
+        page.stylize(content, slots(style, None, style), [1.0] * STYLE_SLOTS, mask=content, size=32)
     assert calls == []
 
 
