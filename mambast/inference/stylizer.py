@@ -369,11 +369,6 @@ class Stylizer:
             outs.append(to_uint8(self._finish(y[i:i + 1], hw, orig, content)[0]).cpu())
         return outs
 
-    def _fuse_drawn(self, xc: torch.Tensor, xs: torch.Tensor, seed) -> torch.Tensor:
-        """`fuse` with the style permutations drawn here (`permutations`), so that the call itself draws
-        nothing (CUDA graphs)."""
-        return self.fuse(xc, xs, self.permutations(xs, seed))
-
     @torch.inference_mode()
     def stylize(self, content: torch.Tensor, style, weights=None, mask=None, seed=None, keep_size: bool = True,
                 keys: tuple = (None, None), strength: float | None = None,
