@@ -164,14 +164,12 @@ def _check_numbers(actors, gpus_per_actor, cpus_per_actor, readers, num_cpus) ->
 def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) -> _Pool:
     """Actors and their resources: by default one actor per GPU of the cluster (1 CPU each), or, with no GPU
     (or device cpu), actors of up to 4 CPUs filling every node."""
+    _check_numbers(actors, gpus_per_actor, cpus_per_actor, None, None)   # what is given; the defaults below fit
     total = ray.cluster_resources()
     gpus = float(total.get("GPU", 0))
     wants_cuda = str(config.device or "").startswith("cuda")
     if gpus_per_actor is None:
         gpus_per_actor = 0.0 if config.device == "cpu" or gpus == 0 else 1.0
-    if gpus_per_actor < 0 or gpus_per_actor > 1 and not float(gpus_per_actor).is_integer():
-        raise JobError(f"--gpus-per-actor must be a fraction of one GPU (0.5: two actors share one) or a whole "
-                       f"number; got {gpus_per_actor}")
     if wants_cuda and gpus_per_actor == 0:
         raise JobError(f"device {config.device}: the Ray cluster has no GPU (--gpus-per-actor 0)")
     if re.fullmatch(r"cuda:[1-9]\d*", str(config.device)):
@@ -184,7 +182,7 @@ def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) ->
     node_cpus = [float(r.get("CPU", 0)) for r in nodes]
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if gpus_per_actor else min(4.0, max(node_cpus))
-    if cpus_per_actor <= 0:
+    if cpus_per_actor <= 0:   # the default, where the nodes report no CPUs
         raise JobError(f"--cpus-per-actor must be above 0; got {cpus_per_actor}")
     # an actor no node can hold would be waited for for ever
     if not any(float(r.get("CPU", 0)) >= cpus_per_actor and float(r.get("GPU", 0)) >= gpus_per_actor for r in nodes):
@@ -195,8 +193,6 @@ def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) ->
             actors = max(1, int(gpus / gpus_per_actor + 1e-9))
         else:
             actors = max(1, sum(int(c // cpus_per_actor) for c in node_cpus))
-    if actors < 1:
-        raise JobError(f"--actors must be at least 1; got {actors}")
     if gpus_per_actor and actors * gpus_per_actor > gpus + 1e-9:
         raise JobError(f"{actors} actors x {gpus_per_actor:g} GPU need {actors * gpus_per_actor:g} GPUs; the Ray "
                        f"cluster has {gpus:g}")
