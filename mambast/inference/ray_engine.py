@@ -292,14 +292,14 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
         # shards a row is a shard, and a call writes one
         rows_per_call = 1 if plan.shards else max(1, min(ROWS_PER_CALL * batch,
                                                          math.ceil(len(plan) / (2 * pool.actors))))
-        shards = dict(kind=plan.shards, format=plan.format, root=str(plan.root)) if plan.shards else None
+        shard_settings = dict(kind=plan.shards, format=plan.format, root=str(plan.root)) if plan.shards else None
         ds = (_shard_dataset(ray, plan) if plan.shards else _dataset(ray, plan, pool.actors)).map_batches(
             StylizeActor, batch_size=rows_per_call, batch_format="numpy",
             fn_constructor_kwargs=dict(model=_absolute(model), config=dataclasses.asdict(config), readers=readers,
-                                       threads=max(1, int(pool.cpus)), shards=shards),
+                                       threads=max(1, int(pool.cpus)), shards=shard_settings),
             compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
         try:
-            stylized, failed, first, after_first, seconds, shards = _consume(ds, plan, errors_file, progress, t0)
+            stylized, failed, first, after_first, seconds, written = _consume(ds, plan, errors_file, progress, t0)
         except Exception as e:   # noqa: BLE001
             if not type(e).__module__.startswith("ray"):
                 raise
@@ -310,7 +310,7 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
         if started:
             ray.shutdown()
     return DatasetSummary(stylized, plan.present, failed + plan.failed, seconds, first, after_first, pool.actors,
-                          pool.gpus, pool.cpus, shards)
+                          pool.gpus, pool.cpus, written)
 
 
 def _absolute(model) -> str:

@@ -115,6 +115,16 @@ def test_refusals_before_any_work(tree, tmp_path):
         assert not (tmp_path / "never").exists()
 
 
+def _fails_on_batches(run):
+    """A Stylizer.run whose batches fail as a whole (out of memory, say) while every pair alone works."""
+    def fails_on_batches(jobs, **options):
+        jobs = list(jobs)
+        if len(jobs) > 1:
+            raise RuntimeError("out of memory")
+        return run(jobs, **options)
+    return fails_on_batches
+
+
 def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree, tmp_path, tiny_model):
     from mambast.inference.ray_engine import StylizeActor
     tiny_model.save_pretrained(tmp_path / "model")
@@ -122,14 +132,7 @@ def test_an_actor_records_failures_and_retries_a_failed_batch_pair_by_pair(tree,
     plan = plan_dataset(tree[0], tmp_path / "out", tree[1])
     actor = StylizeActor(str(tmp_path / "model"), {"size": 32, "device": "cpu", "seed": 0}, readers=2, threads=1)
     batch = {k: np.array(getattr(plan, k + "s"), dtype=object) for k in ("content", "style", "output")}
-    run = actor.stylizer.run
-
-    def fails_on_batches(jobs):   # a batch-wide failure (out of memory, say) but every pair alone works
-        jobs = list(jobs)
-        if len(jobs) > 1:
-            raise RuntimeError("out of memory")
-        return run(jobs)
-    actor.stylizer.run = fails_on_batches
+    actor.stylizer.run = _fails_on_batches(actor.stylizer.run)
     blocks = list(actor(batch))
     assert [len(b["output"]) for b in blocks] == [1] * 14   # batch size 1 on the CPU: each pair as it is written
     result = {k: [v for b in blocks for v in b[k]] for k in blocks[0]}
@@ -148,8 +151,8 @@ def test_a_failed_batch_redoes_outputs_that_existed_before_with_overwrite(tree, 
     plan = plan_dataset(tree[0], tmp_path / "out", tree[1], overwrite=True)
     actor = StylizeActor(str(tmp_path / "model"), {"size": 32, "device": "cpu", "seed": 0}, readers=2, threads=1)
     run = actor.stylizer.run
-    actor.stylizer.run = lambda jobs: run(jobs) if len(list(jobs)) == 1 else (_ for _ in ()).throw(
-        RuntimeError("out of memory"))
+    actor.stylizer.run = lambda jobs, **options: run(jobs, **options) if len(list(jobs)) == 1 else (
+        _ for _ in ()).throw(RuntimeError("out of memory"))
     batch = {k: np.array(getattr(plan, k + "s"), dtype=object) for k in ("content", "style", "output")}
     blocks = list(actor(batch))
     assert sum(len(b["output"]) for b in blocks) == len(plan)
@@ -255,6 +258,32 @@ def test_shards_hold_every_pair_once_as_folder_mode_writes_it(tree, tmp_path, ac
         assert s.get("ext", fmt) == fmt
     assert {r["output"]: r["shard"] for r in rows if not r["error"]} == {s["output"]: s["shard"]
                                                                          for s in samples.values()}
+
+
+def test_a_failed_batch_of_a_shard_is_retried_pair_by_pair_into_it(tree, tmp_path, actor, monkeypatch):
+    monkeypatch.setattr(actor.stylizer, "run", _fails_on_batches(actor.stylizer.run))
+    plan = plan_dataset(tree[0], tmp_path / "out", tree[1], shards="parquet", shard_size=12)
+    rows = _run_actor(actor, plan)
+    assert not [r for r in rows if r["error"]] and {r["shard"] for r in rows} == {"shard-000000.parquet"}
+    assert sorted(s["output"] for s in _shard_samples(tmp_path / "out", "parquet").values()) == sorted(
+        plan.relative(o) for o in plan.outputs)
+
+
+def test_a_shard_that_cannot_be_written_fails_its_pairs_and_leaves_nothing(tree, tmp_path, actor, monkeypatch):
+    import errno
+
+    from mambast.inference import shards
+
+    def disk_full(tmp, image_format, samples, keys):
+        for _, sample in zip(range(2), samples):   # two samples in, then the disk is full
+            keys.append(sample.key)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(shards, "_write_tar", disk_full)
+    plan = plan_dataset(tree[0], tmp_path / "out", tree[1], shards="webdataset", shard_size=6)
+    rows = _run_actor(actor, plan, shards_done=1)
+    assert len(rows) == 6 and {r["error"] for r in rows} == {
+        "shard-000000.tar: cannot write the shard (No space left on device)"} and {r["shard"] for r in rows} == {""}
+    assert os.listdir(tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("kind", ["webdataset", "parquet"])
