@@ -66,9 +66,16 @@ stops at the end; --address auto joins the cluster running here (`ray start`); e
 mambast and the same paths to the inputs and OUT (a shared file system). Default pool: one actor per GPU,
 or CPU actors of up to 4 CPUs filling the nodes.
 
-OUT is the checkpoint: outputs already there are skipped (a killed run resumes; --overwrite redoes
-them), each is written atomically, and a pair that fails is recorded in OUT/errors.jsonl (JSON lines:
-content, style, output, error) while the others go on (exit status 1 at the end). See docs/scale-out.md.
+With --shards webdataset (or parquet) the images go into OUT/shard-000000.tar (.parquet), ... of
+--shard-size pairs each instead (default 1000; in plan order, encoded as --format): a tar holds
+<key>.<format> and <key>.json (key, content, style, output name, width, height) per sample, a Parquet
+file one row per sample (key, content, style, output, image, width, height); the key is the output name
+the tree would have without its suffix, with . and % written %2E and %25.
+
+OUT is the checkpoint: outputs already there (pairs in finished shards) are skipped (a killed run
+resumes; --overwrite redoes the files of a tree), each output (shard) is written atomically, and a pair
+that fails is recorded in OUT/errors.jsonl (JSON lines: content, style, output, error) while the others
+go on (exit status 1 at the end). See docs/scale-out.md.
 """
 
 
@@ -203,6 +210,7 @@ def _add_stylize(sub) -> None:
 
 def _add_stylize_dataset(sub) -> None:
     from .inference.dataset import FORMATS, PAIRINGS
+    from .inference.shards import DEFAULT_SHARD_SIZE, SHARD_KINDS
     p = sub.add_parser("stylize-dataset", help="stylize a dataset (folder tree or manifest) on Ray Data "
                                                "(needs pip install 'mambast[ray]')",
                        description=STYLIZE_DATASET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +220,12 @@ def _add_stylize_dataset(sub) -> None:
     p.add_argument("--pairing", choices=PAIRINGS, default="all",
                    help="all: every content x every style; random: one style per content (default all)")
     p.add_argument("--format", choices=FORMATS, default="png", help="output image format (default png)")
+    p.add_argument("--shards", choices=SHARD_KINDS, default=None,
+                   help="write the images into shards of --shard-size pairs instead of a folder tree: webdataset "
+                        "(OUT/shard-000000.tar, ...) or parquet (OUT/shard-000000.parquet, ...)")
+    p.add_argument("--shard-size", type=int, default=None, metavar="N",
+                   help=f"pairs per shard, with --shards (default {DEFAULT_SHARD_SIZE}; the progress bar moves a "
+                        "shard at a time)")
     _add_model_argument(p)
     add_config_arguments(p)
     ray = p.add_argument_group("Ray")
@@ -231,7 +245,9 @@ def _add_stylize_dataset(sub) -> None:
                           "at most 8)")
     ray.add_argument("--num-cpus", type=int, default=None,
                      help="without --address: the CPUs Ray may use on this machine (default all)")
-    p.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo outputs that already exist (a folder tree; not with --shards: a finished shard is "
+                        "never rewritten)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_stylize_dataset)
 
@@ -402,7 +418,8 @@ def cmd_stylize_dataset(args) -> int:
     import_ray()   # before anything else: the one missing piece is told first
     config = _resolved(config_from_args(args), here=False)   # the actors resolve the device, on their nodes
     plan = plan_dataset(args.content, args.output, args.style, pairing=args.pairing, seed=config.seed,
-                        format=args.format, overwrite=args.overwrite)
+                        format=args.format, overwrite=args.overwrite, shards=args.shards,
+                        shard_size=args.shard_size)
     for msg, _ in plan.refused:
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     if not len(plan):
@@ -410,7 +427,8 @@ def cmd_stylize_dataset(args) -> int:
             print(f"0 stylized, {plan.present} already present, {plan.failed} failed (see {plan.errors_file})",
                   file=sys.stderr)
             return 1
-        print(f"nothing to do: all {plan.present} outputs exist (use --overwrite to redo)", file=sys.stderr)
+        print(f"nothing to do: all {plan.present} pairs are in the shards of {plan.root}" if plan.shards else
+              f"nothing to do: all {plan.present} outputs exist (use --overwrite to redo)", file=sys.stderr)
         return 0
     if args.model != "default":   # a bad model file is told here, not by every actor
         from .model import MambaST
@@ -423,8 +441,8 @@ def cmd_stylize_dataset(args) -> int:
           f"{summary.seconds:.1f} s: {summary.images_per_s:.2f} images/s with start-up"
           + (f", {running:.2f} once running (first results after {summary.first_result_seconds:.1f} s)"
              if running else "")
-          + f"; {summary.actors} actors x {summary.gpus_per_actor:g} GPU, {summary.cpus_per_actor:g} CPU",
-          file=sys.stderr)
+          + f"; {summary.actors} actors x {summary.gpus_per_actor:g} GPU, {summary.cpus_per_actor:g} CPU"
+          + (f"; {summary.shards} shards written" if plan.shards else ""), file=sys.stderr)
     if summary.failed:
         print(f"failures: {plan.errors_file}", file=sys.stderr)
     return 1 if summary.failed else 0

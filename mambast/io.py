@@ -124,6 +124,22 @@ def tensor_to_pil(x: torch.Tensor):
     return Image.fromarray(a)   # uint8 H x W x 3: RGB (the mode argument is deprecated)
 
 
+# Pillow's names of the formats outputs are written in (`save_image` picks them by suffix: .jpg is JPEG)
+PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+def encode_image(img, format: str) -> bytes:
+    """A PIL image as the bytes of a png/jpg/webp file, with the settings `save_image` writes that suffix with
+    (Pillow's defaults: the same bytes as the file)."""
+    import io
+    buffer = io.BytesIO()
+    try:
+        img.save(buffer, format=PIL_FORMATS[format])
+    except (OSError, ValueError, KeyError) as e:
+        raise ImageError(f"cannot encode image as {format} ({one_line(e)})") from None
+    return buffer.getvalue()
+
+
 def save_image(img, path) -> None:
     """Write a PIL image atomically (temp file in the same folder, then rename); format from the suffix."""
     from .atomic import atomic_write

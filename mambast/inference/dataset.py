@@ -1,11 +1,12 @@
-"""Dataset planning: a content folder tree (or a manifest of pairs) and styles -> output files in a mirrored tree.
+"""Dataset planning: a content folder tree (or a manifest of pairs) and styles -> output files in a mirrored tree,
+or samples in shards (`mambast.inference.shards`).
 
 Which pairs to stylize, into which files, and which are done already; nothing here runs a model or imports torch
 or Ray (`mambast.inference.ray_engine` runs a plan). Plans hold strings, not `Job`s: a million-image plan then
 fits in a few hundred MB on the machine that drives the job.
 
-The output folder is the checkpoint: an output present there is done (a rerun skips it), and the temporary
-files of writes a killed run cut short are removed when the folder is read.
+The output folder is the checkpoint: an output present there (or a sample in a finished shard) is done (a rerun
+skips it), and the temporary files of writes a killed run cut short are removed when the folder is read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterator
 from ..atomic import is_temp_of
 from ..errors import JobError
 from .jobs import IMAGE_OUTPUT_SUFFIXES, Job, clash_message, name_too_long, output_name, unwritable_message
+from .shards import DEFAULT_SHARD_SIZE, SHARD_KINDS, read_shards, sample_key, shard_name
 
 PAIRINGS = ("all", "random")
 FORMATS = ("png", "jpg", "webp")
@@ -32,13 +34,19 @@ ERRORS_FILE = "errors.jsonl"
 class DatasetPlan:
     """Pairs to stylize as three columns of absolute paths (`contents[i]` with `styles[i]` into `outputs[i]`);
     `present`: outputs already there (kept); `refused`: one-line reasons for pairs that cannot be written, with
-    how many pairs each covers; `root`: the output folder (the errors file goes there)."""
+    how many pairs each covers; `root`: the output folder (the errors file goes there). With `shards`
+    ("webdataset" or "parquet") the pairs go, `shard_size` at a time in plan order, into shards numbered from
+    `first_shard`, each image encoded as `format`; `outputs` are then the names folder mode would write."""
     root: Path
     contents: list[str] = field(default_factory=list)
     styles: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     present: int = 0
     refused: list[tuple[str, int]] = field(default_factory=list)
+    format: str = "png"
+    shards: str | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    first_shard: int = 0
 
     def __len__(self) -> int:
         return len(self.outputs)
@@ -51,8 +59,29 @@ class DatasetPlan:
     def errors_file(self) -> Path:
         return self.root / ERRORS_FILE
 
+    def add(self, content: str, style: str, output: str) -> None:
+        self.contents.append(content)
+        self.styles.append(style)
+        self.outputs.append(output)
+
     def jobs(self) -> Iterator[Job]:
         return (Job(c, s, o) for c, s, o in zip(self.contents, self.styles, self.outputs))
+
+    def shard_bounds(self) -> Iterator[tuple[str, int, int]]:
+        """(shard file name, first pair, end) of each shard the pairs go into: cut here, on the driver, so that
+        a shard's number and pairs are fixed before any actor runs (a retried task rewrites the same shard)."""
+        for i, start in enumerate(range(0, len(self), self.shard_size)):
+            yield shard_name(self.first_shard + i, self.shards), start, min(start + self.shard_size, len(self))
+
+    def relative(self, output: str) -> str:
+        """An output's name relative to the output folder (every planned output is inside it)."""
+        return output[_prefix_length(self.root):]
+
+
+def _prefix_length(root: Path) -> int:
+    """Characters of root and its separator at the start of a path inside it (a string slice costs a fraction
+    of os.path.relpath, for a million outputs)."""
+    return len(os.path.join(str(root), ""))
 
 
 def random_style(content: str, n_styles: int, seed: int | None) -> int:
@@ -64,7 +93,8 @@ def random_style(content: str, n_styles: int, seed: int | None) -> int:
 
 
 def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | None = None,
-                 format: str = "png", overwrite: bool = False) -> DatasetPlan:
+                 format: str = "png", overwrite: bool = False, shards: str | None = None,
+                 shard_size: int | None = None) -> DatasetPlan:
     """Plan stylizing a dataset into the folder OUTPUT.
 
     content: a folder, read recursively, or a manifest (.csv or .parquet) with columns content, style and
@@ -72,11 +102,15 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
     style (an image or a folder, read recursively) and `pairing` pick the styles: "all" pairs every content with
     every style into OUTPUT/<subfolder>/<content>_stylized_<style>.<format>; "random" gives each content one
     style (`random_style`) into OUTPUT/<subfolder>/<content>.<format>, as Stylized-ImageNet is laid out.
-    Outputs already there are kept unless overwrite. JobError for missing inputs or a bad OUTPUT."""
+    Outputs already there are kept unless overwrite. shards ("webdataset" or "parquet"): the images go into
+    shards of shard_size pairs (default 1000) in OUTPUT instead, encoded as `format`; the pairs in finished
+    shards are kept (a shard is never rewritten, so overwrite does not apply). JobError for missing inputs, a
+    bad OUTPUT or settings that do not go together."""
     if pairing not in PAIRINGS:
         raise JobError(f"pairing must be one of {', '.join(PAIRINGS)}; got {pairing!r}")
     if format not in FORMATS:
         raise JobError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    _check_shards(shards, shard_size, overwrite)
     content, root = Path(content), Path(os.path.abspath(output))
     try:
         if not content.exists():
@@ -93,9 +127,29 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
         if not there.is_dir():
             raise JobError(f"{there}: exists and is not a folder" + ("" if there == root else
                                                                      f" (the output folder {output} would be in it)"))
-        return _sort(rows, root, overwrite)
+        plan = _sort(rows, root, overwrite, shards)
     except OSError as e:   # a path the system refuses to look at (no permission, ...)
         raise JobError(f"{e.filename or output}: {e.strerror or e}") from None
+    plan.format = format
+    if shards is not None:
+        plan.shard_size = shard_size or DEFAULT_SHARD_SIZE
+    return plan
+
+
+def _check_shards(shards, shard_size, overwrite: bool) -> None:
+    """The shard settings, named as the command's flags, refused before anything is read."""
+    if shards is None:
+        if shard_size is not None:
+            raise JobError(f"--shard-size applies with --shards ({' or '.join(SHARD_KINDS)}); got --shard-size "
+                           f"{shard_size} alone")
+        return
+    if shards not in SHARD_KINDS:
+        raise JobError(f"--shards must be one of {', '.join(SHARD_KINDS)}; got {shards!r}")
+    if shard_size is not None and shard_size < 1:
+        raise JobError(f"--shard-size must be at least 1; got {shard_size}")
+    if overwrite:
+        raise JobError("--overwrite does not apply to --shards (a finished shard is never rewritten): to redo "
+                       "them, remove the shards or write to another folder")
 
 
 def _pair_folders(content: Path, style, root: Path, pairing: str, seed, suffix: str) -> list[tuple[str, str, str]]:
@@ -195,9 +249,13 @@ def _read_manifest(path: Path) -> dict[str, list]:
             if k in table}
 
 
-def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool) -> DatasetPlan:
+def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool, shards: str | None = None) -> DatasetPlan:
     """Rows into a plan: clashes and names too long refused, outputs over inputs refused (JobError), outputs
-    already there kept (unless overwrite); leftover temp files of expected outputs removed."""
+    already there kept (unless overwrite); leftover temp files of expected outputs removed. With shards:
+    `_sort_into_shards`."""
+    if shards is not None:
+        return _sort_into_shards(rows, root, shards)
+    read_shards(root, None)   # a folder of shards is refused: the images would be written beside them
     plan = DatasetPlan(root)
     inputs = {p for c, s, _ in rows for p in (c, s)}
     by_output: dict[str, list[int]] = {}
@@ -214,10 +272,30 @@ def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool) -> Data
         elif out in existing and not overwrite:
             plan.present += 1
         else:
-            c, s, _ = rows[idx[0]]
-            plan.contents.append(c)
-            plan.styles.append(s)
-            plan.outputs.append(out)
+            plan.add(*rows[idx[0]])
+    return plan
+
+
+def _sort_into_shards(rows: list[tuple[str, str, str]], root: Path, kind: str) -> DatasetPlan:
+    """Rows into a plan of shards: pairs of one sample key refused (one output name, or names that differ only
+    in their suffix), pairs in finished shards kept; leftover temp shards removed. Nothing is written at the
+    output names, so neither their length nor the inputs there matter."""
+    finished = read_shards(root, kind)
+    plan = DatasetPlan(root, shards=kind, first_shard=finished.next_number)
+    start = _prefix_length(root)
+    by_key: dict[str, list[int]] = {}
+    for i, (_, _, out) in enumerate(rows):
+        by_key.setdefault(sample_key(out[start:]), []).append(i)
+    for key, idx in by_key.items():
+        if len(idx) > 1:
+            outputs = list(dict.fromkeys(rows[i][2][start:] for i in idx))
+            plan.refused.append((clash_message(rows[idx[0]][2], [rows[i][:2] for i in idx]) if len(outputs) == 1
+                                 else f"{key}: outputs {', '.join(outputs)} would be one sample of the shards (their "
+                                      "names differ only in the suffix): skipped (rename one)", len(idx)))
+        elif key in finished.keys:
+            plan.present += 1
+        else:
+            plan.add(*rows[idx[0]])
     return plan
 
 

@@ -1,6 +1,11 @@
 """Run a `DatasetPlan` on Ray Data: a pool of actors, one model each (loaded once), each batch of pairs through
 `Stylizer.run`, the same fast path as `mambast stylize`; the driver reports progress and records failures.
 
+With shards, the driver cuts the plan into shards (`DatasetPlan.shard_bounds`) and each row of the Ray dataset is
+one shard, which one actor call stylizes and writes whole: shard numbers and contents are fixed before any actor
+runs, so a task Ray retries (its actor lost) rewrites the same shard instead of adding a second copy of its
+pairs, and no two actors ever write into one file.
+
 Ray is imported only here, on first use (the `ray` extra); on a cluster every node needs mambast and sees the
 inputs and the output folder at the same paths (a shared file system). It must not plan: `dataset` does.
 """
@@ -16,6 +21,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 from ..errors import JobError, one_line, printable
 from .config import StylizeConfig, default_batch_size
@@ -40,7 +46,7 @@ def import_ray():
 class DatasetSummary:
     """What a run did: pairs stylized, outputs already present, failures (read, decode or write errors and
     refused pairs); seconds from the start (Ray starting, models loading) to the last result, and to the first;
-    the pairs done (stylized or failed) after the first result came."""
+    the pairs done (stylized or failed) after the first result came; shards written (with shards)."""
     stylized: int
     present: int
     failed: int
@@ -50,6 +56,7 @@ class DatasetSummary:
     actors: int
     gpus_per_actor: float
     cpus_per_actor: float
+    shards: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -68,9 +75,12 @@ class StylizeActor:
     """One Ray actor: loads the model once, then stylizes each batch of rows (content, style, output) through
     one `Stylizer`, whose caches live as long as the actor. Yields the rows as they are written, `batch_size`
     at a time (progress while a long call runs), with an `error` column ("" when written); an image that fails
-    is recorded there and never stops the batch."""
+    is recorded there and never stops the batch. With `shards` ({"kind", "format", "root"}) each row is one
+    shard (its name, and lists of contents, styles and relative outputs): its images are encoded in memory and
+    written into the shard as they come, and its rows are yielded once the shard is renamed into place (a
+    `shard` column names it for the pairs in it)."""
 
-    def __init__(self, model: str, config: dict, readers: int | None, threads: int):
+    def __init__(self, model: str, config: dict, readers: int | None, threads: int, shards: dict | None = None):
         import torch
 
         from ..runtime import keep_freed_memory
@@ -82,9 +92,15 @@ class StylizeActor:
             torch.set_num_threads(threads)   # the CPUs Ray reserved for this actor, not the node's
         self.stylizer = Stylizer.from_config(load_model(model, config), config, workers=readers)
         self.every = config.batch_size
+        self.shards = shards
 
     def __call__(self, batch: dict):
         from .jobs import Job
+        if self.shards:
+            for name, contents, styles, outputs in zip(batch["shard"], batch["content"], batch["style"],
+                                                       batch["output"]):
+                yield _columns(*self._shard(str(name), contents, styles, outputs))
+            return
         jobs = [Job(c, s, o) for c, s, o in zip(batch["content"], batch["style"], batch["output"])]
         done: list = []
         for row in self._run(jobs):
@@ -95,23 +111,53 @@ class StylizeActor:
         if done:
             yield _columns(done)
 
-    def _run(self, jobs):
+    def _shard(self, name: str, contents, styles, outputs) -> tuple[list, str]:
+        """Stylize one shard's pairs into the shard `name`: ([(job, "" or its error)], name, or "" if no shard was
+        written). A shard that cannot be written fails all its pairs (a rerun does them again)."""
+        from ..io import encode_image
+        from .jobs import Job
+        from .shards import Sample, sample_key, write_shard
+        kind, fmt = self.shards["kind"], self.shards["format"]
+        encoded: dict = {}
+
+        def encode(image, job):   # in the Stylizer's writing threads
+            encoded[job.output] = (encode_image(image, fmt), image.size)
+        jobs = [Job(c, s, o) for c, s, o in zip(contents, styles, outputs)]   # outputs: names in the shard only
+        results: dict = {}
+
+        def samples():
+            for job, error in self._run(jobs, write=encode):
+                data, (width, height) = encoded.pop(job.output, (b"", (0, 0)))
+                results[job] = error
+                if not error:
+                    output = str(job.output)
+                    yield Sample(sample_key(output), str(job.content), str(job.style), output, data, width, height)
+        try:
+            written = write_shard(os.path.join(self.shards["root"], name), kind, fmt, samples())
+        except OSError as e:
+            error = f"{name}: cannot write the shard ({e.strerror or e})"
+            return [(job, results.get(job) or error) for job in jobs], ""
+        return [(job, results[job]) for job in jobs], name if written else ""
+
+    def _run(self, jobs, write=None):
         """(job, "" or its one-line error) for each job; an error of the whole batch (out of memory, say)
-        retries the jobs not done one at a time, so that only the pairs that fail alone are recorded."""
+        retries the jobs not done one at a time, so that only the pairs that fail alone are recorded.
+        write: the Stylizer's (an output then is never a file, so none is taken as done before the failure)."""
         done = 0
         start = time.time()
         try:
-            for job, error in self.stylizer.run(jobs):
+            for job, error in self.stylizer.run(jobs, write=write):
                 done += 1
                 yield job, "" if error is None else one_line(error)
         except Exception:   # noqa: BLE001  (not one image's fault: retried alone below)
             self._free()
             for job in jobs[done:]:
-                if len(jobs) > 1 and _written_since(job.output, start):   # by this call, before the batch failed
-                    yield job, ""
+                if write is None and len(jobs) > 1 and _written_since(job.output, start):   # by this call, before
+                    yield job, ""                                                          # the batch failed
                     continue
                 try:
-                    yield from ((job, "" if e is None else one_line(e)) for _, e in self.stylizer.run([job]))
+                    yield from ((job, "" if e is None else one_line(e))
+                                for _, e in self.stylizer.run([job], write=write))
                 except Exception as e:   # noqa: BLE001
                     self._free()
                     yield job, f"{type(e).__name__}: {one_line(e)}"
@@ -132,13 +178,14 @@ def _written_since(path: Path, start: float) -> bool:
         return False
 
 
-def _columns(rows: list) -> dict:
-    """[(job, error)] -> the columns of a result block."""
+def _columns(rows: list, shard: str = "") -> dict:
+    """[(job, error)] -> the columns of a result block; shard: the shard the pairs without an error are in."""
     import numpy as np
     return {"content": np.array([str(j.content) for j, _ in rows], dtype=object),
             "style": np.array([str(j.style) for j, _ in rows], dtype=object),
             "output": np.array([str(j.output) for j, _ in rows], dtype=object),
-            "error": np.array([e for _, e in rows], dtype=object)}
+            "error": np.array([e for _, e in rows], dtype=object),
+            "shard": np.array(["" if e else shard for _, e in rows], dtype=object)}
 
 
 @dataclass
@@ -241,15 +288,18 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
         pool = _pool(ray, config, actors, gpus_per_actor, cpus_per_actor)
         _quiet_ray_data(ray)
         batch = config.batch_size or default_batch_size("cuda" if pool.gpus else "cpu")
-        # long calls (the Stylizer's pipeline drains at the end of each), yet at least two per actor
-        rows_per_call = max(1, min(ROWS_PER_CALL * batch, math.ceil(len(plan) / (2 * pool.actors))))
-        ds = _dataset(ray, plan, pool.actors).map_batches(
+        # long calls (the Stylizer's pipeline drains at the end of each), yet at least two per actor; with
+        # shards a row is a shard, and a call writes one
+        rows_per_call = 1 if plan.shards else max(1, min(ROWS_PER_CALL * batch,
+                                                         math.ceil(len(plan) / (2 * pool.actors))))
+        shard_settings = dict(kind=plan.shards, format=plan.format, root=str(plan.root)) if plan.shards else None
+        ds = (_shard_dataset(ray, plan) if plan.shards else _dataset(ray, plan, pool.actors)).map_batches(
             StylizeActor, batch_size=rows_per_call, batch_format="numpy",
             fn_constructor_kwargs=dict(model=_absolute(model), config=dataclasses.asdict(config), readers=readers,
-                                       threads=max(1, int(pool.cpus))),
+                                       threads=max(1, int(pool.cpus)), shards=shard_settings),
             compute=ray.data.ActorPoolStrategy(size=pool.actors), num_gpus=pool.gpus or None, num_cpus=pool.cpus)
         try:
-            stylized, failed, first, after_first, seconds = _consume(ds, plan, errors_file, progress, t0)
+            stylized, failed, first, after_first, seconds, written = _consume(ds, plan, errors_file, progress, t0)
         except Exception as e:   # noqa: BLE001
             if not type(e).__module__.startswith("ray"):
                 raise
@@ -260,7 +310,7 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
         if started:
             ray.shutdown()
     return DatasetSummary(stylized, plan.present, failed + plan.failed, seconds, first, after_first, pool.actors,
-                          pool.gpus, pool.cpus)
+                          pool.gpus, pool.cpus, written)
 
 
 def _absolute(model) -> str:
@@ -296,11 +346,28 @@ def _dataset(ray, plan: DatasetPlan, actors: int):
     return ray.data.from_arrow(tables)
 
 
+def _shard_dataset(ray, plan: DatasetPlan):
+    """The plan as a Ray dataset of one row per shard (`shard_rows`), one block each, so that the shards spread
+    over the actors."""
+    import pyarrow as pa
+    return ray.data.from_arrow([pa.table({k: [v] for k, v in row.items()}) for row in shard_rows(plan)])
+
+
+def shard_rows(plan: DatasetPlan) -> Iterator[dict]:
+    """The row of each shard: its file name, and lists of its contents, styles and outputs relative to the
+    output folder."""
+    for name, a, b in plan.shard_bounds():
+        yield {"shard": name, "content": plan.contents[a:b], "style": plan.styles[a:b],
+               "output": [plan.relative(o) for o in plan.outputs[a:b]]}
+
+
 def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float):
     """Iterate the results: a progress bar with the rate, failures appended to the errors file as they come.
-    Returns (stylized, failed, seconds to the first result, pairs after it, seconds to the last)."""
+    Returns (stylized, failed, seconds to the first result, pairs after it, seconds to the last, shards
+    written)."""
     from tqdm import tqdm
     stylized = failed = 0
+    shards: set = set()
     first, first_pairs = 0.0, 0
     bar = tqdm(total=len(plan), desc="stylize-dataset", unit="img", disable=not progress, file=sys.stderr,
                smoothing=0.1)
@@ -313,12 +380,13 @@ def _consume(ds, plan: DatasetPlan, errors_file, progress: bool, t0: float):
             _append_errors(errors_file, rows)
             failed += len(rows)
             stylized += len(batch["output"]) - len(rows)
+            shards.update(s for s in batch["shard"] if s)
             bar.update(len(batch["output"]))
             for row in rows[:3]:   # a few on screen, all in the file
                 tqdm.write(f"mambast: error: {printable(row['error'])}", file=sys.stderr)
     finally:
         bar.close()
-    return stylized, failed, first, stylized + failed - first_pairs, time.perf_counter() - t0
+    return stylized, failed, first, stylized + failed - first_pairs, time.perf_counter() - t0, len(shards)
 
 
 def _check_writable(root) -> None:

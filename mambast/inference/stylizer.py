@@ -417,15 +417,21 @@ class Stylizer:
     # -------------------------------------------------------------------------------- the stream
 
     @staticmethod
-    def _write(img: torch.Tensor, path: Path) -> None:
+    def _write(img: torch.Tensor, job: Job, write=None) -> None:
         from PIL import Image
-        save_image(Image.fromarray(img.permute(1, 2, 0).numpy()), path)
+        image = Image.fromarray(img.permute(1, 2, 0).numpy())
+        if write is None:
+            save_image(image, job.output)
+        else:
+            write(image, job)
 
-    def run(self, jobs: Iterable[Job], weights=None, mask=None) -> Iterator[tuple[Job, ImageError | None]]:
+    def run(self, jobs: Iterable[Job], weights=None, mask=None, write=None) -> Iterator[tuple[Job, ImageError | None]]:
         """Stylize every job; yields, in input order, (job, None) once its output is written, or (job, error)
         for a job whose image could not be read or whose output could not be written (or whose content has not
         the mask's aspect ratio). weights, mask: how each job's styles are mixed or placed (see `stylize`); with
-        the stylizer's strength and preserve_color. ValueError for controls that do not fit a job's styles."""
+        the stylizer's strength and preserve_color. ValueError for controls that do not fit a job's styles.
+        write: write(image, job) in place of writing job.output (a PIL RGB image, called in the writing
+        threads; an ImageError it raises is the job's error), e.g. to encode outputs into a shard."""
         region = check_controls(None, weights, mask)[1]
 
         def checked(job: Job) -> Job:
@@ -473,7 +479,7 @@ class Stylizer:
                         images = iter(self._stylize_batch([b for b in batch if b[1] is not None], weights, region)
                                       if n_ok else [])
                         for it, prep in batch:
-                            fut = pool.submit(self._write, next(images), it.job.output) if prep is not None \
+                            fut = pool.submit(self._write, next(images), it.job, write) if prep is not None \
                                 else _failed(it.error)
                             writes.append((it.job, fut))
                         batch, n_ok, n_fused = [], 0, 0
