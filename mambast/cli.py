@@ -70,7 +70,7 @@ With --shards webdataset (or parquet) the images go into OUT/shard-000000.tar (.
 --shard-size pairs each instead (default 1000; in plan order, encoded as --format): a tar holds
 <key>.<format> and <key>.json (key, content, style, output name, width, height) per sample, a Parquet
 file one row per sample (key, content, style, output, image, width, height); the key is the output name
-the tree would have without its suffix, with . and % written %2E and %25.
+the tree would have without its suffix, with % . : \\ written %25 %2E %3A %5C (URL escapes).
 
 OUT is the checkpoint: outputs already there (pairs in finished shards) are skipped (a killed run
 resumes; --overwrite redoes the files of a tree), each output (shard) is written atomically, and a pair

@@ -112,11 +112,15 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
         raise JobError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     _check_shards(shards, shard_size, overwrite)
     content, root = Path(content), Path(os.path.abspath(output))
+    for path in (root, os.path.abspath(content), style and os.path.abspath(style)):
+        if path and _not_utf8([str(path)]):   # in every pair's paths: refused whole
+            raise JobError(_not_utf8_message(str(path)))
     try:
         if not content.exists():
             raise JobError(f"{content}: no such folder or manifest (content)")
+        refused: list[tuple[str, int]] = []
         if content.is_dir():
-            rows = _pair_folders(content, style, root, pairing, seed, "." + format)
+            rows, refused = _pair_folders(content, style, root, pairing, seed, "." + format)
         elif content.suffix.lower() in MANIFEST_SUFFIXES:
             if style is not None:
                 raise JobError(f"{content}: a manifest pairs its contents with its styles: give no style folder")
@@ -127,9 +131,10 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
         if not there.is_dir():
             raise JobError(f"{there}: exists and is not a folder" + ("" if there == root else
                                                                      f" (the output folder {output} would be in it)"))
-        plan = _sort(rows, root, overwrite, shards)
+        plan = _sort_into_shards(rows, root, shards, format) if shards else _sort(rows, root, overwrite)
     except OSError as e:   # a path the system refuses to look at (no permission, ...)
         raise JobError(f"{e.filename or output}: {e.strerror or e}") from None
+    plan.refused[:0] = refused
     plan.format = format
     if shards is not None:
         plan.shard_size = shard_size or DEFAULT_SHARD_SIZE
@@ -152,7 +157,10 @@ def _check_shards(shards, shard_size, overwrite: bool) -> None:
                        "them, remove the shards or write to another folder")
 
 
-def _pair_folders(content: Path, style, root: Path, pairing: str, seed, suffix: str) -> list[tuple[str, str, str]]:
+def _pair_folders(content: Path, style, root: Path, pairing: str, seed,
+                  suffix: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, int]]]:
+    """The rows (content, style, output) of a content folder and its styles, and the pairs refused for a file
+    name that is not UTF-8 (`_not_utf8`)."""
     from ..io import walk_images
     if style is None:
         raise JobError("a content folder needs a style image or folder")
@@ -184,7 +192,38 @@ def _pair_folders(content: Path, style, root: Path, pairing: str, seed, suffix: 
             rows.append((c_abs, styles_abs[random_style(c, len(styles), seed)], os.path.join(folder, stem + suffix)))
     if pairing == "random":   # a style's contents together: an actor decodes (and often encodes) a style once for all
         rows.sort(key=lambda row: (row[1], row[0]))
-    return rows
+    # refused after pairing: a random pairing must not change with the names left out
+    bad = {os.path.join(content_base, c) for c in _not_utf8(contents)}
+    bad.update(os.path.join(style_base, s) for s in _not_utf8(styles))
+    if not bad:
+        return rows, []
+    refused: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        name = row[0] if row[0] in bad else row[1] if row[1] in bad else None
+        if name is None:
+            kept.append(row)
+        else:
+            refused[name] = refused.get(name, 0) + 1
+    return kept, [(_not_utf8_message(name), n) for name, n in refused.items()]
+
+
+def _not_utf8(names: list[str]) -> list[str]:
+    """The names that are not UTF-8 text: bytes a Linux file name may hold, which Python reads as surrogates and
+    Ray's Arrow tables (and the shards) cannot carry."""
+    bad = []
+    for name in names:
+        if not name.isascii():
+            try:
+                name.encode()
+            except UnicodeEncodeError:
+                bad.append(name)
+    return bad
+
+
+def _not_utf8_message(name: str) -> str:
+    shown = os.fsencode(name).decode("utf-8", "backslashreplace")   # the bytes that are not UTF-8 as \xff
+    return f"{shown}: the name is not UTF-8 (the dataset job carries names as UTF-8 text): rename it"
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -203,7 +242,7 @@ def _manifest_rows(manifest: Path, root: Path, suffix: str) -> list[tuple[str, s
             raise JobError(f"{where}: empty content or style")
         c_abs, s_abs = (os.path.normpath(os.path.join(base, p)) for p in (c, s))   # an absolute path stays as it is
         if o:
-            if os.path.isabs(o) or os.path.normpath(o).startswith(".."):
+            if os.path.isabs(o) or os.path.normpath(o).split(os.sep)[0] == "..":   # ..x.png is inside
                 raise JobError(f"{where}: output {o} must be a relative path inside the output folder")
             if os.path.splitext(o)[1].lower() not in IMAGE_OUTPUT_SUFFIXES:
                 raise JobError(f"{where}: output {o} needs an image suffix (.png, .jpg, ...)")
@@ -249,12 +288,9 @@ def _read_manifest(path: Path) -> dict[str, list]:
             if k in table}
 
 
-def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool, shards: str | None = None) -> DatasetPlan:
+def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool) -> DatasetPlan:
     """Rows into a plan: clashes and names too long refused, outputs over inputs refused (JobError), outputs
-    already there kept (unless overwrite); leftover temp files of expected outputs removed. With shards:
-    `_sort_into_shards`."""
-    if shards is not None:
-        return _sort_into_shards(rows, root, shards)
+    already there kept (unless overwrite); leftover temp files of expected outputs removed."""
     read_shards(root, None)   # a folder of shards is refused: the images would be written beside them
     plan = DatasetPlan(root)
     inputs = {p for c, s, _ in rows for p in (c, s)}
@@ -276,15 +312,25 @@ def _sort(rows: list[tuple[str, str, str]], root: Path, overwrite: bool, shards:
     return plan
 
 
-def _sort_into_shards(rows: list[tuple[str, str, str]], root: Path, kind: str) -> DatasetPlan:
+def _sort_into_shards(rows: list[tuple[str, str, str]], root: Path, kind: str, format: str) -> DatasetPlan:
     """Rows into a plan of shards: pairs of one sample key refused (one output name, or names that differ only
     in their suffix), pairs in finished shards kept; leftover temp shards removed. Nothing is written at the
-    output names, so neither their length nor the inputs there matter."""
+    output names, so neither their length nor the inputs there matter. JobError for finished shards of another
+    format (the shards of a dataset share one), and for the outputs of a tree run in OUT (not resumed here,
+    and the shards would be written beside them)."""
     finished = read_shards(root, kind)
+    if finished.formats - {format}:
+        held = sorted(finished.formats)
+        raise JobError(f"{root}: holds {', '.join(held)} shards of an earlier run: resume them with --format "
+                       f"{held[0]} (the shards of a dataset share one format), or write elsewhere")
     plan = DatasetPlan(root, shards=kind, first_shard=finished.next_number)
     start = _prefix_length(root)
+    tree = finished.others - {ERRORS_FILE}
     by_key: dict[str, list[int]] = {}
     for i, (_, _, out) in enumerate(rows):
+        if tree and out[start:].split(os.sep, 1)[0] in tree:
+            raise JobError(f"{root}: holds the outputs of a run without --shards ({out[start:].split(os.sep)[0]}): "
+                           "resume it without --shards, or write the shards elsewhere")
         by_key.setdefault(sample_key(out[start:]), []).append(i)
     for key, idx in by_key.items():
         if len(idx) > 1:

@@ -134,8 +134,9 @@ class StylizeActor:
                     yield Sample(sample_key(output), str(job.content), str(job.style), output, data, width, height)
         try:
             written = write_shard(os.path.join(self.shards["root"], name), kind, fmt, samples())
-        except OSError as e:
-            error = f"{name}: cannot write the shard ({e.strerror or e})"
+        except Exception as e:   # noqa: BLE001  (nothing of the shard is left: its pairs fail, the job goes on)
+            why = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {one_line(e)}"
+            error = f"{name}: cannot write the shard ({why})"
             return [(job, results.get(job) or error) for job in jobs], ""
         return [(job, results[job]) for job in jobs], name if written else ""
 

@@ -76,15 +76,16 @@ def test_present_outputs_are_kept_and_a_killed_writes_temp_files_removed(tree, t
 
 
 def test_manifests_pair_their_rows(tree, tmp_path):
-    rows = [("content/a/c0.jpg", "style/s1.png", ""), ("content/b/c2.jpg", "style/s0.png", "x/y.jpg")]
+    rows = [("content/a/c0.jpg", "style/s1.png", ""), ("content/b/c2.jpg", "style/s0.png", "x/y.jpg"),
+            ("content/b/c1.jpg", "style/s0.png", "..z.jpg")]   # a name that starts with two dots, not a '..'
     (tmp_path / "m.csv").write_text("content,style,output\n" + "\n".join(",".join(r) for r in rows) + "\n")
     plan = plan_dataset(tmp_path / "m.csv", tmp_path / "out")
-    assert _rel(plan.outputs, tmp_path / "out") == ["content/a/c0_stylized_s1.png", "x/y.jpg"]
+    assert _rel(plan.outputs, tmp_path / "out") == ["..z.jpg", "content/a/c0_stylized_s1.png", "x/y.jpg"]
     assert plan.styles[0] == str(tree[1] / "s1.png")
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
     pq.write_table(pa.table({"content": [r[0] for r in rows], "style": [r[1] for r in rows]}), tmp_path / "m.parquet")
-    assert len(plan_dataset(tmp_path / "m.parquet", tmp_path / "out2")) == 2
+    assert len(plan_dataset(tmp_path / "m.parquet", tmp_path / "out2")) == 3
 
 
 @pytest.mark.parametrize("csv, message", [
@@ -218,18 +219,30 @@ def _run_actor(actor, plan, shards_done: int | None = None) -> list[dict]:
     return [dict(zip(b, values)) for b in blocks for values in zip(*b.values())]
 
 
+def _write_shards(out: Path, kind: str, outputs: list[str], fmt: str = "png", number: int = 0) -> Path:
+    """A finished shard of the given relative outputs (tiny fake images), as an actor writes it."""
+    from mambast.inference.shards import Sample, sample_key, shard_name, write_shard
+    path = out / shard_name(number, kind)
+    write_shard(path, kind, fmt, (Sample(sample_key(o), "c.jpg", "s.png", o, b"img", 1, 1) for o in outputs))
+    return path
+
+
 def test_sample_keys_are_tar_safe_reversible_and_unique():
+    from urllib.parse import unquote
+
     from mambast.inference.shards import sample_key
     names = ["a/c0_stylized_s0.png", "a/x.v2_stylized_s.png", "a/x_v2_stylized_s.png", "a/x%2Ev2_stylized_s.png",
-             "n01/n01_1.JPEG", "d.ir/été 1.png", ".hidden.png"]
+             "n01/n01_1.JPEG", "d.ir/été 1.png", ".hidden.png", "../up.png", "C:/r.png", "\\evil/q.png",
+             "a\\..\\..\\b.png", "-rf 50%.png"]
     keys = [sample_key(n) for n in names]
     assert keys[:2] == ["a/c0_stylized_s0", "a/x%2Ev2_stylized_s"] and keys[5] == "d%2Eir/été 1"
-    assert len(set(keys)) == len(keys) and not any("." in k for k in keys)
+    assert len(set(keys)) == len(keys) and not any("." in k or ":" in k or "\\" in k for k in keys)
+    # extracted anywhere, a member stays inside the folder: no '..', no root, no drive, no Windows separator
+    assert not any(k.startswith("/") or ".." in k.split("/") for k in keys) and keys[8] == "C%3A/r"
     for k in keys:   # WebDataset's rule: a member's key is its name up to the first dot of its last part
         folder, _, name = f"{k}.png".rpartition("/")
         assert folder + "/" * bool(folder) + name.split(".")[0] == k
-    unescape = lambda k: k.replace("%2E", ".").replace("%25", "%")   # noqa: E731
-    assert [unescape(k) for k in keys] == [os.path.splitext(n)[0] for n in names]
+    assert [unquote(k) for k in keys] == [os.path.splitext(n)[0] for n in names]
 
 
 @pytest.mark.parametrize("kind, fmt", [("webdataset", "png"), ("parquet", "png"), ("webdataset", "jpg")])
@@ -269,21 +282,44 @@ def test_a_failed_batch_of_a_shard_is_retried_pair_by_pair_into_it(tree, tmp_pat
         plan.relative(o) for o in plan.outputs)
 
 
-def test_a_shard_that_cannot_be_written_fails_its_pairs_and_leaves_nothing(tree, tmp_path, actor, monkeypatch):
-    import errno
-
+@pytest.mark.parametrize("error, message", [
+    (OSError(28, os.strerror(28)), "No space left on device"),
+    (ValueError("a bug or a library's complaint"), "ValueError: a bug or a library's complaint")])
+def test_a_shard_that_cannot_be_written_fails_its_pairs_and_leaves_nothing(tree, tmp_path, actor, monkeypatch,
+                                                                           error, message):
+    """Any error while a shard is written (not only OSError: one that escaped would stop the whole Ray job)
+    fails that shard's pairs, named in one line, and leaves no file."""
     from mambast.inference import shards
 
     def disk_full(tmp, image_format, samples, keys):
         for _, sample in zip(range(2), samples):   # two samples in, then the disk is full
             keys.append(sample.key)
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise error
     monkeypatch.setattr(shards, "_write_tar", disk_full)
     plan = plan_dataset(tree[0], tmp_path / "out", tree[1], shards="webdataset", shard_size=6)
     rows = _run_actor(actor, plan, shards_done=1)
     assert len(rows) == 6 and {r["error"] for r in rows} == {
-        "shard-000000.tar: cannot write the shard (No space left on device)"} and {r["shard"] for r in rows} == {""}
+        f"shard-000000.tar: cannot write the shard ({message})"} and {r["shard"] for r in rows} == {""}
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_a_tar_whose_index_cannot_be_written_is_a_finished_shard(tree, tmp_path, monkeypatch):
+    """The index only spares a rerun reading the tar through: failing to write it fails no pair, and leaves
+    no index of an earlier write of that shard standing for the new tar."""
+    from mambast.inference import shards
+    out = tmp_path / "out"
+    _write_shards(out, "webdataset", ["a/c0_stylized_s0.png"])   # an earlier write of shard 0, with its index
+    atomic_write = shards.atomic_write
+
+    def no_index(path, write, suffix):
+        if suffix == ".json":
+            raise OSError(28, os.strerror(28))
+        return atomic_write(path, write, suffix=suffix)
+    monkeypatch.setattr(shards, "atomic_write", no_index)
+    done = [f"a/c{j}_stylized_s{k}.png" for j in range(3) for k in range(2)]
+    _write_shards(out, "webdataset", done)   # returns: no error for the shard's pairs
+    assert sorted(os.listdir(out)) == ["shard-000000.tar"]
+    assert plan_dataset(tree[0], out, tree[1], shards="webdataset").present == 6
 
 
 @pytest.mark.parametrize("kind", ["webdataset", "parquet"])
@@ -330,6 +366,73 @@ def test_shard_settings_that_do_not_go_together_are_refused_in_one_line(tree, tm
     plan = plan_dataset(tmp_path / "m.csv", tmp_path / "other", shards="webdataset")
     assert plan.failed == 2 and "x/y.jpg, x/y.png would be one sample" in plan.refused[0][0]
     assert len(plan_dataset(tmp_path / "m.csv", tmp_path / "other")) == 2   # two files in folder mode
+
+
+@pytest.mark.parametrize("kind", ["webdataset", "parquet"])
+def test_finished_shards_that_cannot_be_trusted_are_read_through_or_refused(tree, tmp_path, kind):
+    """A tar cut short at a member boundary (a partial copy: tarfile sees fewer members, no error) is refused,
+    also when its index lists every key; an index that is not its tar's (or not JSON) is not trusted (the tar
+    is read through); a rerun with another --format, or into a folder tree, or beside shards of both kinds
+    is refused in one line, before any work."""
+    from mambast.inference.shards import index_path
+    out = tmp_path / "out"
+    done = [f"a/c{j}_stylized_s{k}.png" for j in range(3) for k in range(2)]
+    shard = _write_shards(out, kind, done)
+    plan = plan_dataset(tree[0], out, tree[1], shards=kind)
+    assert (plan.present, len(plan), plan.first_shard) == (6, 6, 1)
+    for fmt in ("jpg", "webp"):
+        with pytest.raises(JobError, match="holds png shards.*--format png"):
+            plan_dataset(tree[0], out, tree[1], shards=kind, format=fmt)
+    if kind == "webdataset":
+        index = index_path(shard)
+        index.write_text("{not json")
+        assert plan_dataset(tree[0], out, tree[1], shards=kind).present == 6   # read through the tar
+        _write_shards(tmp_path / "other", kind, done[:2])
+        index.write_bytes(index_path(tmp_path / "other" / shard.name).read_bytes())   # another tar's index
+        assert plan_dataset(tree[0], out, tree[1], shards=kind).present == 6
+        with tarfile.open(shard) as tar:
+            members, end = tar.getmembers(), tar.offset
+        data = shard.read_bytes()
+        for cut in (members[4].offset, end, end + 512):   # before a member; before or in the end-of-archive marker
+            shard.write_bytes(data[:cut])
+            with pytest.raises(JobError, match="shard-000000.tar: cannot read the shard"):
+                plan_dataset(tree[0], out, tree[1], shards=kind)
+        shard.write_bytes(data)
+    else:
+        shard.write_bytes(shard.read_bytes()[:-100])
+        with pytest.raises(JobError, match="shard-000000.parquet: cannot read the shard"):
+            plan_dataset(tree[0], out, tree[1], shards=kind)
+        _write_shards(out, kind, done)
+    (out / "a").mkdir()   # a tree run's folder: its images would not be resumed, and shards would go beside it
+    with pytest.raises(JobError, match="holds the outputs of a run without --shards .*a"):
+        plan_dataset(tree[0], out, tree[1], shards=kind)
+    (out / "a").rmdir()
+    other = "parquet" if kind == "webdataset" else "webdataset"
+    _write_shards(out, other, done[:1], number=1)
+    with pytest.raises(JobError, match="holds shards of both kinds"):
+        plan_dataset(tree[0], out, tree[1], shards=kind)
+
+
+def test_names_that_are_not_utf8_are_refused_pairs_not_a_crash(tree, tmp_path):
+    """A file name of bytes that are not UTF-8 (legal on Linux) cannot travel in Ray's Arrow tables nor be
+    stored in a shard: its pairs are refused (the others go on), and an output folder of such a name is
+    refused in one line."""
+    pa = pytest.importorskip("pyarrow")
+    from mambast.inference.ray_engine import shard_rows
+    bad = os.path.join(os.fsencode(tree[0]), b"a", b"bad\xff.jpg")
+    try:
+        _img(Path(os.fsdecode(bad)))
+    except OSError:
+        pytest.skip("the file system takes UTF-8 names only")
+    for shards in (None, "webdataset"):
+        plan = plan_dataset(tree[0], tmp_path / "out", tree[1], shards=shards)
+        assert len(plan) == 12 and plan.failed == 2 and len(plan.refused) == 1, plan.refused
+        assert "bad\\xff.jpg: the name is not UTF-8" in plan.refused[0][0]
+        pa.table({"content": plan.contents, "style": plan.styles, "output": plan.outputs})
+        if shards:
+            pa.table({k: [row[k] for row in shard_rows(plan)] for k in ("shard", "content", "output")})
+    with pytest.raises(JobError, match="not UTF-8"):
+        plan_dataset(tree[0], Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"out\xff"))), tree[1])
 
 
 def test_the_shard_flags_on_the_command_line(tree, tmp_path, capsys):
