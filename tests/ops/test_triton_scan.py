@@ -31,7 +31,7 @@ if INTERPRETED:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 was set: set it in the environment "
                     "(or in tests/conftest.py) to run these tests without CUDA", allow_module_level=True)
 # small tiles so that tiny shapes still span several tiles and channel blocks, with ragged ends
-SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8)
+SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8, lanes_bwd=2)
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 SHAPES = [  # (Bt, Dm, N, H, W)
     (2, 6, 4, 3, 5),
