@@ -424,7 +424,10 @@ def _scan_bwd_kernel(
         a1 = tl.exp2(dt1[:, None, :, None] * A2[None, :, :, :])                             # a_{t+1}
         gC = gy[:, None, :, None] * Ct[:, :, None, :]
         gC = tl.where(last, gC + a1 * g_next[None, :, :, :], gC)
-        _, g = tl.associative_scan((a1, gC), 0, _compose, reverse=True)                     # g_t
+        # reverse=True is avoided: compiled, Triton's reverse scan has given wrong results for non-commutative
+        # combine functions; flipping time (registers only, in this layout) and scanning forward is exact
+        _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
+        g = tl.flip(g, 0)                                                                   # g_t
         g_next = tl.sum(tl.where(first, g, 0.0), axis=0)
 
         gB = tl.sum(tl.sum(g * Bt[:, :, None, :], axis=1), axis=2)                         # <g_t, B_t> [T, BD]
