@@ -43,7 +43,12 @@ Backward (tiles of CHUNK steps; time in registers, the state across lanes). With
 A backward program walks its order's tiles last to first: it reloads the saved state entering the
 tile, recomputes the tile's h_t with the forward scan, computes a_{t+1} from the next step's delta
 and runs the scan for g_t on the time-flipped tile (the carry g from the later tile enters at its
-last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed.
+last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do
+this with the same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states]
+tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
+scans inside the thread; training at 256² crops, where it is faster). Both flip the tile for the reverse
+scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
+non-commutative combine (the CPU interpreter's was right).
 
 Merging and reductions (determinism). out, du, dB and dC are float32 buffers accumulated with
 relaxed atomic adds: out and du receive four addends per element (one per order), dB and dC one per
@@ -94,7 +99,7 @@ class ScanKernelConfig:
     lanes_fwd: int = 1      # lanes sharing one channel's state in the forward (power of two, <= N)
     segments_fwd: int = 1   # programs splitting each order's steps in an inference forward (two launches if > 1)
     block_d_bwd: int = 16   # channels per backward program (power of two)
-    lanes_bwd: int = 1      # lanes sharing one channel's state in the backward (power of two, <= N); 0: 3-D kernel
+    lanes_bwd: int = 0      # 0: the 3-D backward kernel; else the forward's layout, this many lanes per channel's state
     warps_fwd: int = 1
     warps_bwd: int = 4
     fma_decays_fwd: int = 0  # of each thread's states, how many get their decay exp2(dt A) from FMAs (see above)
@@ -104,6 +109,8 @@ class ScanKernelConfig:
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
+        if self.lanes_bwd < 0 or self.lanes_bwd & (self.lanes_bwd - 1):
+            raise ValueError(f"ScanKernelConfig.lanes_bwd must be 0 or a power of two; got {self.lanes_bwd}")
         if self.segments_fwd < 1:
             raise ValueError(f"ScanKernelConfig.segments_fwd must be >= 1; got {self.segments_fwd}")
         if self.fma_decays_fwd < 0:
@@ -134,12 +141,13 @@ ONE_IMAGE = 4096
 GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1, fma_decays_fwd=1)
 
 
-# Training (forward that saves states, then the backward) with many sequences: backward tiles of 8 steps x 32
-# channels. At batch 24, L = 32², Dm = 1024, N = 16 (a training step's scan at batch 8) on an H100, forward +
-# backward took 9.6 ms against 12.9 for DEFAULT_CONFIG, the fastest of chunks 8/16 x 16/32/64 channels x 4/8 warps
-# (docs/performance.md). It saves a state every 8 steps instead of 16 (twice the memory: +3.4 GiB at that batch),
-# so it is taken only up to the length it was measured at (256² crops); longer sequences keep DEFAULT_CONFIG.
-TRAINING_CONFIG = ScanKernelConfig(chunk=8, tile_fwd=8, block_d_bwd=32, warps_bwd=4)
+# Training (forward that saves states, then the backward) with many sequences: the backward in the forward's layout,
+# tiles of 4 steps x 16 channels, each channel's 16 states over 2 lanes, one warp. At batch 24, L = 32², Dm = 1024,
+# N = 16 (a training step's scan at batch 8) on an H100, forward + backward took 5.3 ms against 8.8 for the 3-D kernel
+# at its best tiles (8 steps x 32 channels, 4 warps); the trainer went from 51.9 to 64.7 images/s (docs/performance.md).
+# It saves a state every 4 steps (four times DEFAULT_CONFIG's memory: the trainer's peak at batch 8 went from 18.1 to 24.8 GiB), so it
+# is taken only up to the length it was measured at (256² crops); longer sequences keep DEFAULT_CONFIG.
+TRAINING_CONFIG = ScanKernelConfig(chunk=4, tile_fwd=4, block_d_bwd=16, warps_bwd=1, lanes_bwd=2)
 TRAINING_MAX_LENGTH = 1024
 
 
@@ -424,8 +432,7 @@ def _scan_bwd_kernel(
         a1 = tl.exp2(dt1[:, None, :, None] * A2[None, :, :, :])                             # a_{t+1}
         gC = gy[:, None, :, None] * Ct[:, :, None, :]
         gC = tl.where(last, gC + a1 * g_next[None, :, :, :], gC)
-        # reverse=True is avoided: compiled, Triton's reverse scan has given wrong results for non-commutative
-        # combine functions; flipping time (registers only, in this layout) and scanning forward is exact
+        # not reverse=True (compiled, it gave wrong gradients; see the module docstring): flip, scan, flip back
         _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
         g = tl.flip(g, 0)                                                                   # g_t
         g_next = tl.sum(tl.where(first, g, 0.0), axis=0)
