@@ -142,11 +142,9 @@ GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, w
 
 
 # Training (forward that saves states, then the backward) with many sequences: the backward in the forward's layout,
-# tiles of 4 steps x 16 channels, each channel's 16 states over 2 lanes, one warp. At batch 24, L = 32², Dm = 1024,
-# N = 16 (a training step's scan at batch 8) on an H100, forward + backward took 5.3 ms against 8.8 for the 3-D kernel
-# at its best tiles (8 steps x 32 channels, 4 warps); the trainer went from 51.9 to 64.7 images/s (docs/performance.md).
-# It saves a state every 4 steps (four times DEFAULT_CONFIG's memory: the trainer's peak at batch 8 went from 18.1 to 24.8 GiB), so it
-# is taken only up to the length it was measured at (256² crops); longer sequences keep DEFAULT_CONFIG.
+# tiles of 4 steps x 16 channels, each channel's 16 states over 2 lanes, one warp: the fastest at a training step's
+# shapes (256² crops; docs/performance.md, "Training"). It saves a state every 4 steps, four times DEFAULT_CONFIG's
+# memory, so it is taken only up to the length it was measured at; longer sequences keep DEFAULT_CONFIG.
 TRAINING_CONFIG = ScanKernelConfig(chunk=4, tile_fwd=4, block_d_bwd=16, warps_bwd=1, lanes_bwd=2)
 TRAINING_MAX_LENGTH = 1024
 
