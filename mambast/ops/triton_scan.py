@@ -43,7 +43,12 @@ Backward (tiles of CHUNK steps; time in registers, the state across lanes). With
 A backward program walks its order's tiles last to first: it reloads the saved state entering the
 tile, recomputes the tile's h_t with the forward scan, computes a_{t+1} from the next step's delta
 and runs the scan for g_t on the time-flipped tile (the carry g from the later tile enters at its
-last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed.
+last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do
+this with the same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states]
+tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
+scans inside the thread; training at 256² crops, where it is faster). Both flip the tile for the reverse
+scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
+non-commutative combine (the CPU interpreter's was right).
 
 Merging and reductions (determinism). out, du, dB and dC are float32 buffers accumulated with
 relaxed atomic adds: out and du receive four addends per element (one per order), dB and dC one per
@@ -94,6 +99,7 @@ class ScanKernelConfig:
     lanes_fwd: int = 1      # lanes sharing one channel's state in the forward (power of two, <= N)
     segments_fwd: int = 1   # programs splitting each order's steps in an inference forward (two launches if > 1)
     block_d_bwd: int = 16   # channels per backward program (power of two)
+    lanes_bwd: int = 0      # 0: the 3-D backward kernel; else the forward's layout, this many lanes per channel's state
     warps_fwd: int = 1
     warps_bwd: int = 4
     fma_decays_fwd: int = 0  # of each thread's states, how many get their decay exp2(dt A) from FMAs (see above)
@@ -103,6 +109,8 @@ class ScanKernelConfig:
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanKernelConfig.{name} must be a power of two; got {v}")
+        if self.lanes_bwd < 0 or self.lanes_bwd & (self.lanes_bwd - 1):
+            raise ValueError(f"ScanKernelConfig.lanes_bwd must be 0 or a power of two; got {self.lanes_bwd}")
         if self.segments_fwd < 1:
             raise ValueError(f"ScanKernelConfig.segments_fwd must be >= 1; got {self.segments_fwd}")
         if self.fma_decays_fwd < 0:
@@ -133,12 +141,11 @@ ONE_IMAGE = 4096
 GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, warps_fwd=1, fma_decays_fwd=1)
 
 
-# Training (forward that saves states, then the backward) with many sequences: backward tiles of 8 steps x 32
-# channels. At batch 24, L = 32², Dm = 1024, N = 16 (a training step's scan at batch 8) on an H100, forward +
-# backward took 9.6 ms against 12.9 for DEFAULT_CONFIG, the fastest of chunks 8/16 x 16/32/64 channels x 4/8 warps
-# (docs/performance.md). It saves a state every 8 steps instead of 16 (twice the memory: +3.4 GiB at that batch),
-# so it is taken only up to the length it was measured at (256² crops); longer sequences keep DEFAULT_CONFIG.
-TRAINING_CONFIG = ScanKernelConfig(chunk=8, tile_fwd=8, block_d_bwd=32, warps_bwd=4)
+# Training (forward that saves states, then the backward) with many sequences: the backward in the forward's layout,
+# tiles of 4 steps x 16 channels, each channel's 16 states over 2 lanes, one warp: the fastest at a training step's
+# shapes (256² crops; docs/performance.md, "Training"). It saves a state every 4 steps, four times DEFAULT_CONFIG's
+# memory, so it is taken only up to the length it was measured at; longer sequences keep DEFAULT_CONFIG.
+TRAINING_CONFIG = ScanKernelConfig(chunk=4, tile_fwd=4, block_d_bwd=16, warps_bwd=1, lanes_bwd=2)
 TRAINING_MAX_LENGTH = 1024
 
 
@@ -340,6 +347,127 @@ def _scan_bwd_kernel(
     sB_b, sB_k, sB_l, sB_n,
     sC_b, sC_k, sC_l, sC_n,
     sg_b, sg_l, sg_d,
+    CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N_LANES: tl.constexpr,
+):
+    # The forward's layout: tensors are [CHUNK, NI, BLOCK_D, N_LANES] with state index n = i * N_LANES + j, so
+    # time and NI = BLOCK_N / N_LANES states sit in each thread's registers, both scans along time run inside
+    # each thread, and sums over the state take log2(N_LANES) shuffles. B_t and C_t are broadcast.
+    NI: tl.constexpr = BLOCK_N // N_LANES
+    pid_d = tl.program_id(0)
+    k = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    rows = tl.arange(0, CHUNK)
+    d_ok = d < Dm
+    n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]   # [NI, 1, NL]
+    d3 = d[None, :, None]                                                                   # [1, BD, 1]
+    nd_ok = (n3 < N) & (d3 < Dm)                                                            # [NI, BD, NL]
+    nt = tl.reshape(n3, (1, NI, N_LANES))                                                   # [1, NI, NL]
+    nt_ok = nt < N
+    first = (rows == 0)[:, None, None, None]
+    last = (rows == CHUNK - 1)[:, None, None, None]
+
+    A2 = tl.load(A2_ptr + (k * Dm + d3) * N + n3, mask=nd_ok, other=0.0)   # A log2(e) [NI, BD, NL]
+    Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
+    bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
+
+    u_base = u_ptr + b * su_b
+    dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
+    B_base = B_ptr + b * sB_b + k * sB_k
+    C_base = C_ptr + b * sC_b + k * sC_k
+    gy_base = gy_ptr + b * sg_b
+    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
+    du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
+    ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
+    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
+    dC_base = dC_ptr + (b * 4 + k) * L * N
+
+    # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
+    c = n_chunks - 1
+    p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
+    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
+    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
+    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
+    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])              # [T, BD]
+    gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])                # [T, BD]
+    Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                            # [T, NI, NL]
+    Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)                            # [T, NI, NL]
+    h_in = tl.load(st_base + c * Dm * N, mask=nd_ok, other=0.0)                         # [NI, BD, NL]
+    g_next = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)   # g at the step after the tile
+    dA_acc = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
+    dD_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)     # summed over rows after the loop
+    dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
+    while c >= 0:
+        more = c > 0                                                  # is there a tile c - 1?
+        p_nx, t_ok_nx = _steps((c - 1) * CHUNK, k, L, H, W, CHUNK)
+        p1_nx, t1_ok_nx = _steps((c - 1) * CHUNK + 1, k, L, H, W, CHUNK)
+        t_ok_nx = t_ok_nx & more
+        t1_ok_nx = t1_ok_nx & more
+        u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
+        x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
+        x1_nx = _rows(dl_base, p1_nx, sd_l, d, sd_d, t1_ok_nx[:, None] & d_ok[None, :])
+        gy_nx = _rows(gy_base, p_nx, sg_l, d, sg_d, t_ok_nx[:, None] & d_ok[None, :])
+        B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)
+        C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
+        h_in_nx = tl.load(st_base + (c - 1) * Dm * N, mask=nd_ok & more, other=0.0)
+
+        # recompute h_t from the saved state entering the tile
+        td_ok = t_ok[:, None] & d_ok[None, :]
+        tn_ok = t_ok[:, None, None] & nt_ok
+        x = x + bias[None, :]
+        dt = tl.where(td_ok, _softplus(x), 0.0)                                             # [T, BD]
+        dtu = dt * u
+        a = tl.exp2(dt[:, None, :, None] * A2[None, :, :, :])                               # [T, NI, BD, NL]
+        bx = dtu[:, None, :, None] * Bt[:, :, None, :]
+        _, hs = tl.associative_scan((a, tl.where(first, bx + a * h_in[None, :, :, :], bx)), 0, _compose)
+        dC = tl.sum(hs * gy[:, None, :, None], axis=2)                                      # [T, NI, NL]
+        tl.atomic_add(dC_base + p[:, None, None] * N + nt, dC, mask=tn_ok, sem="relaxed")
+        ah = hs - bx                                                                        # a_t h_{t-1}
+
+        # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
+        # at the last row (a_{t+1} past the end is exp(0) = 1 and multiplies g_L = 0)
+        dt1 = tl.where(t1_ok[:, None] & d_ok[None, :], _softplus(x1 + bias[None, :]), 0.0)
+        a1 = tl.exp2(dt1[:, None, :, None] * A2[None, :, :, :])                             # a_{t+1}
+        gC = gy[:, None, :, None] * Ct[:, :, None, :]
+        gC = tl.where(last, gC + a1 * g_next[None, :, :, :], gC)
+        # not reverse=True (compiled, it gave wrong gradients; see the module docstring): flip, scan, flip back
+        _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
+        g = tl.flip(g, 0)                                                                   # g_t
+        g_next = tl.sum(tl.where(first, g, 0.0), axis=0)
+
+        gB = tl.sum(tl.sum(g * Bt[:, :, None, :], axis=1), axis=2)                         # <g_t, B_t> [T, BD]
+        dB = tl.sum(g * dtu[:, None, :, None], axis=2)                                      # [T, NI, NL]
+        tl.atomic_add(dB_base + p[:, None, None] * N + nt, dB, mask=tn_ok, sem="relaxed")
+        gah = g * ah                                                                        # g_t a_t h_{t-1}
+        ddt = tl.sum(tl.sum(gah * A2[None, :, :, :], axis=1), axis=2) * LN2 + u * gB       # [T, BD]
+        dx = tl.where(td_ok, ddt * (1.0 / (1.0 + tl.exp(-x))), 0.0)                         # through softplus
+        tl.store(ddl_base + p[:, None] * Dm + d[None, :], dx.to(ddelta_ptr.dtype.element_ty), mask=td_ok)
+        du = Dk[None, :] * gy + dt * gB                                                     # [T, BD]
+        tl.atomic_add(du_base + p[:, None] * Dm + d[None, :], du, mask=td_ok, sem="relaxed")
+        dA_acc += tl.sum(gah * dt[:, None, :, None], axis=0)
+        dD_acc += gy * u
+        dbias_acc += dx
+
+        p, t_ok, t1_ok, u, x, x1, gy, Bt, Ct = p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx, B_nx, C_nx
+        h_in = h_in_nx
+        c -= 1
+
+    part = (b * 4 + k) * Dm                              # partials [Bt, 4, Dm(, N)], summed in torch
+    tl.store(dA_ptr + (part + d3) * N + n3, dA_acc, mask=nd_ok)
+    tl.store(dD_ptr + part + d, tl.sum(dD_acc, axis=0), mask=d_ok)
+    tl.store(dbias_ptr + part + d, tl.sum(dbias_acc, axis=0), mask=d_ok)
+
+
+@triton.jit
+def _scan_bwd_kernel_3d(
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, states_ptr, gy_ptr,
+    du_ptr, ddelta_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+    L, H, W, Dm, N, n_chunks,
+    su_b, su_l, su_d,
+    sd_b, sd_k, sd_l, sd_d,
+    sB_b, sB_k, sB_l, sB_n,
+    sC_b, sC_k, sC_l, sC_n,
+    sg_b, sg_l, sg_d,
     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_d = tl.program_id(0)
@@ -488,13 +616,15 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
     dD = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
     dbias = torch.empty(Bt, N_ORDERS, Dm, device=dev, dtype=f32)
     grid = (triton.cdiv(Dm, cfg.block_d_bwd), N_ORDERS, Bt)
-    _scan_bwd_kernel[grid](
+    block_n = triton.next_power_of_2(N)
+    extra = {} if cfg.lanes_bwd == 0 else {"N_LANES": min(cfg.lanes_bwd, block_n)}
+    (_scan_bwd_kernel_3d if cfg.lanes_bwd == 0 else _scan_bwd_kernel)[grid](
         u, delta, A2, B, C, D, bias, states, gy,
         du, ddelta, dB, dC, dA, dD, dbias,
         L, H, W, Dm, N, n_chunks,
         *u.stride(), *delta.stride(), *B.stride(), *C.stride(), *gy.stride(),
-        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=triton.next_power_of_2(N),
-        num_warps=cfg.warps_bwd,
+        CHUNK=cfg.chunk, BLOCK_D=cfg.block_d_bwd, BLOCK_N=block_n,
+        num_warps=cfg.warps_bwd, **extra,
     )
     return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
 

@@ -31,7 +31,7 @@ if INTERPRETED:
         pytest.skip("triton was imported before TRITON_INTERPRET=1 was set: set it in the environment "
                     "(or in tests/conftest.py) to run these tests without CUDA", allow_module_level=True)
 # small tiles so that tiny shapes still span several tiles and channel blocks, with ragged ends
-SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8)
+SMALL = ScanKernelConfig(chunk=4, tile_fwd=2, block_d_fwd=8, lanes_fwd=2, block_d_bwd=8, lanes_bwd=2)
 NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 SHAPES = [  # (Bt, Dm, N, H, W)
     (2, 6, 4, 3, 5),
@@ -137,10 +137,13 @@ def test_forward_low_precision_inputs(dtype):
     assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-2    # against the full-precision inputs
 
 
+@pytest.mark.parametrize("lanes_bwd", [2, 0], ids=["forward-layout", "3-d"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_backward_matches_autograd_through_reference(shape):
+def test_backward_matches_autograd_through_reference(shape, lanes_bwd):
+    """Both backward kernels (the forward's layout, with a channel's state over 2 lanes, and the 3-D one)."""
     Bt, Dm, N, H, W = shape
-    assert_forward_and_backward_match(make_inputs(*shape, seed=10 + sum(shape)), H, W, SMALL)
+    config = dataclasses.replace(SMALL, lanes_bwd=lanes_bwd)
+    assert_forward_and_backward_match(make_inputs(*shape, seed=10 + sum(shape)), H, W, config)
 
 
 def test_backward_bf16_inputs_give_bf16_gradients():
@@ -328,12 +331,13 @@ GPU_CONFIGS = [DEFAULT_CONFIG, FEW_SEQUENCES_CONFIG, ONE_IMAGE_CONFIG, GIVEN_STE
                dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4),
                ScanKernelConfig(chunk=8, tile_fwd=8, block_d_fwd=32, lanes_fwd=4, block_d_bwd=16, warps_bwd=4),
                ScanKernelConfig(chunk=32, tile_fwd=2, block_d_fwd=16, lanes_fwd=8, block_d_bwd=8, warps_fwd=4),
-               ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4)]
+               ScanKernelConfig(chunk=16, tile_fwd=4, block_d_fwd=8, lanes_fwd=16, warps_fwd=4),
+               TRAINING_CONFIG, dataclasses.replace(TRAINING_CONFIG, chunk=8, tile_fwd=8, lanes_bwd=1, block_d_bwd=32)]
 
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"T{c.chunk}-{c.tile_fwd}-D{c.block_d_fwd}-{c.block_d_bwd}-lanes{c.lanes_fwd}")
+@pytest.mark.parametrize("config", GPU_CONFIGS, ids=lambda c: f"T{c.chunk}-{c.tile_fwd}-D{c.block_d_fwd}-{c.block_d_bwd}-lanes{c.lanes_fwd}-{c.lanes_bwd}")
 def test_gpu_model_sized_forward_and_backward(config):
     Bt, Dm, N, H, W = shape = (2, 1024, 16, 16, 24)     # the model's inner width and state size
     xs = make_inputs(*shape, seed=20)
