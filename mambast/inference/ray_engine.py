@@ -247,6 +247,20 @@ def _pool(ray, config: StylizeConfig, actors, gpus_per_actor, cpus_per_actor) ->
     return _Pool(actors, float(gpus_per_actor), float(cpus_per_actor))
 
 
+def _unreachable(address: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers at a "host:port" or "ray://host:port" address (one line), or None if a TCP connection
+    opens within `timeout` seconds or the address has no port to try."""
+    import socket
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        return one_line(e) or type(e).__name__
+    return None
+
+
 def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
     """Connect to the cluster at `address` ("auto": the one running here), to $RAY_ADDRESS (a job submitted
     with `ray job submit`), or start Ray on this machine alone; True if this call started or connected it."""
@@ -254,6 +268,9 @@ def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     local = address == "local"
+    why = None if local or address == "auto" else _unreachable(address)
+    if why:    # Ray itself would retry a dead address for minutes
+        raise JobError(f"--address {address}: no Ray cluster there ({why})")
     try:
         ray.init(address=address, include_dashboard=False if local else None, log_to_driver=False,
                  logging_level=logging.WARNING,

@@ -116,6 +116,33 @@ def test_refusals_before_any_work(tree, tmp_path):
         assert not (tmp_path / "never").exists()
 
 
+def test_an_address_where_nothing_answers_is_refused_at_once():
+    """Ray would retry a dead cluster address for minutes; the job is refused in one line before ray.init."""
+    import socket
+
+    from mambast.inference import ray_engine
+
+    class NoInit:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            raise AssertionError("ray.init called for an address where nothing answers")
+    with socket.socket() as probe:                       # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        t0 = time.perf_counter()
+        with pytest.raises(JobError, match=f"--address {address}: no Ray cluster there"):
+            ray_engine._start_ray(NoInit(), address, None)
+        assert time.perf_counter() - t0 < 6
+    assert ray_engine._unreachable("auto") is None and ray_engine._unreachable("head-node") is None
+    with socket.socket() as server:                      # something listening: left to Ray
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert ray_engine._unreachable(f"127.0.0.1:{server.getsockname()[1]}") is None
+
+
 def _fails_on_batches(run):
     """A Stylizer.run whose batches fail as a whole (out of memory, say) while every pair alone works."""
     def fails_on_batches(jobs, **options):
