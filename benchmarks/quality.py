@@ -2,7 +2,7 @@
 
 Runs `mambast.metrics.evaluate` for each method on the evaluation set (or a subset) and writes results.json, a
 Markdown table (quality.md) and a comparison grid (grid.png) into --out. Outputs are kept: a rerun resumes.
---publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (the committed results).
+--publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (quality-cpu on the CPU): the committed results.
 
   python benchmarks/quality.py --out out/quality --n-content 2 --n-style 3           # CPU smoke run
   python benchmarks/quality.py --out out/quality --device cuda --publish             # full 20 x 40 on a GPU
@@ -370,7 +370,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rescore", action="store_true",
                     help="score again even where a method's metrics.json already covers all its outputs")
     ap.add_argument("--publish", action="store_true",
-                    help="also write benchmarks/results/quality-<gpu>.json and .md (the committed table)")
+                    help="also write benchmarks/results/quality-<gpu>.json and .md (quality-cpu on the CPU): the "
+                         "committed table")
     ap.add_argument("--commit", default=None, help="source commit to record (default: the checkout's git HEAD)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--time-one", choices=METHODS, help=argparse.SUPPRESS)   # internal: timing subprocess
@@ -460,7 +461,8 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / "quality.md").write_text(markdown(rows, meta))
     if args.publish:
-        stem = ROOT / "benchmarks" / "results" / f"quality-{gpu_slug(meta['device_name'])}"
+        slug = gpu_slug(meta["device_name"]) if device.startswith("cuda") else "cpu"
+        stem = ROOT / "benchmarks" / "results" / f"quality-{slug}"
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         stem.with_suffix(".md").write_text(markdown(rows, meta))
         print(f"wrote {stem}.json and .md", file=sys.stderr)
