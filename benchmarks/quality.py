@@ -2,7 +2,8 @@
 
 Runs `mambast.metrics.evaluate` for each method on the evaluation set (or a subset) and writes results.json, a
 Markdown table (quality.md) and a comparison grid (grid.png) into --out. Outputs are kept: a rerun resumes.
---publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (quality-cpu on the CPU): the committed results.
+--publish also writes the table as benchmarks/results/quality-<gpu>.json and .md (quality-cpu on the CPU): the
+committed results.
 
   python benchmarks/quality.py --out out/quality --n-content 2 --n-style 3           # CPU smoke run
   python benchmarks/quality.py --out out/quality --device cuda --publish             # full 20 x 40 on a GPU
