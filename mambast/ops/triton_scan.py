@@ -83,8 +83,8 @@ class ScanKernelConfig:
 
     Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each channel's state shared by
     `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor).
-    Backward: tiles of `chunk` steps x `block_d_bwd` channels (time in registers, N across lanes);
-    `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
+    Backward: tiles of `chunk` steps x `block_d_bwd` channels, either [steps, channels, states] tiles
+    (`lanes_bwd` = 0) or the forward's layout with each channel's state over `lanes_bwd` lanes; `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
     of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
     (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
     next_power_of_2(N) / lanes_fwd states (padding included) compute their decays exp2(dt A) with a polynomial
@@ -230,6 +230,47 @@ def _state_rows(base, p, s_row, nt, s_col, t_ok, nt_ok):
 
 
 @triton.jit
+def _lane_layout(d, Dm, N, NI: tl.constexpr, N_LANES: tl.constexpr):
+    """Indices of the [.., NI, BD, NL] layout (state n = i * N_LANES + j): n3 [NI, 1, NL], d3 [1, BD, 1], their
+    mask [NI, BD, NL], and the state index nt [1, NI, NL] of a B or C row with its mask."""
+    n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]
+    d3 = d[None, :, None]
+    nt = tl.reshape(n3, (1, NI, N_LANES))
+    return n3, d3, (n3 < N) & (d3 < Dm), nt, nt < N
+
+
+@triton.jit
+def _bwd_bases(u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
+               su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b):
+    """A backward program's base pointers: inputs of batch b, order k; du, ddelta, dB, dC contiguous."""
+    return (u_ptr + b * su_b,
+            delta_ptr + b * sd_b + k.to(tl.int64) * sd_k,    # 4 L Dm may pass 2^31 (one order's L Dm may not)
+            B_ptr + b * sB_b + k * sB_k,
+            C_ptr + b * sC_b + k * sC_k,
+            gy_ptr + b * sg_b,
+            du_ptr + b * L * Dm,                              # fp32 [Bt, L, Dm]
+            ddelta_ptr + (b * 4 + k) * L * Dm,                # [Bt, 4, L, Dm]
+            dB_ptr + (b * 4 + k) * L * N,                     # fp32 [Bt, 4, L, N]
+            dC_ptr + (b * 4 + k) * L * N)
+
+
+@triton.jit
+def _bwd_channel_rows(c, live, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d,
+                      CHUNK: tl.constexpr):
+    """Backward tile c (all masked unless `live`): positions p, masks of steps t and t + 1, and the [T, BD] rows
+    of u, raw delta at t and at t + 1, and gy."""
+    p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
+    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
+    t_ok = t_ok & live
+    t1_ok = t1_ok & live
+    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])
+    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])
+    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])
+    gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])
+    return p, t_ok, t1_ok, u, x, x1, gy
+
+
+@triton.jit
 def _scan_fwd_kernel(
     u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr, seg_ptr,
     L, H, W, Dm, N, n_tiles, n_chunks,
@@ -259,11 +300,7 @@ def _scan_fwd_kernel(
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     rows = tl.arange(0, TILE)
     d_ok = d < Dm
-    n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]   # [NI, 1, NL]
-    d3 = d[None, :, None]                                                                   # [1, BD, 1]
-    nd_ok = (n3 < N) & (d3 < Dm)                                                            # [NI, BD, NL]
-    nt = tl.reshape(n3, (1, NI, N_LANES))                                                   # [1, NI, NL]
-    nt_ok = nt < N
+    n3, d3, nd_ok, nt, nt_ok = _lane_layout(d, Dm, N, NI, N_LANES)
 
     A2 = tl.load(A2_ptr + (k * Dm + d3) * N + n3, mask=nd_ok, other=0.0)   # A log2(e) [NI, BD, NL]
     Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)                 # [BD]
@@ -359,11 +396,7 @@ def _scan_bwd_kernel(
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     rows = tl.arange(0, CHUNK)
     d_ok = d < Dm
-    n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]   # [NI, 1, NL]
-    d3 = d[None, :, None]                                                                   # [1, BD, 1]
-    nd_ok = (n3 < N) & (d3 < Dm)                                                            # [NI, BD, NL]
-    nt = tl.reshape(n3, (1, NI, N_LANES))                                                   # [1, NI, NL]
-    nt_ok = nt < N
+    n3, d3, nd_ok, nt, nt_ok = _lane_layout(d, Dm, N, NI, N_LANES)
     first = (rows == 0)[:, None, None, None]
     last = (rows == CHUNK - 1)[:, None, None, None]
 
@@ -371,25 +404,15 @@ def _scan_bwd_kernel(
     Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
 
-    u_base = u_ptr + b * su_b
-    dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
-    B_base = B_ptr + b * sB_b + k * sB_k
-    C_base = C_ptr + b * sC_b + k * sC_k
-    gy_base = gy_ptr + b * sg_b
+    u_base, dl_base, B_base, C_base, gy_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
+        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
+        su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
-    du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
-    ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
-    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
-    dC_base = dC_ptr + (b * 4 + k) * L * N
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
-    p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
-    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
-    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
-    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
-    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])              # [T, BD]
-    gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])                # [T, BD]
+    p, t_ok, t1_ok, u, x, x1, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
+                                                     su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                            # [T, NI, NL]
     Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)                            # [T, NI, NL]
     h_in = tl.load(st_base + c * Dm * N, mask=nd_ok, other=0.0)                         # [NI, BD, NL]
@@ -399,14 +422,8 @@ def _scan_bwd_kernel(
     dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
     while c >= 0:
         more = c > 0                                                  # is there a tile c - 1?
-        p_nx, t_ok_nx = _steps((c - 1) * CHUNK, k, L, H, W, CHUNK)
-        p1_nx, t1_ok_nx = _steps((c - 1) * CHUNK + 1, k, L, H, W, CHUNK)
-        t_ok_nx = t_ok_nx & more
-        t1_ok_nx = t1_ok_nx & more
-        u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
-        x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
-        x1_nx = _rows(dl_base, p1_nx, sd_l, d, sd_d, t1_ok_nx[:, None] & d_ok[None, :])
-        gy_nx = _rows(gy_base, p_nx, sg_l, d, sg_d, t_ok_nx[:, None] & d_ok[None, :])
+        p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx = _bwd_channel_rows(
+            c - 1, more, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
         B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)
         C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
         h_in_nx = tl.load(st_base + (c - 1) * Dm * N, mask=nd_ok & more, other=0.0)
@@ -484,25 +501,15 @@ def _scan_bwd_kernel_3d(
     Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
 
-    u_base = u_ptr + b * su_b
-    dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
-    B_base = B_ptr + b * sB_b + k * sB_k
-    C_base = C_ptr + b * sC_b + k * sC_k
-    gy_base = gy_ptr + b * sg_b
+    u_base, dl_base, B_base, C_base, gy_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
+        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
+        su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d[:, None] * N + n[None, :]
-    du_base = du_ptr + b * L * Dm                        # fp32 [Bt, L, Dm], contiguous
-    ddl_base = ddelta_ptr + (b * 4 + k) * L * Dm         # [Bt, 4, L, Dm], contiguous
-    dB_base = dB_ptr + (b * 4 + k) * L * N               # fp32 [Bt, 4, L, N], contiguous
-    dC_base = dC_ptr + (b * 4 + k) * L * N
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
-    p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
-    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
-    u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])                  # [T, BD]
-    x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])                 # [T, BD]
-    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])              # [T, BD]
-    gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])                # [T, BD]
+    p, t_ok, t1_ok, u, x, x1, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
+                                                     su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     h_in = tl.load(st_base + c * Dm * N, mask=dn_ok, other=0.0)                         # [BD, BN]
@@ -512,14 +519,8 @@ def _scan_bwd_kernel_3d(
     dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
     while c >= 0:
         more = c > 0                                                  # is there a tile c - 1?
-        p_nx, t_ok_nx = _steps((c - 1) * CHUNK, k, L, H, W, CHUNK)
-        p1_nx, t1_ok_nx = _steps((c - 1) * CHUNK + 1, k, L, H, W, CHUNK)
-        t_ok_nx = t_ok_nx & more
-        t1_ok_nx = t1_ok_nx & more
-        u_nx = _rows(u_base, p_nx, su_l, d, su_d, t_ok_nx[:, None] & d_ok[None, :])
-        x_nx = _rows(dl_base, p_nx, sd_l, d, sd_d, t_ok_nx[:, None] & d_ok[None, :])
-        x1_nx = _rows(dl_base, p1_nx, sd_l, d, sd_d, t1_ok_nx[:, None] & d_ok[None, :])
-        gy_nx = _rows(gy_base, p_nx, sg_l, d, sg_d, t_ok_nx[:, None] & d_ok[None, :])
+        p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx = _bwd_channel_rows(
+            c - 1, more, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
         B_nx = _rows(B_base, p_nx, sB_l, n, sB_n, t_ok_nx[:, None] & n_ok[None, :])
         C_nx = _rows(C_base, p_nx, sC_l, n, sC_n, t_ok_nx[:, None] & n_ok[None, :])
         h_in_nx = tl.load(st_base + (c - 1) * Dm * N, mask=dn_ok & more, other=0.0)
