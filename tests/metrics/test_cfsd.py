@@ -54,6 +54,19 @@ def test_chunked_cfsd_matches_reference(chunk):
     assert torch.allclose(got, ref, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("chunk", [5, 1024])
+def test_one_content_for_all_images_gives_each_image_its_own_cfsd(chunk):
+    """A [1, ...] content (its rows computed once per chunk) gives what the content repeated N times gives."""
+    torch.manual_seed(2)
+    s = torch.rand(4, 16, 5, 7) * 8
+    c = torch.rand(1, 16, 5, 7) * 8
+    got = cfsd_from_features(s, c, chunk=chunk)
+    assert torch.allclose(got, _reference(s, c.expand_as(s)), rtol=1e-4, atol=1e-7)
+    assert torch.equal(got, cfsd_from_features(s, c.expand_as(s).contiguous(), chunk=chunk))
+    with pytest.raises(ValueError, match="stylized and content"):   # 2 contents for 4 images
+        cfsd_from_features(s, torch.rand(2, 16, 5, 7))
+
+
 def test_cfsd_is_zero_for_identical_features_and_positive_otherwise():
     torch.manual_seed(2)
     c = torch.rand(2, 8, 5, 5) * 10
