@@ -235,19 +235,22 @@ def _lane_layout(d, Dm, N, NI: tl.constexpr, N_LANES: tl.constexpr):
     mask [NI, BD, NL], and the state index nt [1, NI, NL] of a B or C row with its mask."""
     n3 = tl.arange(0, NI)[:, None, None] * N_LANES + tl.arange(0, N_LANES)[None, None, :]
     d3 = d[None, :, None]
+    nd_ok = (n3 < N) & (d3 < Dm)
     nt = tl.reshape(n3, (1, NI, N_LANES))
-    return n3, d3, (n3 < N) & (d3 < Dm), nt, nt < N
+    return n3, d3, nd_ok, nt, nt < N
 
 
 @triton.jit
-def _bwd_bases(u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
-               su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b):
-    """A backward program's base pointers: inputs of batch b, order k; du, ddelta, dB, dC contiguous."""
+def _bwd_bases(u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, states_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm,
+               N, n_chunks, d_offsets, n_offsets, su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b):
+    """A backward program's base pointers: inputs of batch b, order k; its saved states at d_offsets + n_offsets
+    (d * N and n in the kernel's layout); du, ddelta, dB, dC contiguous."""
     return (u_ptr + b * su_b,
             delta_ptr + b * sd_b + k.to(tl.int64) * sd_k,    # 4 L Dm may pass 2^31 (one order's L Dm may not)
             B_ptr + b * sB_b + k * sB_k,
             C_ptr + b * sC_b + k * sC_k,
             gy_ptr + b * sg_b,
+            states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d_offsets + n_offsets,
             du_ptr + b * L * Dm,                              # fp32 [Bt, L, Dm]
             ddelta_ptr + (b * 4 + k) * L * Dm,                # [Bt, 4, L, Dm]
             dB_ptr + (b * 4 + k) * L * N,                     # fp32 [Bt, 4, L, N]
@@ -404,10 +407,9 @@ def _scan_bwd_kernel(
     Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
 
-    u_base, dl_base, B_base, C_base, gy_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
-        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
-        su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
-    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
+    u_base, dl_base, B_base, C_base, gy_base, st_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
+        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, states_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
+        n_chunks, d3 * N, n3, su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
@@ -501,10 +503,9 @@ def _scan_bwd_kernel_3d(
     Dk = tl.load(D_ptr + k * Dm + d, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + k * Dm + d, mask=d_ok, other=0.0)
 
-    u_base, dl_base, B_base, C_base, gy_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
-        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
-        su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
-    st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d[:, None] * N + n[None, :]
+    u_base, dl_base, B_base, C_base, gy_base, st_base, du_base, ddl_base, dB_base, dC_base = _bwd_bases(
+        u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, states_ptr, du_ptr, ddelta_ptr, dB_ptr, dC_ptr, b, k, L, Dm, N,
+        n_chunks, d[:, None] * N, n[None, :], su_b, sd_b, sd_k, sB_b, sB_k, sC_b, sC_k, sg_b)
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
