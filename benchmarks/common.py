@@ -63,6 +63,13 @@ def gpu_slug(device_name: str) -> str:
     return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-") or "device"
 
 
+def device_slug(device: str | torch.device) -> str:
+    """What result files are named by: gpu_slug of the device's GPU, "cpu" off CUDA (video-h100.json,
+    video-cpu.json)."""
+    device = torch.device(device)
+    return gpu_slug(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
+
+
 def time_calls(fn, runs: int, sync=None) -> list[float]:
     """Seconds of each of `runs` calls of `fn`, each bracketed by `sync()` (e.g. torch.cuda.synchronize)."""
     sync = sync or (lambda: None)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from common import REPO, header, write_json  # noqa: E402  (benchmarks/common.py; puts the repository on sys.path)
+from common import REPO, device_slug, header, write_json  # noqa: E402  (benchmarks/common.py)
 from folder import make_images  # noqa: E402
 
 from mambast.config import MambaSTConfig  # noqa: E402
@@ -40,14 +39,6 @@ from mambast.model import MambaST  # noqa: E402
 # Ray runs its workers at niceness 15 unless told; at 0 they run at the priority of `mambast stylize`, so that other
 # work on the machine slows both commands alike
 RAY_WORKER_NICENESS = 0
-
-
-def gpu_name() -> str:
-    """"h100" for an "NVIDIA H100 80GB HBM3", "cpu" without CUDA."""
-    if not torch.cuda.is_available():
-        return "cpu"
-    found = re.search(r"\b([A-Z]+\d+)\b", torch.cuda.get_device_name(0))
-    return found.group(1).lower() if found else "gpu"
 
 
 def run(cmd: list[str], out: Path, n: int, repeats: int, threads: int | None) -> dict:
@@ -162,7 +153,8 @@ def main(argv=None) -> int:
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:
-            print("wrote", write_json(REPO / "benchmarks" / "results" / f"dataset-{gpu_name()}.json", result))
+            name = f"dataset-{device_slug('cuda' if cuda else 'cpu')}.json"
+            print("wrote", write_json(REPO / "benchmarks" / "results" / name, result))
         if args.out:
             print("wrote", write_json(Path(args.out) / "dataset.json", result))
     finally:

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:           # run as a script from a source checkout
 import torch                            # noqa: E402
 import torch.nn.functional as F         # noqa: E402
 
-from common import gpu_slug                                # noqa: E402  (benchmarks/common.py)
+from common import device_slug                                # noqa: E402  (benchmarks/common.py)
 from mambast.hub import PackageFile, fetch_package_file    # noqa: E402
 
 
@@ -462,8 +462,7 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     (out / "quality.md").write_text(markdown(rows, meta))
     if args.publish:
-        slug = gpu_slug(meta["device_name"]) if device.startswith("cuda") else "cpu"
-        stem = ROOT / "benchmarks" / "results" / f"quality-{slug}"
+        stem = ROOT / "benchmarks" / "results" / f"quality-{device_slug(device)}"
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         stem.with_suffix(".md").write_text(markdown(rows, meta))
         print(f"wrote {stem}.json and .md", file=sys.stderr)

@@ -25,23 +25,13 @@ from pathlib import Path
 import torch
 
 from common import header, write_json  # benchmarks/common.py; puts the repository on sys.path
+from folder import make_images  # noqa: E402  (benchmarks/folder.py: smooth JPEGs with noise)
 
 from mambast import ops  # noqa: E402
 from mambast.train import TrainConfig, train  # noqa: E402
 from mambast.train.trainer import LOG_TERMS  # noqa: E402
 
 RUNS = (("fast", "auto"), ("fast, again", "auto"), ("reference scan", "ref"))
-
-
-def make_images(folder: Path, n: int, seed: int, side: int) -> None:
-    """n smooth random colour fields as JPEGs (the trainer's decode path; content and style alike)."""
-    import numpy as np
-    from PIL import Image
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((side, side), Image.BICUBIC).save(folder / f"{i:03d}.jpg", quality=90)
 
 
 def read_log(path: Path) -> dict[str, list[float]]:
@@ -98,8 +88,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         side = max(args.crop + args.crop // 2, 48)
-        make_images(work / "content", 16, 0, side)
-        make_images(work / "style", 16, 1, side)
+        make_images(work / "content", 16, side, 0)
+        make_images(work / "style", 16, side, 1)
         for name, impl in RUNS:
             out = work / name.replace(", ", "-").replace(" ", "-")
             cfg = TrainConfig(content=str(work / "content"), style=str(work / "style"), out=str(out),

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import gpu_slug, header, write_json  # noqa: E402  (benchmarks/common.py; puts the repo on sys.path)
+from common import device_slug, header, write_json  # noqa: E402  (benchmarks/common.py; puts the repo on sys.path)
 
 from mambast.examples import stroke_painting  # noqa: E402
 from mambast.inference import StylizeConfig, load_model  # noqa: E402
@@ -252,10 +252,9 @@ def main(argv=None) -> int:
         stroke_painting(512).save(style)
         measure = stability if args.stability else speed
         records = measure(args, model, config, style, Path(tmp))
-    cuda = torch.device(config.device).type == "cuda"
     head = header(config.device, args.commit, size=args.size, dtype=config.dtype, codec=args.codec,
                   weights=args.model or ("tiny random" if args.tiny else "default"))
-    name = f"video{'-stability' if args.stability else ''}-{gpu_slug(head['gpu']) if cuda else 'cpu'}.json"
+    name = f"video{'-stability' if args.stability else ''}-{device_slug(config.device)}.json"
     path = write_json(Path(args.out) / name, [{"header": head}] + records)
     print(f"wrote {path}")
     return 0
