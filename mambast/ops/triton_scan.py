@@ -50,12 +50,14 @@ scans inside the thread; training at 256² crops, where it is faster). Both flip
 scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
 non-commutative combine (the CPU interpreter's was right).
 
-Merging and reductions (determinism). out, du, dB and dC are float32 buffers accumulated with
-relaxed atomic adds: out and du receive four addends per element (one per order), dB and dC one per
-block of channels. The order of those additions may change between runs, so results agree across
-runs to rounding in the last bits, not bitwise; the alternative, a [Bt, 4, L, Dm] buffer summed
-afterwards, would more than double the memory traffic of the forward. dA, dD and d delta_bias are
-written as per-(batch, order, channel) partial sums and reduced in torch (deterministic).
+Merging and reductions (determinism). The forward's out is two float32 buffers, [Bt, 2, L, Dm]: orders
+0 and 1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the two are summed.
+Two addends on a zero are exact in either order, so the forward is bitwise repeatable (a still video
+scene gives identical frames) for one extra [Bt, L, Dm] buffer. du, dB and dC (backward only) are
+accumulated with relaxed atomic adds into one buffer each: du receives four addends per element, dB
+and dC one per block of channels, so gradients agree across runs to rounding in the last bits, not
+bitwise. dA, dD and d delta_bias are written as per-(batch, order, channel) partial sums and reduced in
+torch (deterministic).
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ def _scan_fwd_kernel(
     dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
     B_base = B_ptr + b * sB_b + k * sB_k
     C_base = C_ptr + b * sC_b + k * sC_k
-    out_base = out_ptr + b * L * Dm
+    out_base = out_ptr + (b * 2 + k // 2) * L * Dm           # orders 0, 1 and 2, 3: two addends each
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
     sg_base = seg_ptr + ((b * 4 + k) * SEGMENTS) * 2 * Dm * N + d3 * N + n3
 
@@ -576,14 +578,15 @@ def _scan_bwd_kernel_3d(
 # ---------------------------------------------------------------------------------------- autograd
 
 def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=True, **launch):
-    """out [Bt, L, Dm] float32 and the states entering each backward chunk (a placeholder unless store_states).
+    """out [Bt, L, Dm] float32 (bitwise repeatable) and the states entering each backward chunk (a placeholder
+    unless store_states).
     softplus: dt = softplus(delta + bias), else delta + bias. launch: extra Triton launch options (e.g. maxnreg,
     for experiments)."""
     Bt, _, L, Dm = delta.shape
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
     segments = 1 if store_states else cfg.segments_fwd    # the saved states need one program per order
-    out = torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32)
+    out = torch.zeros(Bt, 2, L, Dm, device=u.device, dtype=torch.float32)   # two orders per buffer
     states = torch.empty((Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,), device=u.device,
                          dtype=torch.float32)
     summaries = torch.empty((Bt, N_ORDERS, segments, 2, Dm, N) if segments > 1 else (1,), device=u.device,
@@ -601,7 +604,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
             SUMMARY=summary, SOFTPLUS=softplus, FMA_DECAYS=min(cfg.fma_decays_fwd, block_n // lanes),
             num_warps=cfg.warps_fwd, **launch,
         )
-    return out, states
+    return out[:, 0] + out[:, 1], states
 
 
 def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):

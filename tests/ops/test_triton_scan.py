@@ -362,3 +362,21 @@ def test_gpu_bf16_model_sized():
     y = selective_scan_2d_triton(*low, H, W)
     assert rel_err(y, selective_scan_2d_ref(*low, H, W)) < 1e-5
     assert rel_err(y, selective_scan_2d_ref(*xs, H, W)) < 1e-2
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("config", [None, ONE_IMAGE_CONFIG, dataclasses.replace(FEW_SEQUENCES_CONFIG, segments_fwd=4)],
+                         ids=["default", "one-image", "segments"])
+def test_gpu_forward_is_bitwise_repeatable(config):
+    """Two addends per output buffer: the same inputs give the same bits on every call (a still video scene gives
+    identical frames), also for identical images at different places in the batch."""
+    shape = (1, 1024, 16, 32, 32)   # one image, then four copies of it: u, delta, B and C repeated over the batch
+    H, W = shape[3:]
+    xs = make_inputs(*shape, dtype=torch.bfloat16, seed=23)
+    xs = [x.repeat(4, *[1] * (x.dim() - 1)) if i in (0, 1, 3, 4) else x for i, x in enumerate(xs)]
+    with torch.no_grad():
+        ys = [selective_scan_2d_triton(*xs, H, W, config=config) for _ in range(5)]
+    for y in ys:
+        assert torch.equal(y, ys[0])
+        assert all(torch.equal(y[i], y[0]) for i in range(4))
