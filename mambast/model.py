@@ -104,9 +104,25 @@ class MambaST(PretrainedMixin, nn.Module):
         return self.cnn_decoder(x.permute(0, 3, 1, 2))                  # [B, C, H', W'] -> [B, 3, H, W]
 
     def forward(self, content: torch.Tensor, style: torch.Tensor, shuffle: bool | None = None,
-                generator: torch.Generator | int | None = None, perms: torch.Tensor | None = None) -> torch.Tensor:
+                generator: torch.Generator | int | None = None, perms: torch.Tensor | None = None,
+                identities: bool = False) -> torch.Tensor:
+        """identities=True (training): [O; Icc; Iss], [3B, 3, H, W], the stylization O = f(Ic, Is) and the identity
+        passes Icc = f(Ic, Ic), Iss = f(Is, Is) in one decoder batch; content and style then have one shape."""
         p = self.config.patch_size
         for name, t in (("content", content), ("style", style)):
             if t.dim() != 4 or t.shape[1] != 3 or t.shape[2] % p or t.shape[3] % p:
                 raise ValueError(f"{name} must be [B, 3, H, W] with H and W multiples of {p}; got {tuple(t.shape)}")
-        return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator, perms)
+        if not identities:
+            return self.decode(self.encode_content(content), self.encode_style(style), shuffle, generator, perms)
+        if content.shape != style.shape:
+            raise ValueError(f"identities=True needs content and style of one shape; got {tuple(content.shape)} "
+                             f"and {tuple(style.shape)}")
+        B = content.shape[0]
+        if self.training and self.config.drop_path_encoder > 0:   # each use of an image draws its own dropped paths
+            return self(torch.cat([content, content, style]), torch.cat([style, content, style]), shuffle, generator,
+                        perms)
+        # Each encoder sees Ic and Is once (2B images instead of 3B), the patch embedding runs once for both.
+        tokens = self.patch_embed(torch.cat([content, style]))
+        xc, xs = self.encoder_c(tokens), self.encoder_s(tokens)                # each [Ic; Is]
+        return self.decode(torch.cat([xc[:B], xc[:B], xc[B:]]), torch.cat([xs[B:], xs[:B], xs[B:]]), shuffle,
+                           generator, perms)

@@ -147,3 +147,29 @@ def test_scan_dispatch_compiles_without_a_graph_break_and_follows_use_impl():
     assert g(torch.ones(2)).tolist() == [2.0, 2.0]
     with ops.use_impl("ref"):
         assert g(torch.ones(2)).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("drop_path_encoder", [0.0, 0.2])
+def test_identity_passes_in_one_call_match_the_three_calls_with_gradients(drop_path_encoder):
+    """forward(c, s, identities=True) = [f(c, s); f(c, c); f(s, s)] as the 3B batch computes them (the training
+    step's call), outputs and every parameter's gradient; the encoders then see each image once, unless the encoder
+    drops paths (then each use draws its own, as in the 3B batch: the same random numbers, the same result)."""
+    import dataclasses
+    m = randomize(MambaST(dataclasses.replace(tiny_config(), drop_path_encoder=drop_path_encoder))).train()
+    c, s = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(1))
+    perms = torch.stack([torch.randperm(6) for _ in range(m.config.depth_decoder)])
+    results = []
+    for call in (lambda: m(c, s, perms=perms, identities=True),
+                 lambda: m(torch.cat([c, c, s]), torch.cat([s, c, s]), perms=perms)):
+        m.zero_grad()
+        torch.manual_seed(3)                          # the decoder's (and encoder's) dropped paths
+        y = call()
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        results.append((y.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    (y1, g1), (y2, g2) = results
+    assert y1.shape == (6, 3, 16, 24)
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
+    for name in g1:
+        torch.testing.assert_close(g1[name], g2[name], rtol=1e-3, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="one shape"):
+        m(c, s[:, :, :8], identities=True)

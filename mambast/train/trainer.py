@@ -199,12 +199,12 @@ class Trainer:
 
         The stylization O = model(Ic, Is) and the identity passes Icc = model(Ic, Ic), Iss = model(Is, Is)
         run as one batch of 3B: each image is processed independently, so this equals three calls up to
-        the random draws (one style-shuffle permutation per layer is shared by the batch).
+        the random draws (one style-shuffle permutation per layer is shared by the batch); the encoders see each
+        image once (`MambaST.forward(..., identities=True)`).
         """
         B = content.shape[0]
         with self._autocast():
-            out, icc, iss = self.forward_model(torch.cat([content, content, style]),
-                                               torch.cat([style, content, style])).split(B)
+            out, icc, iss = self.forward_model(content, style, identities=True).split(B)
             terms = self.criterion(content, style, out, icc, iss)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
