@@ -1,7 +1,7 @@
 """Training throughput of `mambast train` on one GPU: images per second at 256² crops, per configuration.
 
 Usage (CUDA machine, repository root on PYTHONPATH):
-    python benchmarks/train_speed.py --out DIR [--content C --style S] [--methods eager,compiled]
+    python benchmarks/train_speed.py --out DIR [--content C --style S] [--methods eager,compiled] [--profile]
 Each configuration runs the real trainer (`mambast.train.train`, data loading included) for --warmup + --steps
 steps and reads images/s from its log after the warm-up; peak GPU memory from the same process. Without
 --content/--style it trains on generated JPEG noise images (same sizes and decode cost as the training set).
@@ -59,10 +59,13 @@ def run_one(method: str, batch: int, args, content: str, style: str, work: Path)
     out = work / f"{method}-b{batch}"
     cfg = TrainConfig(content=content, style=style, out=str(out), batch_size=batch, crop=args.resolution,
                       steps=args.warmup + args.steps, log_every=args.log_every, ckpt_every=0, sample_every=0,
-                      progress=False, print_every=10 ** 9, workers=args.workers, seed=0, **METHODS[method])
+                      progress=False, print_every=10 ** 9, workers=args.workers, seed=0,
+                      profile=max(1, args.warmup - 5) if args.profile else 0, **METHODS[method])
     code = train(cfg, vgg=VGG19Features())
     if code:
         raise RuntimeError(f"trainer exited with {code}")
+    if args.profile:   # steps inside the warm-up, so the timed steps run without the profiler
+        (out / "profile.txt").replace(args.out / f"train-profile-{method}-b{batch}.txt")
     return {"method": method, "batch": batch, "resolution": args.resolution,
             "images_per_s": round(images_per_s(out / "log.csv", args.warmup, batch), 2),
             "peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "dtype": "bf16 autocast"}
@@ -80,6 +83,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60, help="timed steps")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--workers", type=int, default=6, help="data loader processes per stream")
+    ap.add_argument("--profile", action="store_true", help="also write DIR/train-profile-METHOD-bBATCH.txt: "
+                    "torch.profiler's table of 3 steps near the end of the warm-up (`mambast train --profile`)")
     ap.add_argument("--commit", default="", help="commit to record in the header (default: the checkout's)")
     args = ap.parse_args()
     if not torch.cuda.is_available():

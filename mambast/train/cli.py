@@ -42,6 +42,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kw["type"] = type(f.default)
         if "choices" in meta:
             kw["choices"] = meta["choices"]
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
         parser.add_argument("--" + f.name.replace("_", "-"), **kw)
 
 

@@ -59,6 +59,8 @@ class TrainConfig:
     print_every: int = _f(100, "print a log line every N steps when there is no progress bar")
     progress: bool = _f(True, "tqdm progress bar (only when stderr is a terminal)")
     tensorboard: bool = _f(False, "also log to TensorBoard (if installed)")
+    profile: int = _f(0, "after N steps of this run, record the next 3 with torch.profiler into OUT/profile.txt: "
+                         "the operators and kernels that take the most time (0: off)", metavar="N")
     # hardware
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local GPU)")
     amp: bool = _f(True, "bf16 autocast on CUDA")
@@ -68,7 +70,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "size", "crop", "log_every", "print_every", "keep_last", "n_samples"):
             if getattr(self, name) <= 0:
                 raise TrainError(f"{name} must be positive; got {getattr(self, name)}")
-        for name in ("ckpt_every", "sample_every", "workers", "init_step", "scale_jitter", "lr"):
+        for name in ("ckpt_every", "sample_every", "workers", "init_step", "scale_jitter", "lr", "profile"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.resize not in ("square", "short"):

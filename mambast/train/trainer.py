@@ -31,6 +31,9 @@ LOG_TERMS = ("total",) + TERMS
 CSV_COLUMNS = ("step",) + LOG_TERMS + ("lr", "it_per_s", "skipped_files", "elapsed_s")
 
 
+PROFILE_STEPS = 3   # steps recorded by --profile
+
+
 def resolve_device(name: str, info: ddp.DistInfo) -> torch.device:
     """'auto' -> CUDA if available else CPU; under several processes each takes its local GPU."""
     if name == "auto":
@@ -311,8 +314,12 @@ class Trainer:
         running = torch.zeros(len(LOG_TERMS), device=self.device)
         count, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
         stop = False
+        profile_at = self.step + cfg.profile if cfg.profile and main else None
+        profiler = None
         try:
             while self.step < cfg.steps and not stop:
+                if self.step == profile_at:
+                    profiler = self._start_profiler()
                 try:
                     content, style = self._next_images(self.content), self._next_images(self.style)
                 except RuntimeError:
@@ -323,6 +330,9 @@ class Trainer:
                 running += self.train_step(content, style)
                 count += 1
                 self.step += 1
+                if profiler is not None and self.step == profile_at + PROFILE_STEPS:
+                    self._write_profile(profiler, profile_at)
+                    profiler = None
                 if bar is not None:
                     bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -363,12 +373,40 @@ class Trainer:
                 how = f"stopped by {signal.Signals(self._signal).name}" if self._signal is not None else "finished"
                 self._say(f"{how} at step {self.step}; checkpoint in {self.ckpt_dir}, weights in {self.out / 'model'}")
         finally:
+            if profiler is not None:      # the run ended inside the profiled steps
+                profiler.stop()
             if bar is not None:
                 bar.close()
             if log_file is not None:
                 log_file.close()
             if tb is not None:
                 tb.close()
+
+    def _start_profiler(self):
+        from torch.profiler import ProfilerActivity, profile
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        profiler = profile(activities=activities)
+        profiler.start()
+        self._profile_t0 = time.perf_counter()
+        return profiler
+
+    def _write_profile(self, profiler, first: int) -> Path:
+        """The profiled steps' operator and kernel table, most own time first, into OUT/profile.txt."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        wall_ms = (time.perf_counter() - self._profile_t0) * 1e3 / PROFILE_STEPS
+        profiler.stop()
+        key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        table = profiler.key_averages().table(sort_by=key, row_limit=60, max_name_column_width=80)
+        path = self.out / "profile.txt"
+        path.write_text(f"steps {first + 1}-{first + PROFILE_STEPS}, batch {self.cfg.batch_size}, crop "
+                        f"{self.cfg.crop}, compile {self.cfg.compile}, device {self.device}: {wall_ms:.1f} ms per "
+                        f"step under the profiler (data loading included); times are totals over "
+                        f"{PROFILE_STEPS} steps\n{table}")
+        self._say(f"profile of steps {first + 1}-{first + PROFILE_STEPS} in {path}")
+        return path
 
     def _tensorboard(self):
         try:

@@ -97,6 +97,16 @@ def test_sample_grid_is_written(tmp_path):
     assert (tmp_path / "s/samples/step_00000002.png").exists()
 
 
+def test_profile_records_three_steps_and_a_short_run_ends_without_one(tmp_path):
+    assert Trainer(config(tmp_path, "p", steps=5, profile=1), vgg=tiny_vgg()).run() == 0
+    text = (tmp_path / "p/profile.txt").read_text()
+    assert text.startswith("steps 2-4, batch 2, crop 32") and "aten::" in text and "Self CPU" in text
+    assert Trainer(config(tmp_path, "q", steps=3, profile=1), vgg=tiny_vgg()).run() == 0   # ends mid-profile
+    assert not (tmp_path / "q/profile.txt").exists() and (tmp_path / "q/model").is_dir()
+    with pytest.raises(TrainError, match="profile"):
+        config(tmp_path, "r", profile=-1)
+
+
 def test_resume_with_a_different_model_config_is_refused(tmp_path):
     assert Trainer(config(tmp_path, "r", steps=1), vgg=tiny_vgg()).run() == 0
     other = config(tmp_path, "r", steps=2, resume="latest", config='{"dim": 16, "depth_encoder": 1, '
