@@ -50,6 +50,12 @@ def images_per_s(log: Path, warmup: int, batch: int) -> float:
     return batch * len(rows) / seconds
 
 
+def profile_step(args) -> int:
+    """--profile records steps N + 1 .. N + 3 with N chosen so that they end before the first timed log row, which
+    may begin up to --log-every steps before the warm-up's end."""
+    return args.warmup - args.log_every - 3
+
+
 def run_one(method: str, batch: int, args, content: str, style: str, work: Path) -> dict:
     from mambast.networks.vgg import VGG19Features
     from mambast.train import TrainConfig, train
@@ -60,11 +66,11 @@ def run_one(method: str, batch: int, args, content: str, style: str, work: Path)
     cfg = TrainConfig(content=content, style=style, out=str(out), batch_size=batch, crop=args.resolution,
                       steps=args.warmup + args.steps, log_every=args.log_every, ckpt_every=0, sample_every=0,
                       progress=False, print_every=10 ** 9, workers=args.workers, seed=0,
-                      profile=max(1, args.warmup - 5) if args.profile else 0, **METHODS[method])
+                      profile=profile_step(args) if args.profile else 0, **METHODS[method])
     code = train(cfg, vgg=VGG19Features())
     if code:
         raise RuntimeError(f"trainer exited with {code}")
-    if args.profile:   # steps inside the warm-up, so the timed steps run without the profiler
+    if args.profile:
         (out / "profile.txt").replace(args.out / f"train-profile-{method}-b{batch}.txt")
     return {"method": method, "batch": batch, "resolution": args.resolution,
             "images_per_s": round(images_per_s(out / "log.csv", args.warmup, batch), 2),
@@ -94,6 +100,8 @@ def main() -> int:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         ap.error(f"unknown methods: {', '.join(unknown)}")
+    if args.profile and profile_step(args) < 1:
+        ap.error("--profile needs --warmup >= --log-every + 4 (the profiled steps stay out of the timed rows)")
     args.out.mkdir(parents=True, exist_ok=True)
     head = header("cuda", args.commit or None, warmup_steps=args.warmup, timed_steps=args.steps,
                   data="given folders" if args.content else "generated 256x384 JPEG noise")

@@ -158,6 +158,9 @@ def test_identity_passes_in_one_call_match_the_three_calls_with_gradients(drop_p
     m = randomize(MambaST(dataclasses.replace(tiny_config(), drop_path_encoder=drop_path_encoder))).train()
     c, s = torch.rand(2, 3, 16, 24), torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(1))
     perms = torch.stack([torch.randperm(6) for _ in range(m.config.depth_decoder)])
+    seen = []                                         # batch sizes entering the encoders
+    for encoder in (m.encoder_c, m.encoder_s):
+        encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
     results = []
     for call in (lambda: m(c, s, perms=perms, identities=True),
                  lambda: m(torch.cat([c, c, s]), torch.cat([s, c, s]), perms=perms)):
@@ -168,6 +171,7 @@ def test_identity_passes_in_one_call_match_the_three_calls_with_gradients(drop_p
         results.append((y.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
     (y1, g1), (y2, g2) = results
     assert y1.shape == (6, 3, 16, 24)
+    assert seen == ([4, 4] if drop_path_encoder == 0 else [6, 6]) + [6, 6]   # 2B once each, unless paths drop
     torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
     for name in g1:
         torch.testing.assert_close(g1[name], g2[name], rtol=1e-3, atol=1e-5, msg=name)

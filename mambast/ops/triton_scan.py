@@ -53,7 +53,8 @@ non-commutative combine (the CPU interpreter's was right).
 Merging and reductions (determinism). The forward's out is two float32 buffers, [Bt, 2, L, Dm]: orders
 0 and 1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the two are summed.
 Two addends on a zero are exact in either order, so the forward is bitwise repeatable (a still video
-scene gives identical frames) for one extra [Bt, L, Dm] buffer. du, dB and dC (backward only) are
+scene gives identical frames); the price is an output buffer twice as large plus the sum (three [Bt, L, Dm]
+float32 buffers at the peak instead of one) and one more element-wise kernel. du, dB and dC (backward only) are
 accumulated with relaxed atomic adds into one buffer each: du receives four addends per element, dB
 and dC one per block of channels, so gradients agree across runs to rounding in the last bits, not
 bitwise. dA, dD and d delta_bias are written as per-(batch, order, channel) partial sums and reduced in

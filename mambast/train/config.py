@@ -60,7 +60,8 @@ class TrainConfig:
     progress: bool = _f(True, "tqdm progress bar (only when stderr is a terminal)")
     tensorboard: bool = _f(False, "also log to TensorBoard (if installed)")
     profile: int = _f(0, "after N steps of this run, record the next 3 with torch.profiler into OUT/profile.txt: "
-                         "the operators and kernels that take the most time (0: off)", metavar="N")
+                         "the operators and kernels that take the most time (the first process only; 0: off)",
+                      metavar="N")
     # hardware
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local GPU)")
     amp: bool = _f(True, "bf16 autocast on CUDA")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..atomic import atomic_write
 from . import ddp
 from .checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, newest_valid_checkpoint,
                          prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
@@ -316,6 +317,9 @@ class Trainer:
         stop = False
         profile_at = self.step + cfg.profile if cfg.profile and main else None
         profiler = None
+        if profile_at is not None and profile_at + PROFILE_STEPS > cfg.steps:
+            self._say(f"--profile {cfg.profile}: this run ends at step {cfg.steps}, before the {PROFILE_STEPS} steps "
+                      f"after step {profile_at}; no profile")
         try:
             while self.step < cfg.steps and not stop:
                 if self.step == profile_at:
@@ -331,8 +335,8 @@ class Trainer:
                 count += 1
                 self.step += 1
                 if profiler is not None and self.step == profile_at + PROFILE_STEPS:
-                    self._write_profile(profiler, profile_at)
-                    profiler = None
+                    profiler, done = None, profiler
+                    self._write_profile(done, profile_at)
                 if bar is not None:
                     bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -401,10 +405,11 @@ class Trainer:
         key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         table = profiler.key_averages().table(sort_by=key, row_limit=60, max_name_column_width=80)
         path = self.out / "profile.txt"
-        path.write_text(f"steps {first + 1}-{first + PROFILE_STEPS}, batch {self.cfg.batch_size}, crop "
+        text = (f"steps {first + 1}-{first + PROFILE_STEPS}, batch {self.cfg.batch_size}, crop "
                         f"{self.cfg.crop}, compile {self.cfg.compile}, device {self.device}: {wall_ms:.1f} ms per "
                         f"step under the profiler (data loading included); times are totals over "
                         f"{PROFILE_STEPS} steps\n{table}")
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         self._say(f"profile of steps {first + 1}-{first + PROFILE_STEPS} in {path}")
         return path
 

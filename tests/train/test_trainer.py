@@ -97,12 +97,14 @@ def test_sample_grid_is_written(tmp_path):
     assert (tmp_path / "s/samples/step_00000002.png").exists()
 
 
-def test_profile_records_three_steps_and_a_short_run_ends_without_one(tmp_path):
+def test_profile_records_three_steps_and_a_short_run_ends_without_one(tmp_path, capsys):
     assert Trainer(config(tmp_path, "p", steps=5, profile=1), vgg=tiny_vgg()).run() == 0
     text = (tmp_path / "p/profile.txt").read_text()
     assert text.startswith("steps 2-4, batch 2, crop 32") and "aten::" in text and "Self CPU" in text
     assert Trainer(config(tmp_path, "q", steps=3, profile=1), vgg=tiny_vgg()).run() == 0   # ends mid-profile
     assert not (tmp_path / "q/profile.txt").exists() and (tmp_path / "q/model").is_dir()
+    assert "no profile" in capsys.readouterr().err
+    assert not torch.autograd.profiler._is_profiler_enabled      # the profiler was stopped with the run
     with pytest.raises(TrainError, match="profile"):
         config(tmp_path, "r", profile=-1)
 
