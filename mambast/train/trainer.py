@@ -405,10 +405,9 @@ class Trainer:
         key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
         table = profiler.key_averages().table(sort_by=key, row_limit=60, max_name_column_width=80)
         path = self.out / "profile.txt"
-        text = (f"steps {first + 1}-{first + PROFILE_STEPS}, batch {self.cfg.batch_size}, crop "
-                        f"{self.cfg.crop}, compile {self.cfg.compile}, device {self.device}: {wall_ms:.1f} ms per "
-                        f"step under the profiler (data loading included); times are totals over "
-                        f"{PROFILE_STEPS} steps\n{table}")
+        text = (f"steps {first + 1}-{first + PROFILE_STEPS}, batch {self.cfg.batch_size}, crop {self.cfg.crop}, "
+                f"compile {self.cfg.compile}, device {self.device}: {wall_ms:.1f} ms per step under the profiler "
+                f"(data loading included); times are totals over {PROFILE_STEPS} steps\n{table}")
         atomic_write(path, lambda tmp: Path(tmp).write_text(text))
         self._say(f"profile of steps {first + 1}-{first + PROFILE_STEPS} in {path}")
         return path
