@@ -50,11 +50,11 @@ scans inside the thread; training at 256² crops, where it is faster). Both flip
 scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
 non-commutative combine (the CPU interpreter's was right).
 
-Merging and reductions (determinism). The forward's out is two float32 buffers, [Bt, 2, L, Dm]: orders
-0 and 1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the two are summed.
-Two addends on a zero are exact in either order, so the forward is bitwise repeatable (a still video
-scene gives identical frames); the price is an output buffer twice as large plus the sum (three [Bt, L, Dm]
-float32 buffers at the peak instead of one) and one more element-wise kernel. du, dB and dC (backward only) are
+Merging and reductions (determinism). The forward's out is two float32 [Bt, L, Dm] buffers: orders 0 and
+1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the second is added to the
+first in place. Two addends on a zero are exact in either order, so the forward is bitwise repeatable (a
+still video scene gives identical frames); the price is a second output buffer while the scan runs and
+one more element-wise kernel. du, dB and dC (backward only) are
 accumulated with relaxed atomic adds into one buffer each: du receives four addends per element, dB
 and dC one per block of channels, so gradients agree across runs to rounding in the last bits, not
 bitwise. dA, dD and d delta_bias are written as per-(batch, order, channel) partial sums and reduced in
@@ -278,7 +278,7 @@ def _bwd_channel_rows(c, live, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su
 
 @triton.jit
 def _scan_fwd_kernel(
-    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, states_ptr, seg_ptr,
+    u_ptr, delta_ptr, A2_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, out_ptr, out2_ptr, states_ptr, seg_ptr,
     L, H, W, Dm, N, n_tiles, n_chunks,
     su_b, su_l, su_d,
     sd_b, sd_k, sd_l, sd_d,
@@ -316,7 +316,7 @@ def _scan_fwd_kernel(
     dl_base = delta_ptr + b * sd_b + k.to(tl.int64) * sd_k     # 4 L Dm may pass 2^31 (one order's L Dm may not)
     B_base = B_ptr + b * sB_b + k * sB_k
     C_base = C_ptr + b * sC_b + k * sC_k
-    out_base = out_ptr + (b * 2 + k // 2) * L * Dm           # orders 0, 1 and 2, 3: two addends each
+    out_base = tl.where(k < 2, out_ptr, out2_ptr) + b * L * Dm   # orders 0, 1 and 2, 3: two addends each
     st_base = states_ptr + ((b * 4 + k) * n_chunks) * Dm * N + d3 * N + n3
     sg_base = seg_ptr + ((b * 4 + k) * SEGMENTS) * 2 * Dm * N + d3 * N + n3
 
@@ -587,7 +587,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
     N = A2.shape[-1]
     n_chunks = triton.cdiv(L, cfg.chunk)
     segments = 1 if store_states else cfg.segments_fwd    # the saved states need one program per order
-    out = torch.zeros(Bt, 2, L, Dm, device=u.device, dtype=torch.float32)   # two orders per buffer
+    out, out2 = (torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32) for _ in range(2))  # two orders each
     states = torch.empty((Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,), device=u.device,
                          dtype=torch.float32)
     summaries = torch.empty((Bt, N_ORDERS, segments, 2, Dm, N) if segments > 1 else (1,), device=u.device,
@@ -597,7 +597,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
     lanes = min(cfg.lanes_fwd, block_n)
     for summary in (True, False) if segments > 1 else (False,):
         _scan_fwd_kernel[grid](
-            u, delta, A2, B, C, D, bias, out, states, summaries,
+            u, delta, A2, B, C, D, bias, out, out2, states, summaries,
             L, H, W, Dm, N, triton.cdiv(L, cfg.tile_fwd), n_chunks,
             *u.stride(), *delta.stride(), *B.stride(), *C.stride(),
             TILE=cfg.tile_fwd, BLOCK_D=cfg.block_d_fwd, BLOCK_N=block_n, N_LANES=lanes,
@@ -605,7 +605,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
             SUMMARY=summary, SOFTPLUS=softplus, FMA_DECAYS=min(cfg.fma_decays_fwd, block_n // lanes),
             num_warps=cfg.warps_fwd, **launch,
         )
-    return out[:, 0] + out[:, 1], states
+    return out.add_(out2), states
 
 
 def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):

@@ -19,7 +19,7 @@ CONFIG_NAMES = ("DEFAULT_CONFIG", "FEW_SEQUENCES_CONFIG", "ONE_IMAGE_CONFIG", "G
 
 def _signature(kernel, constexprs: dict, dtype: str) -> dict:
     return {name: "constexpr" if name in constexprs else
-            ("*fp32" if name in ("out_ptr", "states_ptr", "seg_ptr", "du_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr",
+            ("*fp32" if name in ("out_ptr", "out2_ptr", "states_ptr", "seg_ptr", "du_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr",
                                  "dbias_ptr", "A2_ptr", "D_ptr", "bias_ptr", "gy_ptr") else f"*{dtype}")
             if name.endswith("_ptr") else "i32"
             for name in inspect.signature(kernel.fn).parameters}
