@@ -54,11 +54,10 @@ Merging and reductions (determinism). The forward's out is two float32 [Bt, L, D
 1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the second is added to the
 first in place. Two addends on a zero are exact in either order, so the forward is bitwise repeatable (a
 still video scene gives identical frames); the price is a second output buffer while the scan runs and
-one more element-wise kernel. du, dB and dC (backward only) are
-accumulated with relaxed atomic adds into one buffer each: du receives four addends per element, dB
-and dC one per block of channels, so gradients agree across runs to rounding in the last bits, not
-bitwise. dA, dD and d delta_bias are written as per-(batch, order, channel) partial sums and reduced in
-torch (deterministic).
+one more element-wise kernel. du, dB and dC (backward only) are accumulated with relaxed atomic adds into
+one buffer each: du receives four addends per element, dB and dC one per block of channels, so gradients
+agree across runs to rounding in the last bits, not bitwise. dA, dD and d delta_bias are written as
+per-(batch, order, channel) partial sums and reduced in torch (deterministic).
 """
 
 from __future__ import annotations
@@ -87,9 +86,10 @@ class ScanKernelConfig:
     Forward: tiles of `tile_fwd` steps x `block_d_fwd` channels, each channel's state shared by
     `lanes_fwd` threads (each holding tile_fwd x N / lanes_fwd float32 values per live tensor).
     Backward: tiles of `chunk` steps x `block_d_bwd` channels, either [steps, channels, states] tiles
-    (`lanes_bwd` = 0) or the forward's layout with each channel's state over `lanes_bwd` lanes; `chunk` is also the interval between the states the forward saves for it, so it must be a multiple
-    of tile_fwd. `segments_fwd` > 1 splits each order of an inference forward over that many programs
-    (a summary launch, then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
+    (`lanes_bwd` = 0) or the forward's layout with each channel's state over `lanes_bwd` lanes; `chunk` is
+    also the interval between the states the forward saves for it, so it must be a multiple of tile_fwd.
+    `segments_fwd` > 1 splits each order of an inference forward over that many programs (a summary launch,
+    then the scan; ONE_IMAGE_CONFIG uses 8). `fma_decays_fwd` of each forward thread's
     next_power_of_2(N) / lanes_fwd states (padding included) compute their decays exp2(dt A) with a polynomial
     on the FMA units (`_exp2_fma`) instead of the special-function unit, whose throughput (an eighth of the FMA
     units') bounds the forward.
