@@ -6,8 +6,9 @@ Each configuration runs the real trainer (`mambast.train.train`, data loading in
 steps and reads images/s from its log after the warm-up; peak GPU memory from the same process. Without
 --content/--style it trains on generated JPEG noise images (same sizes and decode cost as the training set).
 The loss network is a randomly initialised VGG-19 (same cost as the normalised one; no download).
-Writes DIR/train-speed.json: a header record, then one record per configuration
-{"method", "batch", "resolution", "images_per_s", "peak_mem_bytes", "dtype"}; exits 1 if any run failed.
+Writes DIR/train-speed.json: a header record (with "gflop_per_image", `training_gflop_per_image`), then one record
+per configuration {"method", "batch", "resolution", "images_per_s", "tflop_per_s", "peak_mem_bytes", "dtype"};
+exits 1 if any run failed.
 """
 
 from __future__ import annotations
@@ -50,13 +51,44 @@ def images_per_s(log: Path, warmup: int, batch: int) -> float:
     return batch * len(rows) / seconds
 
 
+@torch.no_grad()
+def _forward_flops(module, *inputs, **kw) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module(*inputs, **kw)
+    return counter.get_total_flops()
+
+
+def training_gflop_per_image(resolution: int) -> float:
+    """Matmul and convolution GFLOPs of one training sample (a content-style pair), counted on the meta device:
+    the model's forward (stylization and both identities) times 3 (its backward costs two forwards), the loss
+    network's forward over 5 images (targets and outputs) and its backward to the 3 outputs (about one forward
+    each; its weights take no gradient). Forwards are counted, not backwards: the counter ignores the groups
+    of SS2D's depthwise convolution in its backward and would count it 1024-fold. The scan's contractions are
+    the reference scan's (about 3 % of the model's forward); element-wise work is not counted. Every counted
+    operation works per pixel or per token, so the count is made at 64² and scaled by the pixel count."""
+    from mambast import ops
+    from mambast.config import MambaSTConfig
+    from mambast.model import MambaST
+    from mambast.networks.vgg import VGG19Features
+
+    with torch.device("meta"):
+        model, vgg = MambaST(MambaSTConfig()).train(), VGG19Features()
+        x = torch.empty(1, 3, 64, 64)
+        perms = torch.zeros(model.config.depth_decoder, (64 // model.config.patch_size) ** 2, dtype=torch.long)
+    with ops.use_impl("ref"):
+        model_fwd = _forward_flops(model, x, x, identities=True, perms=perms)
+    return (3 * model_fwd + (5 + 3) * _forward_flops(vgg, x)) / 1e9 * (resolution / 64) ** 2
+
+
 def profile_step(args) -> int:
     """--profile records steps N + 1 .. N + 3 with N chosen so that they end before the first timed log row, which
     may begin up to --log-every steps before the warm-up's end."""
     return args.warmup - args.log_every - 3
 
 
-def run_one(method: str, batch: int, args, content: str, style: str, work: Path) -> dict:
+def run_one(method: str, batch: int, args, content: str, style: str, work: Path, gflop: float) -> dict:
     from mambast.networks.vgg import VGG19Features
     from mambast.train import TrainConfig, train
 
@@ -72,9 +104,9 @@ def run_one(method: str, batch: int, args, content: str, style: str, work: Path)
         raise RuntimeError(f"trainer exited with {code}")
     if args.profile:
         (out / "profile.txt").replace(args.out / f"train-profile-{method}-b{batch}.txt")
-    return {"method": method, "batch": batch, "resolution": args.resolution,
-            "images_per_s": round(images_per_s(out / "log.csv", args.warmup, batch), 2),
-            "peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "dtype": "bf16 autocast"}
+    ips = images_per_s(out / "log.csv", args.warmup, batch)
+    return {"method": method, "batch": batch, "resolution": args.resolution, "images_per_s": round(ips, 2),
+            "tflop_per_s": round(ips * gflop / 1e3, 1), "peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "dtype": "bf16 autocast"}
 
 
 def main() -> int:
@@ -103,8 +135,10 @@ def main() -> int:
     if args.profile and profile_step(args) < 1:
         ap.error("--profile needs --warmup >= --log-every + 4 (the profiled steps stay out of the timed rows)")
     args.out.mkdir(parents=True, exist_ok=True)
+    gflop = training_gflop_per_image(args.resolution)
     head = header("cuda", args.commit or None, warmup_steps=args.warmup, timed_steps=args.steps,
-                  data="given folders" if args.content else "generated 256x384 JPEG noise")
+                  data="given folders" if args.content else "generated 256x384 JPEG noise",
+                  gflop_per_image=round(gflop, 1))
     records, failed = [{"header": head}], False
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -116,7 +150,7 @@ def main() -> int:
         for batch in (int(b) for b in args.batches.split(",")):
             for method in methods:
                 try:
-                    rec = run_one(method, batch, args, content, style, work)
+                    rec = run_one(method, batch, args, content, style, work, gflop)
                 except Exception as e:  # out of memory or a compile failure: record it, go on
                     rec = {"method": method, "batch": batch, "resolution": args.resolution, "error": str(e)[:300]}
                     failed = True
