@@ -24,7 +24,8 @@ Stylize CONTENT with STYLE. Each may be an image file or a folder of images; wit
 content is stylized with every style into the OUT folder as <content>_stylized_<style>.png, outputs
 that already exist are skipped (an interrupted run resumes; they are matched by name only, so a
 changed input is not noticed: --overwrite redoes them), and a bad file is reported while the others
-go on (exit status 1 at the end); with --mask, every content's aspect ratio is checked first. A single pair's output file is always written, replacing one there.
+go on (exit status 1 at the end); with --mask, every content's aspect ratio is checked first. A
+single pair's output file is always written, replacing one there.
 
 Sizes: the content is stylized with its short side at --size pixels (default {size}; 0 keeps it as
 it is), aspect ratio kept, within about 2 x size x size pixels: strips and panoramas longer
@@ -317,7 +318,7 @@ def _add_video(sub) -> None:
     video.add_argument("--preset", choices=PRESETS, default=None,
                        help="x264/x265 speed: faster presets encode faster into larger files (default medium)")
     video.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                       help=f"0..1: average the content tokens over frames (less flicker, trails on motion; "
+                       help=f"in [0, 1): weight of the previous frames' content tokens (less flicker, trails on motion; "
                             f"default {DEFAULT_SMOOTHING})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)

@@ -4,7 +4,7 @@ For every 3x3 conv up to conv5_1: the mean ReLU activation per channel of the un
 0.1.5 weights) over NORM_IMAGES training images, seen as training sees them (resized to 512 x 512, centre 256 x 256).
 `mambast.networks.vgg` divides these out at load time; the package never reads images itself.
 
-  python scripts/vgg19_norm_factors.py ../shared/train-set --out mambast/assets/vgg19_norm.safetensors
+  python scripts/vgg19_norm_factors.py TRAIN --out mambast/assets/vgg19_norm.safetensors   # TRAIN: content/, style/
 
 Run it only on training images (an evaluation folder is refused), then put the printed sha256 into
 `NORM_FACTORS_SHA256` in mambast/networks/vgg.py (a changed file gives a new cache name for the network).

