@@ -84,6 +84,14 @@ class CLIError(MambastError):
     """A user-facing error: printed as one line, exit status 1."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with usage errors on one line (the usage itself is --help's), exit status 2 as argparse's;
+    its subcommands' parsers are of this class too."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None,
                          helps: dict | None = None) -> None:
     """One flag per StylizeConfig field (or those in `only`): --batch-size for batch_size, --shuffle/--no-shuffle
@@ -342,7 +350,7 @@ def _add_serve(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
+    parser = ArgumentParser(prog="mambast", description="Arbitrary image style transfer with Mamba-ST.")
     parser.add_argument("--version", action="version", version=f"mambast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)

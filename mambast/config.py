@@ -12,6 +12,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Hard limits, checked before anything is built: a few bytes of JSON must not allocate gigabytes.
 LIMITS = {"dim": 8192, "depth_encoder": 64, "depth_decoder": 64, "d_state": 256, "expand": 8, "dt_rank": 8192,
@@ -19,6 +20,7 @@ LIMITS = {"dim": 8192, "depth_encoder": 64, "depth_decoder": 64, "d_state": 256,
 MAX_PARAMETERS = 1_000_000_000    # about 40 times the reference model (4 GB of float32)
 MAX_CONFIG_BYTES = 65_536          # a config is a few hundred bytes
 MAX_JSON_DEPTH = 8                 # a config nests two levels (the object and decoder_channels)
+MAX_LN_EPS = 1.0                   # LayerNorm's epsilon: 1e-5 or 1e-6 in practice
 
 
 @dataclass
@@ -64,8 +66,9 @@ class MambaSTConfig:
         for name in ("patch_size", "depth_encoder", "depth_decoder", "d_conv"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
-        if self.dt_rank < 0 or not self.ln_eps > 0:
-            raise ValueError(f"dt_rank must be >= 0 and ln_eps > 0; got {self.dt_rank}, {self.ln_eps}")
+        if self.dt_rank < 0 or not 0 < self.ln_eps <= MAX_LN_EPS:   # a huge eps flattens every LayerNorm to 0
+            raise ValueError(f"dt_rank must be >= 0 and ln_eps in (0, {MAX_LN_EPS:g}]; got {self.dt_rank}, "
+                             f"{self.ln_eps}")
         if not (0 <= self.drop_path_decoder < 1 and 0 <= self.drop_path_encoder < 1):
             raise ValueError("drop_path rates must be in [0, 1)")
         if self.d_conv % 2 == 0:
@@ -131,7 +134,10 @@ class MambaSTConfig:
 
     @classmethod
     def from_json_file(cls, path) -> "MambaSTConfig":
-        """`from_json` of a file, of which at most MAX_CONFIG_BYTES + 1 bytes are read."""
+        """`from_json` of a file, of which at most MAX_CONFIG_BYTES + 1 bytes are read; ValueError for a path that
+        is not a regular file (opening a named pipe would wait for a writer forever)."""
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: not a regular file")
         with open(path, "rb") as f:
             return cls.from_json(f.read(MAX_CONFIG_BYTES + 1))
 

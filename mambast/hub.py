@@ -22,9 +22,12 @@ ENV_CACHE = "MAMBAST_CACHE"
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """The cache folder: `override`, else $MAMBAST_CACHE, else ~/.cache/mambast."""
+    """The cache folder: `override`, else $MAMBAST_CACHE, else ~/.cache/mambast; FetchError if it cannot be made."""
     path = Path(override or os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "mambast").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:   # a file of that name, no permission, ...
+        raise FetchError(f"{path}: cannot make the cache folder ({e.strerror or e})") from None
     return path
 
 

@@ -47,6 +47,8 @@ def check_input_file(path, kind: str, error: type[Exception] = ImageError) -> Pa
         raise error(f"{path}: no such file")
     if path.is_dir():
         raise error(f"{path}: is a folder, expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} file")
+    if not path.is_file():   # a pipe or a device: reading it could block forever or never end
+        raise error(f"{path}: not a regular file (a pipe, socket or device), expected {kind} data")
     if path.stat().st_size == 0:
         raise error(f"{path}: empty file")
     return path
@@ -64,6 +66,8 @@ def load_image(path):
                 raise ImageError(f"{path}: refused: too many pixels ({img.width} x {img.height} = "
                                  f"{img.width * img.height:,}; the limit is {limit:,})")
             img.load()
+            if not img.width or not img.height:
+                raise ImageError(f"{path}: image has no pixels ({img.width} x {img.height})")
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
     except ImageError:
@@ -105,6 +109,26 @@ def _strict_bomb_guard() -> None:
         warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
         _filters_set = True
+
+
+def check_image_tensor(x, what: str = "image") -> torch.Tensor:
+    """`x` if it is one RGB image tensor ([3, H, W] or [1, 3, H, W], real floats, finite, H and W >= 1), as
+    [1, 3, H, W]; ValueError in one line naming `what` otherwise (values are not range-checked: clamped later)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a tensor; got {type(x).__name__}")
+    shape = list(x.shape)
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[:2] != (1, 3):
+        raise ValueError(f"{what} must be one RGB image tensor, [3, H, W] or [1, 3, H, W]; got shape {shape}")
+    if not x.shape[2] or not x.shape[3]:
+        raise ValueError(f"{what} has no pixels (shape {shape})")
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be a float tensor in [0, 1]; got {str(x.dtype).replace('torch.', '')}"
+                         + (" (divide by 255)" if x.dtype == torch.uint8 else ""))
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} holds NaN or Inf values")
+    return x
 
 
 def pil_to_tensor(img) -> torch.Tensor:

@@ -382,7 +382,7 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
             first = next(iter(frames))
         except StopIteration:
             raise VideoError(f"{input}: has no frames (zero-length clip)") from None
-        style_img = image_tensor(style)
+        style_img = image_tensor(style, "style")
         model, config = model_and_config(model, config)
         height, width = first[0].shape[:2]
         stylizer = _ClipStylizer(Stylizer.from_config(model, config, workers=1, cache_bytes=0), style_img,

@@ -375,3 +375,28 @@ def test_weights_still_names_the_model_of_video_and_demo_with_a_warning(capsys):
     args = build_parser().parse_args(["video", "in.mp4", "s.png", "-o", "out.mp4", "--weights", "my-model/"])
     assert args.model == "my-model/" and "choose the model with --model" in capsys.readouterr().err
     assert build_parser().parse_args(["demo"]).model == "default"
+
+
+@pytest.mark.parametrize("argv", [["stylize", "c.png", "s.png", "-o", "o.png", "--size", "abc"], ["stylize"],
+                                  ["frobnicate"], ["eval", "--content", "c", "--style", "s", "--metrics", "ssim"],
+                                  ["train", "--content", "c", "--style", "s", "--out", "o", "--steps", "many"]])
+def test_usage_errors_are_one_line(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "error:" in err and "--help)" in err
+
+
+def test_usage_errors_of_python_m_mambast_train_are_one_line(capsys):
+    from mambast.train.cli import main as train_main
+    with pytest.raises(SystemExit):
+        train_main(["--steps", "many"])
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid int value: 'many'" in err
+
+
+def test_a_cache_folder_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert main(["weights", "fetch", "vgg19", "--cache", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert "afile: cannot make the cache folder" in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,7 @@
 """The model config: hard limits checked before anything is built, and JSON read within size and depth limits."""
 
+import os
+
 import pytest
 
 from mambast.config import MAX_CONFIG_BYTES, MAX_JSON_DEPTH, MAX_PARAMETERS, MambaSTConfig
@@ -55,3 +57,24 @@ def test_the_nesting_check_takes_linear_time_on_unclosed_strings():
     with pytest.raises(ValueError):
         MambaSTConfig.from_json('"' + '\\"' * 32000)      # a backtracking scan would take tens of seconds
     assert time.perf_counter() - t < 1
+
+
+@pytest.mark.parametrize("text", ['{"ln_eps": Infinity}', '{"ln_eps": 1e300}', '{"ln_eps": NaN}', '{"ln_eps": 0}'])
+def test_a_layer_norm_epsilon_that_would_flatten_every_layer_is_refused(text):
+    with pytest.raises(ValueError, match=r"ln_eps in \(0, 1\]"):
+        MambaSTConfig.from_json(text)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+def test_a_config_path_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    import threading
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)
+    # were the pipe opened, a writer arriving after 10 s ends the wait: the test then fails instead of hanging
+    writer = threading.Timer(10, lambda: os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)))
+    writer.start()
+    try:
+        with pytest.raises(ValueError, match="not a regular file"):
+            MambaSTConfig.from_json_file(fifo)
+    finally:
+        writer.cancel()

@@ -1,3 +1,4 @@
+import os
 import struct
 import zlib
 
@@ -103,3 +104,10 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_save_is_atomic_and_leaves_no_temp(tmp_path):
     save_image(Image.new("RGB", (4, 4)), tmp_path / "sub" / "x.png")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
+def test_a_named_pipe_is_refused_not_read(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")          # reading it would wait for a writer, or never end
+    with pytest.raises(ImageError, match=r"pipe\.png: not a regular file"):
+        load_image(tmp_path / "pipe.png")

@@ -161,6 +161,19 @@ def test_non_finite_weights_are_refused_at_load_naming_the_tensor(tmp_path, tiny
     assert not (tmp_path / "out.png").exists()
 
 
+def test_weights_far_beyond_the_config_are_refused_before_they_are_read(tmp_path, tiny_model, monkeypatch):
+    from safetensors.torch import save_file
+
+    import mambast.loading
+    tiny_model.save_pretrained(tmp_path / "m")
+    # a half-precision tensor would be copied to float32 (in a sparse file: gigabytes from a few kilobytes on disk)
+    sd = {**tiny_model.state_dict(), "extra": torch.zeros(2_000_000, dtype=torch.float16)}
+    save_file(sd, tmp_path / "m" / "model.safetensors")
+    monkeypatch.setattr(mambast.loading, "dequantize", lambda sd: pytest.fail("the tensors were converted"))
+    with pytest.raises(WeightsError, match=r"holds 2,\d+,\d+ numbers, the config describes \d+,\d+ parameters"):
+        MambaST.from_pretrained(tmp_path / "m")
+
+
 def test_convert_refuses_non_finite_weights_naming_the_tensor(tmp_path, tiny_model, capsys):
     from mambast.cli import main
     mamba, dec, emb = to_official(tiny_model)

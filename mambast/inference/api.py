@@ -6,12 +6,12 @@ Settings are `StylizeConfig`'s; the work is `Stylizer.stylize`. This module only
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
-from pathlib import Path
 
 import torch
 
-from ..io import load_image, pil_to_tensor, tensor_to_pil
+from ..io import check_image_tensor, load_image, pil_to_tensor, tensor_to_pil
 from .config import StylizeConfig, torch_dtype
 from .controls import check_controls
 from .precision import cast_autocast_weights
@@ -45,13 +45,18 @@ def clear_model_cache() -> None:
         _MODELS.clear()
 
 
-def image_tensor(img) -> torch.Tensor:
-    """A PIL image, a path or a tensor ([3, H, W] or [1, 3, H, W] in [0, 1]) as a [1, 3, H, W] tensor."""
+def image_tensor(img, what: str = "image") -> torch.Tensor:
+    """A PIL image, a path or a tensor ([3, H, W] or [1, 3, H, W] in [0, 1]) as a [1, 3, H, W] tensor; TypeError
+    for anything else, ValueError for a tensor that is not one finite RGB image (`check_image_tensor`), ImageError
+    for a file that cannot be read; `what` names it ("content", "style")."""
+    from PIL import Image
     if isinstance(img, torch.Tensor):
-        return img if img.dim() == 4 else img[None]
-    if isinstance(img, (str, Path)):
+        return check_image_tensor(img, what)
+    if isinstance(img, (str, os.PathLike)):
         img = load_image(img)
-    return pil_to_tensor(img)
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"{what} must be a PIL image, a path or a tensor; got {type(img).__name__}")
+    return check_image_tensor(pil_to_tensor(img), what)
 
 
 def merged_config(config: StylizeConfig | None, settings: dict, caller: str) -> StylizeConfig:
@@ -74,6 +79,8 @@ def resolved_for(model, config: StylizeConfig) -> StylizeConfig:
 def model_and_config(model, config: StylizeConfig):
     """(model, `resolved_for(model, config)`): a MambaST as given, or the model of a weights path or None (the
     bundled one), loaded once per device and dtype and kept (`cached_model`)."""
+    if model is not None and not isinstance(model, (torch.nn.Module, str, os.PathLike)):
+        raise TypeError(f"model must be a MambaST, a weights path or None; got {type(model).__name__}")
     config = resolved_for(model, config)
     if isinstance(model, torch.nn.Module):
         return model, config
@@ -96,8 +103,9 @@ def stylize(content, style, model=None, *, config: StylizeConfig | None = None, 
     if output_type not in OUTPUT_TYPES:
         raise ValueError(f"output_type must be one of {', '.join(map(repr, OUTPUT_TYPES))}; got {output_type!r}")
     config = merged_config(config, settings, "stylize").check()
-    styles = [image_tensor(s) for s in style] if isinstance(style, (list, tuple)) else [image_tensor(style)]
-    content = image_tensor(content)
+    styles = ([image_tensor(s, f"style {i + 1}") for i, s in enumerate(style)] if isinstance(style, (list, tuple))
+              else [image_tensor(style, "style")])
+    content = image_tensor(content, "content")
     weights, region = check_controls(len(styles), weights, mask)      # bad controls: before the model loads
     if region is not None:
         region.check_fits(content.shape[-1], content.shape[-2])

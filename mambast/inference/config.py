@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -75,6 +76,10 @@ class StylizeConfig:
 
     def check(self) -> "StylizeConfig":
         """ValueError naming the field and its accepted values for a setting no device could run; returns self."""
+        for name in ("size", "seed", "batch_size"):   # Python callers may pass anything (the CLI parses ints)
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"{name} must be an int; got {value!r}")
         if self.size is not None and not 0 <= self.size <= MAX_SIZE:
             raise ValueError(f"size must be in 0..{MAX_SIZE} (0: the original size); got {self.size}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -63,6 +63,7 @@ def normalise_weights(weights: Sequence[float] | None, n_styles: int) -> tuple[f
         raise ValueError(f"weights: {len(w)} given for {n_styles} style{'s' * (n_styles != 1)}; give one per style")
     if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
         raise ValueError(f"weights must be >= 0, finite and not all 0; got {','.join(map(str, weights))}")
+    w = [x / max(w) for x in w]   # first to 1 at most: the sum of weights near the float limit would overflow
     total = sum(w)
     return tuple(x / total for x in w)
 
@@ -177,7 +178,11 @@ def load_mask(mask) -> RegionMask:
             a = a @ np.array(_YCC[0])
         if a.ndim != 2 or a.size == 0:
             raise ValueError(f"mask must be an image ([H, W], [1, H, W] or [3, H, W]); got shape {np.shape(mask)}")
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+            raise ValueError(f"mask must hold real numbers; got {a.dtype}")
         if np.issubdtype(a.dtype, np.floating):
+            if not np.isfinite(a).all():
+                raise ValueError("mask holds NaN or Inf values")
             a = a * 255.0
         grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
     return mask_regions(grey)

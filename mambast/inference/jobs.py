@@ -110,7 +110,7 @@ def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool) ->
         jobs = [Job(c, g[0], output / output_name(c, g), g[1:]) for c in contents for g in groups]
     else:
         if output.suffix.lower() not in IMAGE_OUTPUT_SUFFIXES:
-            raise JobError(f"{output}: output file needs an image suffix (.png, .jpg, ...)")
+            raise JobError(f"{output}: output file needs an image suffix ({', '.join(IMAGE_OUTPUT_SUFFIXES)})")
         jobs = [Job(contents[0], groups[0][0], output, groups[0][1:])]
     styles = [s for g in groups for s in g]
     input_ids = {_file_id(p) for p in contents + styles} - {None}

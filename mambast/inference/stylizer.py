@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import ImageError
-from ..io import load_image, save_image
+from ..io import check_image_tensor, load_image, save_image
 from ..model import as_generator, draw_permutations
 from .config import DEFAULT_SIZE, StylizeConfig, check_strength, default_batch_size
 from .controls import IDENTITY, RegionMask, blend, check_controls, preserve_colors, recipe
@@ -381,8 +381,11 @@ class Stylizer:
         strength, preserve_color: this call's (default: the stylizer's). seed: this call's (default: the
         stylizer's). keys: hashable names of the content and the style (a list of names for a list of styles;
         e.g. their files) under which their tokens are cached, so that an image met again is not encoded again;
-        None: not cached. ValueError for bad controls, before any work."""
-        styles = list(style) if isinstance(style, (list, tuple)) else [style]
+        None: not cached. ValueError for bad controls or a tensor that is not one finite RGB image, before any
+        work."""
+        content = check_image_tensor(content, "content")
+        styles = ([check_image_tensor(s, f"style {i + 1}") for i, s in enumerate(style)]
+                  if isinstance(style, (list, tuple)) else [check_image_tensor(style, "style")])
         if keys[1] is None:
             style_keys = [None] * len(styles)
         elif isinstance(style, (list, tuple)):

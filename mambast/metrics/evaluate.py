@@ -23,10 +23,13 @@ import numpy as np
 import torch
 
 from ..errors import MambastError
-from ..inference.config import DEFAULT_SIZE, StylizeConfig
+from ..inference.config import DEFAULT_SIZE, MAX_SIZE, StylizeConfig
 from ..inference.jobs import output_name, without_outputs
 
 METRICS = ("fid", "lpips", "cfsd")
+# The smallest evaluation size each metric's network takes (LPIPS' AlexNet pools to nothing below 31 pixels, the
+# VGG-19 of CFSD needs 2 pixels at relu5_1 for its reflect padding; FID resizes to 299 and the model pads to 8).
+MIN_SIZE = {"fid": 8, "lpips": 32, "cfsd": 32}
 METRICS_VERSION = 2          # 2: FID with clean-fid preprocessing, VGG-19 from shipped scale factors
 PROTOCOL_PAIRS = 800         # the authors' 20 contents x 40 styles
 DEFAULT_OUTPUTS = Path("out") / "eval"
@@ -383,8 +386,9 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise EvaluationError(f"metrics must be a non-empty subset of {', '.join(METRICS)}; got {', '.join(metrics)}")
-    if size < 8:
-        raise EvaluationError(f"size must be >= 8; got {size}")
+    smallest = max(MIN_SIZE[m] for m in metrics)
+    if not smallest <= size <= MAX_SIZE:
+        raise EvaluationError(f"size must be in {smallest}..{MAX_SIZE} (with {', '.join(metrics)}); got {size}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size must be >= 1; got {batch_size}")
     if thumb is not None and thumb < 1:
@@ -449,14 +453,15 @@ def evaluate(content_dir, style_dir, model="default", outputs_dir=None, size: in
 
 
 def _write_outputs(outputs_dir: Path, report: dict, scored: dict) -> None:
+    from ..atomic import atomic_write
     from ..io import save_image
-    tmp = outputs_dir / ".metrics.json.part"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, outputs_dir / "metrics.json")
-    with open(outputs_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["content", "style", "file", "lpips", "cfsd"])
-        writer.writeheader()
-        writer.writerows(scored["rows"])
+    atomic_write(outputs_dir / "metrics.json", lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
+    def write_rows(path):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["content", "style", "file", "lpips", "cfsd"])
+            writer.writeheader()
+            writer.writerows(scored["rows"])
+    atomic_write(outputs_dir / "per_image.csv", write_rows)
     content_thumbs, style_thumbs, grid = scored["thumbs"]
     save_image(contact_sheet(content_thumbs, style_thumbs, grid, style_thumbs[0].size[0]),
                outputs_dir / CONTACT_SHEET)

@@ -65,9 +65,9 @@ def register(subparsers) -> None:
 
 def main(argv=None) -> int:
     """Entry point of `python -m mambast.train`."""
-    parser = argparse.ArgumentParser(prog="python -m mambast.train", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from ..cli import ArgumentParser, run_command
+    parser = ArgumentParser(prog="python -m mambast.train", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    from ..cli import run_command
     return run_command(cmd_train, args)

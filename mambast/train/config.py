@@ -13,6 +13,10 @@ from ..config import MambaSTConfig
 from ..errors import MambastError, one_line
 
 
+# The smallest training crop: the VGG-19 loss halves it 4 times to relu5_1, whose reflect padding needs 2 pixels.
+MIN_CROP = 32
+
+
 class TrainError(MambastError, ValueError):
     """A training setting or input that cannot be used (printed as one line by the CLI)."""
 
@@ -78,6 +82,9 @@ class TrainConfig:
             raise TrainError(f"resize must be one of square, short; got {self.resize!r}")
         if not 0 <= self.scale_jitter < 1:
             raise TrainError(f"scale_jitter must be in [0, 1); got {self.scale_jitter}")
+        if self.crop < MIN_CROP:
+            raise TrainError(f"crop must be at least {MIN_CROP} (the VGG-19 loss pools it 4 times to relu5_1); "
+                             f"got {self.crop}")
         if self.crop > self.size * (1 - self.scale_jitter):
             raise TrainError(f"crop {self.crop} must not exceed the smallest resize {self.size * (1 - self.scale_jitter):g}")
 

@@ -109,6 +109,8 @@ def test_weights_are_scaled_to_sum_one_and_default_to_equal(tiny_model):
     torch.testing.assert_close(stylizer.stylize(c, [s1, s2], weights=[2, 2]), a, atol=1e-6, rtol=0)
     torch.testing.assert_close(stylizer.stylize(c, [s1, s2], weights=(0.5, 0.5)), a, atol=1e-6, rtol=0)
     assert normalise_weights("3,1", 2) == (0.75, 0.25) and normalise_weights(None, 4) == (0.25,) * 4
+    # weights whose sum overflows, or that underflow when divided by it, are still their ratios
+    assert normalise_weights([1e308, 1e308], 2) == (0.5, 0.5) and normalise_weights([5e-324, 0], 2) == (1.0, 0.0)
 
 
 def test_preserved_colours_have_the_contents_chroma(tiny_model):
@@ -297,6 +299,8 @@ def test_a_content_of_another_aspect_ratio_fails_only_its_job(tiny_model, tmp_pa
     (dict(mask=np.zeros((4, 9), np.uint8)), "mask is 9 x 4, content is 8 x 4: the mask needs the content's aspect"),
     (dict(mask=np.zeros((4, 8), np.uint8), weights=[1, 1]), "not both"),
     (dict(mask=np.tile(np.arange(256, dtype=np.uint8), (4, 1))), "gradient"),
+    (dict(mask=np.full((4, 8), np.nan)), "mask holds NaN or Inf"),
+    (dict(mask=np.full((4, 8), "a")), "mask must hold real numbers"),
 ])
 def test_bad_controls_are_refused_before_the_model_is_loaded(kwargs, words, monkeypatch):
     from mambast.inference import api

@@ -18,7 +18,11 @@ def test_defaults_are_resolved_for_the_cpu_in_one_place():
                                                  ("batch_size", 0, "batch_size must be >= 1"),
                                                  ("dtype", "half", "dtype must be one of float32, bfloat16, float16"),
                                                  ("device", "meta", "device must be cpu, cuda or cuda:N"),
-                                                 ("compile", True, "compile is for CUDA devices")])
+                                                 ("compile", True, "compile is for CUDA devices"),
+                                                 ("size", 32.5, "size must be an int"),
+                                                 ("size", "64", "size must be an int"),
+                                                 ("seed", 1.5, "seed must be an int"),
+                                                 ("batch_size", True, "batch_size must be an int")])
 def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
     with pytest.raises(ValueError, match=words):
         StylizeConfig(**{"device": "cpu", field: value}).resolved()

@@ -170,6 +170,9 @@ def test_evaluate_rejects_bad_arguments(folders, nets, tmp_path):
         evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "afile", networks=nets)
     with pytest.raises(EvaluationError, match="exists and is not a folder"):
         evaluate(content, style, model=None, outputs_dir=tmp_path / "afile", networks=nets)
+    for size, metrics in ((16, ("fid", "lpips")), (24, ("cfsd",)), (4, ("fid",)), (4097, ("fid",))):
+        with pytest.raises(EvaluationError, match=f"size must be in .*got {size}"):   # before the networks' errors
+            evaluate(content, style, model=Blend(), size=size, metrics=metrics, networks=nets)
     with pytest.raises(EvaluationError, match="cannot make the outputs folder"):
         evaluate(content, style, model=Blend(), outputs_dir=tmp_path / "afile" / "sub", size=SIZE, networks=nets,
                  progress=False)

@@ -174,6 +174,8 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         TrainConfig(content="c", style="s", out="o", size=256, crop=300)
     with pytest.raises(TrainError, match="batch_size"):
         TrainConfig(content="c", style="s", out="o", batch_size=0)
+    with pytest.raises(TrainError, match="crop must be at least 32"):   # the VGG-19 loss would fail at relu5_1
+        TrainConfig(content="c", style="s", out="o", size=64, crop=16)
     with pytest.raises(TrainError, match="evaluation"):
         Trainer(config(tmp_path, "x", content=str(tmp_path / "eval-set")), vgg=tiny_vgg()).run()
 
