@@ -120,14 +120,14 @@ class StylizeConfig:
 
 
 def check_strength(strength) -> float:
-    """strength as a float in [0, 1]; ValueError otherwise (NaN and non-numbers included)."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(strength, bool) or not 0.0 <= value <= 1.0:
+    """strength as a float in [0, 1]; ValueError otherwise (NaN, bools and non-numbers included: float() would
+    take the string "1" too)."""
+    real = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
+    value = float(strength) if real else math.nan
+    if not 0.0 <= value <= 1.0:
+        got = f"{strength!r}" if real else f"{strength!r} ({type(strength).__name__}, not a number)"
         raise ValueError(f"strength must be in 0..1 (0: the content's reconstruction, 1: full stylization); "
-                         f"got {strength!r}")
+                         f"got {got}")
     return value
 
 

@@ -22,7 +22,10 @@ def test_defaults_are_resolved_for_the_cpu_in_one_place():
                                                  ("size", 32.5, "size must be an int"),
                                                  ("size", "64", "size must be an int"),
                                                  ("seed", 1.5, "seed must be an int"),
-                                                 ("batch_size", True, "batch_size must be an int")])
+                                                 ("batch_size", True, "batch_size must be an int"),
+                                                 ("strength", "1", r"strength must be in 0\.\.1 .*'1' \(str"),
+                                                 ("strength", True, r"strength must be in 0\.\.1 .*True \(bool"),
+                                                 ("strength", float("nan"), r"strength must be in 0\.\.1")])
 def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
     with pytest.raises(ValueError, match=words):
         StylizeConfig(**{"device": "cpu", field: value}).resolved()
@@ -50,3 +53,16 @@ def test_settings_and_job_planning_import_without_torch():
     import sys
     code = "import sys, mambast.inference.config, mambast.inference.jobs; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_stylize_refuses_a_strength_that_is_not_a_number_before_loading_a_model(monkeypatch):
+    import mambast
+    from mambast.model import MambaST
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before strength was checked")
+    monkeypatch.setattr(MambaST, "from_pretrained", classmethod(no_model))
+    for bad in ("1", True):
+        with pytest.raises(ValueError, match="strength must be in 0..1") as e:
+            mambast.stylize("c.png", "s.png", strength=bad)
+        assert "\n" not in str(e.value)
