@@ -4,6 +4,7 @@ Also the one-line texts of running out of memory or disk space; nothing here imp
 """
 
 import errno
+import os
 
 
 class MambastError(Exception):
@@ -34,6 +35,19 @@ def one_line(e: BaseException) -> str:
 def printable(text: str) -> str:
     """`text` with control characters (newlines in file names, terminal escapes) written as escapes: one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def why_missing(path, missing: str = "no such file") -> str:
+    """Why a path that `Path.exists()` calls absent cannot be read: `missing`, or a symbolic-link loop (os.stat
+    says ELOOP, which exists() hides; "no such file" would send the user looking for a file that is there)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic-link loop (the link leads back to itself)"
+    except ValueError:   # a NUL byte in the name
+        pass
+    return missing
 
 
 def _out_of_memory(e: BaseException) -> bool:

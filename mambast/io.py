@@ -16,7 +16,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
                   ".jfif", ".tga", ".ico"}
 
 
-from .errors import ImageError, one_line  # noqa: F401  (ImageError re-exported)
+from .errors import ImageError, one_line, why_missing  # noqa: F401  (ImageError re-exported)
 
 
 def _to_rgb(img):
@@ -44,7 +44,7 @@ def check_input_file(path, kind: str, error: type[Exception] = ImageError) -> Pa
     """`path` as a Path if it names a non-empty file; `error` in one line otherwise (kind: "image", "video")."""
     path = Path(path)
     if not path.exists():
-        raise error(f"{path}: no such file")
+        raise error(f"{path}: {why_missing(path)}")
     if path.is_dir():
         raise error(f"{path}: is a folder, expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} file")
     if not path.is_file():   # a pipe or a device: reading it could block forever or never end

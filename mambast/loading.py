@@ -33,7 +33,7 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
                              r"|(new_ps\..*)")
 
 
-from .errors import WeightsError, one_line  # noqa: F401  (WeightsError re-exported)
+from .errors import WeightsError, one_line, why_missing  # noqa: F401  (WeightsError re-exported)
 from .io import check_input_file
 
 
@@ -286,7 +286,7 @@ def load_pretrained(path="default", device=None, dtype=None, *, cls):
                                "explicitly (a save_pretrained folder, a .safetensors file, or `mambast convert` output)")
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"{path}: weights not found")
+        raise WeightsError(f"{path}: {why_missing(path, 'weights not found')}")
     weights = path / WEIGHTS_NAME if path.is_dir() else path
     if path.is_dir() and not weights.exists():
         raise WeightsError(f"{path}: folder has no {WEIGHTS_NAME}")

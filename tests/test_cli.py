@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -63,7 +64,7 @@ def test_stylize_folders_resumes_and_reports_bad_files(tmp_path, weights, capsys
     assert (odir / "a_stylized_x.png").stat().st_mtime_ns != mtime
 
 
-@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "bomb", "folder", "missing"])
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated", "bomb", "folder", "missing", "link_loop"])
 def test_bad_content_is_one_line_error_and_no_output(tmp_path, weights, capsys, kind):
     bad = bad_files(tmp_path)[kind]
     s = _img(tmp_path / "s.png", 16, 16)
@@ -74,6 +75,24 @@ def test_bad_content_is_one_line_error_and_no_output(tmp_path, weights, capsys, 
     assert not out.exists()
     assert err.count("\n") == 0 and err.startswith("mambast: error:") and bad.name in err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+@pytest.mark.parametrize("role", ["content", "style", "mask"])
+def test_a_symbolic_link_loop_is_named_as_one_with_the_status_of_a_missing_file(tmp_path, weights, capsys, role):
+    loop, missing = tmp_path / "loop.png", tmp_path / "missing.png"
+    loop.symlink_to(loop.name)
+    files = {"content": _img(tmp_path / "c.png", 16, 16), "style": _img(tmp_path / "s.png", 16, 16, 1)}
+    codes = []
+    for bad in (missing, loop):
+        paths = {**files, role: bad}
+        mask = ["--mask", str(paths["mask"])] if "mask" in paths else []
+        codes.append(main(["stylize", str(paths["content"]), str(paths["style"]), "-o", str(tmp_path / "o.png"),
+                           "--model", str(weights), *mask]))
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and bad.name in err, err
+    assert "symbolic-link loop" in err and "no such file" not in err
+    assert codes[0] == codes[1] == 1 and not (tmp_path / "o.png").exists()
 
 
 def test_bad_checkpoint_is_one_line_error(tmp_path, capsys, official_files):

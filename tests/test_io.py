@@ -34,6 +34,9 @@ def bad_files(tmp_path):
     files["folder"] = tmp_path / "folder.jpg"
     files["folder"].mkdir()
     files["missing"] = tmp_path / "missing.jpg"
+    if hasattr(os, "symlink"):
+        files["link_loop"] = tmp_path / "loop.jpg"
+        os.symlink(files["link_loop"].name, files["link_loop"])   # a link to itself: os.stat says ELOOP
     files["tiff_float_offsets"] = tmp_path / "odd.tif"        # Pillow raises TypeError, not OSError, on it
     _tiff_with_float_strip_offsets(files["tiff_float_offsets"])
     files["moderate_bomb"] = tmp_path / "moderate_bomb.png"   # above the limit, below Pillow's own error level
@@ -104,6 +107,17 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_save_is_atomic_and_leaves_no_temp(tmp_path):
     save_image(Image.new("RGB", (4, 4)), tmp_path / "sub" / "x.png")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_symbolic_link_loop_is_named_and_a_broken_link_is_missing(tmp_path):
+    os.symlink("b.png", tmp_path / "a.png")
+    os.symlink("a.png", tmp_path / "b.png")
+    os.symlink("nowhere.png", tmp_path / "broken.png")
+    with pytest.raises(ImageError, match=r"^\S*a\.png: symbolic-link loop \(the link leads back to itself\)$"):
+        load_image(tmp_path / "a.png")
+    with pytest.raises(ImageError, match=r"broken\.png: no such file$"):
+        load_image(tmp_path / "broken.png")
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")

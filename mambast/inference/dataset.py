@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..atomic import is_temp_of
-from ..errors import JobError
+from ..errors import JobError, why_missing
 from .jobs import IMAGE_OUTPUT_SUFFIXES, Job, clash_message, name_too_long, output_name, unwritable_message
 from .shards import DEFAULT_SHARD_SIZE, SHARD_KINDS, read_shards, sample_key, shard_name
 
@@ -117,7 +117,7 @@ def plan_dataset(content, output, style=None, pairing: str = "all", seed: int | 
             raise JobError(_not_utf8_message(str(path)))
     try:
         if not content.exists():
-            raise JobError(f"{content}: no such folder or manifest (content)")
+            raise JobError(f"{content}: {why_missing(content, 'no such folder or manifest')} (content)")
         refused: list[tuple[str, int]] = []
         if content.is_dir():
             rows, refused = _pair_folders(content, style, root, pairing, seed, "." + format)
@@ -166,7 +166,7 @@ def _pair_folders(content: Path, style, root: Path, pairing: str, seed,
         raise JobError("a content folder needs a style image or folder")
     style = Path(style)
     if not style.exists():
-        raise JobError(f"{style}: no such file or folder (style)")
+        raise JobError(f"{style}: {why_missing(style, 'no such file or folder')} (style)")
     for name, folder in (("content", content), ("style", style)):
         if folder.is_dir() and _inside(root, folder):
             raise JobError(f"{root}: the output folder is inside the {name} folder (a rerun would read outputs "

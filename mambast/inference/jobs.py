@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import JobError
+from ..errors import JobError, why_missing
 
 OUTPUT_SUFFIX = ".png"
 IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -87,7 +87,7 @@ def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool) ->
         raise JobError("no style given")
     for name, p in [("content", content)] + [("style", s) for s in style]:
         if not p.exists():
-            raise JobError(f"{p}: no such file or folder ({name})")
+            raise JobError(f"{p}: {why_missing(p, 'no such file or folder')} ({name})")
         if len(style) > 1 and name == "style" and p.is_dir():
             raise JobError(f"{p}: is a folder; several styles for one content must be image files")
     style_dir = len(style) == 1 and style[0].is_dir()
