@@ -2,8 +2,9 @@
 and the int8 packaging of the bundled default model. Model classes inherit `PretrainedMixin`; this module
 builds `cls(config)` for the class it is given and never imports a model.
 
-A checkpoint is untrusted input: .pth files are read with `torch.load(weights_only=True)` only, a config is
-held to hard limits and every tensor is checked (name, shape, dtype, finite values) before a model takes it.
+A checkpoint is untrusted input: .pth files are measured (`check_torch_archive`), then read with
+`torch.load(weights_only=True)` only, a config is held to hard limits and every tensor is checked (name, shape,
+dtype, finite values) before a model takes it.
 """
 
 from __future__ import annotations
@@ -33,11 +34,26 @@ OFFICIAL_UNUSED = re.compile(r"(.*\.skip_scale2$)|(encoder_[cs]\.layers\.\d+\.se
                              r"|(new_ps\..*)")
 
 
-from .errors import WeightsError, one_line, why_missing  # noqa: F401  (WeightsError re-exported)
+from .errors import WeightsError, one_line, printable, why_missing  # noqa: F401  (WeightsError re-exported)
 from .io import check_input_file
 
 
 MAX_PICKLE_SCAN = 64 << 20   # bytes of a refused pickle read to name the global it wanted
+# torch.load materialises every storage a .pth holds before any shape is checked, so the archive is measured
+# first. Bound: twice the float32 bytes of the numbers the file should hold, plus 64 MiB for the pickle, Adam's
+# step counters and RNG states; a valid file is about half of it (pth_bound). 65,535 entries: one per tensor,
+# and even a training checkpoint of the deepest config allowed has under 20,000.
+PTH_SLACK = 64 << 20
+MAX_PTH_ENTRIES = 65_535
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C   # first pickle of torch's older (before 1.6) non-zip format
+# Element sizes of the storage classes that older format names; an unknown one counts as the largest.
+_STORAGE_ITEM_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
+                       "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16}
+
+
+def pth_bound(numbers: int) -> int:
+    """Most bytes a .pth expected to hold `numbers` float32 values may hold before it is refused unread."""
+    return 2 * 4 * int(numbers) + PTH_SLACK
 
 
 def _refused_global(path: Path) -> str | None:
@@ -94,25 +110,140 @@ def _unpickling_reason(e: Exception) -> str:
     return reason[:200] or "unsupported content"
 
 
-def load_torch_file(path, what: str):
-    """torch.load(weights_only=True) of an untrusted file; WeightsError in one line naming the file (empty,
-    damaged, or a pickle that would run code: then the global it wanted)."""
+class _Stub:
+    """What every class and storage of a probed pickle becomes: it takes any arguments and state, runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _Bounded:
+    """A file whose reads never ask for more than it holds (a pickle opcode can declare any length)."""
+
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.size - self.f.tell())
+        return self.f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, n: int = -1) -> bytes:
+        return self.f.readline(n)
+
+
+def _legacy_storage_bytes(path: Path, size: int) -> int | None:
+    """Bytes of the storages a .pth of torch's older non-zip format declares (torch allocates them all before
+    reading any), found by unpickling its header with every class a `_Stub` (nothing is imported or run);
+    None if the file is not in that format."""
+    declared: dict = {}
+
+    class Probe(pickle.Unpickler):
+        def find_class(self, module, name):
+            if name.endswith("Storage"):   # the storage's type: kept by name for its element size
+                return ("storage class", name[:-len("Storage")])
+            return _Stub
+
+        def persistent_load(self, pid):
+            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+                kind, key, numel = pid[1], pid[2], pid[4]
+                item = _STORAGE_ITEM_BYTES.get(kind[1], 16) if isinstance(kind, tuple) else 16
+                if not isinstance(numel, int) or numel < 0:
+                    raise ValueError("a storage of no size")
+                declared[str(key)] = max(declared.get(str(key), 0), numel * item)
+            return _Stub()
+
+    try:
+        with open(path, "rb") as f:
+            src = _Bounded(f, size)
+            if Probe(src).load() != TORCH_MAGIC:
+                return None
+            for _ in range(3):   # protocol version, system info, the object itself
+                Probe(src).load()
+    except Exception:   # not a pickle, a truncated one, or one our stubs cannot follow
+        return None
+    return sum(declared.values())
+
+
+def _code_refusal(path: Path, what: str, why: str) -> WeightsError:
+    return WeightsError(f"{path}: refused: not a plain tensor {what} ({why}); only tensors are read from "
+                        ".pth files, no code")
+
+
+def check_torch_archive(path: Path, what: str, max_bytes: int) -> None:
+    """WeightsError naming `path` if torch.load would have to allocate more than `max_bytes` for it: the file,
+    its zip entries (each entry's uncompressed size, as torch reads them whole) or, in torch's older non-zip
+    format, the storages its pickle declares. Only headers and the pickle are read, never a storage."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise WeightsError(f"{path}: refused: {size:,} bytes, more than a {what} can need ({max_bytes:,}); "
+                           "it was not read")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"   # torch's own test of its zip format
+    if zipped:
+        import zipfile
+        try:
+            with open(path, "rb") as f:   # the count first: ZipFile makes an object per entry
+                end = zipfile._EndRecData(f)
+            count = end[zipfile._ECD_ENTRIES_TOTAL] if end else 0
+            if count <= MAX_PTH_ENTRIES:
+                with zipfile.ZipFile(path) as z:
+                    entries = z.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            raise WeightsError(f"{path}: not a readable PyTorch {what} (damaged zip archive: {one_line(e)})") from None
+        if count > MAX_PTH_ENTRIES:
+            raise WeightsError(f"{path}: refused: {count:,} archive entries, a {what} has at most "
+                               f"{MAX_PTH_ENTRIES:,}; it was not read")
+        total = sum(e.file_size for e in entries)
+        if len(entries) > MAX_PTH_ENTRIES or total > max_bytes:
+            biggest = max(entries, key=lambda e: e.file_size)
+            raise WeightsError(f"{path}: refused: its {len(entries):,} archive entries hold {total:,} bytes "
+                               f"(the largest, {printable(biggest.filename)}, {biggest.file_size:,}), more than a "
+                               f"{what} can need ({max_bytes:,}); it was not read")
+        return
+    declared = _legacy_storage_bytes(path, size)
+    if declared is None:
+        name = _refused_global(path)
+        if name:
+            raise _code_refusal(path, what, f"it would import {name}")
+        raise WeightsError(f"{path}: not a readable PyTorch {what} (neither torch's zip format nor its older "
+                           "pickle format)")
+    if declared > min(size, max_bytes):   # the older format stores every storage whole after its pickle
+        raise WeightsError(f"{path}: refused: its tensors declare {declared:,} bytes, the file holds {size:,} and a "
+                           f"{what} can need {max_bytes:,}; it was not read")
+
+
+def load_torch_file(path, what: str, *, max_bytes: int):
+    """torch.load(weights_only=True) of an untrusted file, refused unread if torch would allocate more than
+    `max_bytes` for it (`check_torch_archive`); WeightsError in one line naming the file (empty, damaged, too
+    large, or a pickle that would run code: then the global it wanted)."""
     path = check_input_file(path, what, WeightsError)
+    check_torch_archive(path, what, max_bytes)
     try:
         with warnings.catch_warnings():   # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         name = _refused_global(path)
-        why = f"it would import {name}" if name else _unpickling_reason(e)
-        raise WeightsError(f"{path}: refused: not a plain tensor {what} ({why}); only tensors are read from "
-                           ".pth files, no code") from None
+        raise _code_refusal(path, what, f"it would import {name}" if name else _unpickling_reason(e)) from None
     except Exception as e:   # zip, pickle and storage errors of every kind
         raise WeightsError(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {one_line(e)})") from None
 
 
-def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
-    """A state dict from a dict, a .pth/.pt file (weights_only) or a .safetensors file."""
+def _read_state_dict(src, what: str, config: MambaSTConfig | None = None) -> dict[str, torch.Tensor]:
+    """A state dict from a dict, a .pth/.pt file (weights_only; refused unread beyond `pth_bound` of the
+    parameters of `config`, by default the published model's) or a .safetensors file."""
     if isinstance(src, dict):
         sd = src
     else:
@@ -124,7 +255,8 @@ def _read_state_dict(src, what: str) -> dict[str, torch.Tensor]:
             except Exception as e:  # safetensors raises several error types for broken files
                 raise WeightsError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
         else:
-            sd = load_torch_file(path, f"{what} checkpoint")
+            numbers = (config or MambaSTConfig()).num_parameters   # each file holds a part of the model
+            sd = load_torch_file(path, f"{what} checkpoint", max_bytes=pth_bound(numbers))
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
@@ -177,11 +309,12 @@ def build_checked(sd: dict[str, torch.Tensor], config: MambaSTConfig, source: st
     return model
 
 
-def official_to_ours(mamba, decoder, embedding) -> dict[str, torch.Tensor]:
-    """Merge the authors' three state dicts (or paths) into one state dict with our key names."""
+def official_to_ours(mamba, decoder, embedding, config: MambaSTConfig | None = None) -> dict[str, torch.Tensor]:
+    """Merge the authors' three state dicts (or paths) into one state dict with our key names; a file far larger
+    than a model of `config` (default: the published one) can fill is refused unread."""
     out = {}
     for what, src in (("mamba", mamba), ("decoder", decoder), ("embedding", embedding)):
-        for k, v in _read_state_dict(src, what).items():
+        for k, v in _read_state_dict(src, what, config).items():
             if what == "mamba" and OFFICIAL_UNUSED.match(k):
                 continue
             out[OFFICIAL_PREFIX[what] + k] = v.float() if v.is_floating_point() else v   # others refused later
@@ -218,7 +351,7 @@ def infer_config(sd: dict[str, torch.Tensor]) -> MambaSTConfig:
 
 def load_official(mamba, decoder, embedding, config: MambaSTConfig | None = None, *, cls):
     """Build a `cls` from the authors' embedding / mamba / decoder checkpoints (paths or state dicts)."""
-    sd = official_to_ours(mamba, decoder, embedding)
+    sd = official_to_ours(mamba, decoder, embedding, config)
     return build_checked(sd, config or infer_config(sd), "official checkpoint", cls=cls).eval()
 
 

@@ -110,6 +110,17 @@ class VGG19Features(nn.Module):
 MAX_WIDTH = 4096   # a file claiming wider layers is refused before anything that size is allocated
 
 
+def adain_numbers() -> int:
+    """Numbers in AdaIN's `vgg_normalised.pth`: the 1x1 conv and all 16 3x3 convs of VGG-19 (blocks of 2, 2, 4,
+    4, 4; 20.0 M, 80 MB of float32), of which we use the first 13; a VGG .pth is refused unread beyond twice
+    that plus 64 MiB (`pth_bound`)."""
+    n, c_in = 3 * 3 + 3, 3
+    for width, depth in zip(WIDTHS, (2, 2, 4, 4, 4)):
+        for _ in range(depth):
+            n, c_in = n + 9 * c_in * width + width, width
+    return n
+
+
 def _widths_from_state(state: dict[str, torch.Tensor]) -> tuple[int, ...]:
     try:
         widths = tuple(int(state[f"conv{b + 1}_1.weight"].shape[0]) for b in range(len(BLOCK_DEPTHS)))
@@ -294,8 +305,8 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise WeightsError(f"{path}: not a readable safetensors file ({type(e).__name__}: {one_line(e)})") from None
         return _dequantise(state)
     if path.suffix in (".pth", ".pt"):
-        from ..weights import load_torch_file   # weights-only loading, refusals explained, in one place
-        state = load_torch_file(path, "VGG weights file")
+        from ..weights import load_torch_file, pth_bound   # weights-only loading, refusals explained, in one place
+        state = load_torch_file(path, "VGG weights file", max_bytes=pth_bound(adain_numbers()))
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise WeightsError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
         return {k: v.float() for k, v in _map_adain(state).items()}

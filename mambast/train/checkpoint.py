@@ -183,11 +183,15 @@ def _check_fields(ckpt: dict) -> None:
                  "must be a training config (batch_size an integer >= 1)")
 
 
-def _load_valid(path: Path) -> dict:
-    """The checkpoint at `path`, read and checked: readable, ours, its checksum right, every field usable."""
-    from ..weights import load_torch_file
+def _load_valid(path: Path, config=None) -> dict:
+    """The checkpoint at `path`, read and checked: readable, ours, its checksum right, every field usable. Refused
+    unread if larger than a run of `config` (default: the published model) writes: the weights and Adam's two
+    moments, float32, within `pth_bound`."""
+    from ..config import MambaSTConfig
+    from ..weights import load_torch_file, pth_bound
+    numbers = 3 * (config or MambaSTConfig()).num_parameters
     try:
-        ckpt = load_torch_file(path, "training checkpoint")
+        ckpt = load_torch_file(path, "training checkpoint", max_bytes=pth_bound(numbers))
     except MambastError as e:
         raise TrainError(f"resume: {e}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -205,21 +209,21 @@ def _load_valid(path: Path) -> dict:
     return ckpt
 
 
-def load_checkpoint(path: Path) -> dict:
-    """A checked checkpoint (see `_load_valid`); TrainError naming the file otherwise."""
+def load_checkpoint(path: Path, config=None) -> dict:
+    """A checked checkpoint of a run of model `config` (see `_load_valid`); TrainError naming the file otherwise."""
     try:
-        return _load_valid(Path(path))
+        return _load_valid(Path(path), config)
     except TrainError as e:
         raise TrainError(f"{e} (--resume latest takes the newest valid checkpoint)") from None
 
 
-def newest_valid_checkpoint(found: list[Path], say) -> dict:
-    """The newest of `found` (oldest first) that is valid, saying which one and why newer ones were passed
-    over; TrainError if none is."""
+def newest_valid_checkpoint(found: list[Path], say, config=None) -> dict:
+    """The newest of `found` (oldest first) that is valid for a run of model `config`, saying which one and why
+    newer ones were passed over; TrainError if none is."""
     skipped = []
     for path in reversed(found):
         try:
-            ckpt = _load_valid(path)
+            ckpt = _load_valid(path, config)
         except TrainError as e:
             say(f"{e}: trying the one before")
             skipped.append(path)

@@ -77,7 +77,8 @@ class Trainer:
         if self.dist.is_main:
             print(f"[train] {msg}", file=sys.stderr, flush=True)
 
-    def _resume_checkpoint(self) -> dict | None:
+    def _resume_checkpoint(self, mcfg) -> dict | None:
+        """The checkpoint to resume from, read only if no larger than a run of model `mcfg` writes."""
         if not self.cfg.resume:
             return None
         if self.cfg.resume == "latest":
@@ -85,11 +86,11 @@ class Trainer:
             if not found:
                 self._say(f"no checkpoint in {self.ckpt_dir}: starting a fresh run")
                 return None
-            return newest_valid_checkpoint(found, self._say)
+            return newest_valid_checkpoint(found, self._say, mcfg)
         else:
             path = Path(self.cfg.resume)
         self._say(f"resuming from {path}")
-        return load_checkpoint(path)
+        return load_checkpoint(path, mcfg)
 
     def _setup(self) -> None:
         from ..config import MambaSTConfig
@@ -101,8 +102,7 @@ class Trainer:
         style_files = find_images(cfg.style, "style")
         if cfg.crop % 8:
             raise TrainError(f"crop must be a multiple of 8; got {cfg.crop}")
-        ckpt = self._resume_checkpoint()
-        if ckpt is None and list_checkpoints(self.ckpt_dir):
+        if not cfg.resume and list_checkpoints(self.ckpt_dir):
             raise TrainError(f"out: {self.out} already holds checkpoints; pass --resume to continue that run "
                              "or choose another --out")
 
@@ -112,6 +112,7 @@ class Trainer:
             if cfg.config != "default" and mcfg != init_model.config:
                 raise TrainError(f"config: --config {cfg.config} differs from the config of --init {cfg.init}")
             mcfg = init_model.config
+        ckpt = self._resume_checkpoint(mcfg)   # after the config: it bounds what the file may hold
         if ckpt is not None:
             saved = MambaSTConfig.from_dict(ckpt["model_config"])
             if saved != mcfg:

@@ -10,6 +10,7 @@ has them, and, when everything stays within M MiB (no limit without --max-mib), 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -26,10 +27,13 @@ CHECKPOINT_NAME = "checkpoint.pt"  # its name inside those chunks
 
 def export(run_out: Path, dest: Path, chunk_mib: float, max_mib: float | None = None) -> dict:
     """Write the pieces into `dest`; returns what was written ({"step", "shards", "checkpoint", "files"})."""
+    from mambast.config import MambaSTConfig
     from mambast.train.checkpoint import list_checkpoints, load_checkpoint
     ckpts = list_checkpoints(run_out / "checkpoints")
     if ckpts:
-        ckpt = load_checkpoint(ckpts[-1])
+        settings = run_out / "train_config.json"   # the run's model config bounds what its checkpoint may hold
+        config = MambaSTConfig.from_dict(json.loads(settings.read_text())["model"]) if settings.is_file() else None
+        ckpt = load_checkpoint(ckpts[-1], config)
         state, info = ckpt["model"], {"model_config": ckpt["model_config"], "step": ckpt["step"],
                                       "train_config": ckpt["train_config"], "source": ckpts[-1].name}
     elif (run_out / "model").is_dir():

@@ -37,7 +37,8 @@ def merge(src: Path, out: Path) -> dict:
         with tempfile.TemporaryDirectory(dir=out) as tmp:
             unpack(src / CHECKPOINT_DIR, tmp)
             shutil.move(str(Path(tmp) / CHECKPOINT_NAME), out / CHECKPOINT_NAME)
-        state = load_checkpoint(out / CHECKPOINT_NAME)["model"]
+        config = MambaSTConfig.from_dict(manifest["model_config"])   # bounds what the checkpoint may hold
+        state = load_checkpoint(out / CHECKPOINT_NAME, config)["model"]
         info["checkpoint"] = CHECKPOINT_NAME
     model = MambaST(MambaSTConfig.from_dict(manifest["model_config"]))
     model.load_state_dict(state, strict=True)

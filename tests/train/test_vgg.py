@@ -115,9 +115,10 @@ def _adain_state(m: VGG19Features) -> dict:
     return sd
 
 
-def test_adain_pth_loads_with_mapped_keys(tmp_path):
+@pytest.mark.parametrize("zipped", [True, False])   # AdaIN's published file predates torch's zip format
+def test_adain_pth_loads_with_mapped_keys(tmp_path, zipped):
     m = tiny()
-    torch.save(_adain_state(m), tmp_path / "vgg_normalised.pth")
+    torch.save(_adain_state(m), tmp_path / "vgg_normalised.pth", _use_new_zipfile_serialization=zipped)
     loaded = load_vgg19(path=tmp_path / "vgg_normalised.pth")
     x = images(2)
     for a, b in zip(loaded(x), m(x)):
