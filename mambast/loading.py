@@ -194,8 +194,8 @@ def check_torch_archive(path: Path, what: str, max_bytes: int) -> None:
     if zipped:
         import zipfile
         try:
-            with open(path, "rb") as f:   # the count first: ZipFile makes an object per entry
-                end = zipfile._EndRecData(f)
+            with open(path, "rb") as f:   # the count first: ZipFile makes an object per entry (private, hence getattr)
+                end = getattr(zipfile, "_EndRecData", lambda _: None)(f)
             count = end[zipfile._ECD_ENTRIES_TOTAL] if end else 0
             if count <= MAX_PTH_ENTRIES:
                 with zipfile.ZipFile(path) as z:
