@@ -261,7 +261,7 @@ def _unreachable(address: str, timeout: float = 5.0) -> str | None:
     return None
 
 
-def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
+def _start_ray(ray, address: str | None, num_cpus: int | None, quiet: bool = False) -> bool:
     """Connect to the cluster at `address` ("auto": the one running here), to $RAY_ADDRESS (a job submitted
     with `ray job submit`), or start Ray on this machine alone; True if this call started or connected it."""
     if ray.is_initialized():
@@ -273,7 +273,7 @@ def _start_ray(ray, address: str | None, num_cpus: int | None) -> bool:
         raise JobError(f"--address {address}: no Ray cluster there ({why})")
     try:
         ray.init(address=address, include_dashboard=False if local else None, log_to_driver=False,
-                 logging_level=logging.WARNING,
+                 logging_level=logging.ERROR if quiet else logging.WARNING,
                  **({"num_cpus": num_cpus} if local and num_cpus else {}))
     except ConnectionError as e:
         raise JobError(f"--address {address}: no Ray cluster there ({one_line(e)})") from None
@@ -301,7 +301,7 @@ def stylize_dataset(plan: DatasetPlan, model="default", config: StylizeConfig | 
     if not len(plan):
         return DatasetSummary(0, plan.present, plan.failed, 0.0, 0.0, 0, 0, 0.0, 0.0)
     ray = import_ray()
-    started = _start_ray(ray, address, num_cpus)
+    started = _start_ray(ray, address, num_cpus, quiet=not progress)
     try:
         pool = _pool(ray, config, actors, gpus_per_actor, cpus_per_actor)
         _quiet_ray_data(ray)
