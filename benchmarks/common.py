@@ -35,6 +35,23 @@ def git_commit(given: str | None = None) -> tuple[str, bool | None]:
     return (commit, bool(dirty)) if commit else ("unknown", None)
 
 
+def cpu_name() -> str:
+    """The CPU's model name and widest vector extension (CPU timings differ 2-4x between machines)."""
+    name, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not name:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = next((f.upper() for f in ("avx512f", "avx2") if f in flags), "")
+    name = name or platform.processor() or platform.machine()
+    return f"{name}, {vector.replace('AVX512F', 'AVX-512')}" if vector else name
+
+
 def header(device: str | torch.device = "cpu", commit: str | None = None, **extra) -> dict:
     """The record every result file starts with: where, with what and from which commit it was measured."""
     device = torch.device(device)
@@ -48,7 +65,7 @@ def header(device: str | torch.device = "cpu", commit: str | None = None, **extr
     return {
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "gpu_mem_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
-        "device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "device": str(device), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "python": platform.python_version(), "threads": torch.get_num_threads(),

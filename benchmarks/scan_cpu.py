@@ -1,6 +1,7 @@
 """CPU speed of the fused selective scan (`selective_scan_2d_cpu`) against the reference loop.
 
-Usage (repository root on PYTHONPATH): python benchmarks/scan_cpu.py [--threads 2] [--runs 10] [--ref-runs 3]
+Usage (repository root on PYTHONPATH): python benchmarks/scan_cpu.py [--threads 2] [--runs 10] [--ref-runs 3] [--out DIR]
+--out DIR also writes DIR/scan-cpu.json (a header record, then one record per size).
 Bt=1, Dm=1024, N=16 on 32x32 and 64x64 grids, model-like inputs; medians after a warm-up call (numba's
 compile or cache load excluded), float32 inputs; relative error = ||fast - ref|| / ||ref||.
 """
@@ -13,10 +14,11 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from common import time_calls  # benchmarks/common.py; puts the repository on sys.path
+from common import header, time_calls, write_json  # benchmarks/common.py; puts the repository on sys.path
 from mambast.ops.scan_cpu import kernel_available, selective_scan_2d_cpu
 from mambast.ops.scan_ref import selective_scan_2d_ref
 
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-runs", type=int, default=3, help="timed calls of the reference per size")
     ap.add_argument("--dm", type=int, default=1024)
     ap.add_argument("--d-state", type=int, default=16)
+    ap.add_argument("--out", type=Path, help="also write DIR/scan-cpu.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not kernel_available():
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
     print(f"# Bt=1, Dm={args.dm}, N={args.d_state}; fast: median of {args.runs}, reference: median of "
           f"{args.ref_runs}")
     print(f"{'L':>6} {'grid':>7} {'ref s':>9} {'fast s':>9} {'speed-up':>9} {'rel err':>9}")
+    records = [{"header": header("cpu", None, numba=numba.__version__, load_average=round(load, 2),
+                                 bt=1, dm=args.dm, n=args.d_state, runs=args.runs, ref_runs=args.ref_runs)}]
     with torch.inference_mode():
         for side in (32, 64):
             x = make_inputs(1, args.dm, args.d_state, side, side)
@@ -69,6 +74,11 @@ def main(argv=None) -> int:
             err = ((y.double() - ref_y.double()).norm() / ref_y.double().norm()).item()
             print(f"{side * side:>6} {f'{side}x{side}':>7} {ref:>9.4f} {fast:>9.4f} {ref / fast:>8.1f}x "
                   f"{err:>9.2e}" + (f"   (first call {first:.2f} s)" if side == 32 else ""))
+            records.append({"length": side * side, "grid": f"{side}x{side}", "ref_s": round(ref, 5),
+                            "fast_s": round(fast, 5), "speedup": round(ref / fast, 1), "rel_err": err,
+                            "first_call_s": round(first, 3)})
+    if args.out:
+        write_json(args.out / "scan-cpu.json", records)
     return 0
 
 
