@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from common import header, time_calls, write_json  # benchmarks/common.py; puts the repository on sys.path
+from common import cpu_name, header, time_calls, write_json  # benchmarks/common.py; puts the repository on sys.path
 from mambast.ops.scan_cpu import kernel_available, selective_scan_2d_cpu
 from mambast.ops.scan_ref import selective_scan_2d_ref
 
@@ -55,7 +54,7 @@ def main(argv=None) -> int:
         return 1
     import numba
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load:.2f}; "
+    print(f"# {cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}; "
           f"torch {torch.__version__}, numba {numba.__version__}, threads {args.threads}")
     print(f"# Bt=1, Dm={args.dm}, N={args.d_state}; fast: median of {args.runs}, reference: median of "
           f"{args.ref_runs}")
