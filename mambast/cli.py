@@ -257,7 +257,7 @@ def _add_stylize_dataset(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="redo outputs that already exist (a folder tree; not with --shards: a finished shard is "
                         "never rewritten)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, and Ray's start-up warnings hidden")
     p.set_defaults(func=cmd_stylize_dataset)
 
 

@@ -158,10 +158,12 @@ def _legacy_storage_bytes(path: Path, size: int) -> int | None:
         def persistent_load(self, pid):
             if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
                 kind, key, numel = pid[1], pid[2], pid[4]
-                item = _STORAGE_ITEM_BYTES.get(kind[1], 16) if isinstance(kind, tuple) else 16
-                if not isinstance(numel, int) or numel < 0:
-                    raise ValueError("a storage of no size")
-                declared[str(key)] = max(declared.get(str(key), 0), numel * item)
+                item = _STORAGE_ITEM_BYTES.get(kind[1], 16) if isinstance(kind, tuple) and len(kind) > 1 else 16
+                # torch writes string keys and sizes below 2**62: anything else (a key whose text would grow
+                # exponentially, a size too long to print) is not its file
+                if not isinstance(key, str) or type(numel) is not int or not 0 <= numel < 1 << 62:
+                    raise ValueError("not a storage torch writes")
+                declared[key] = max(declared.get(key, 0), numel * item)
             return _Stub()
 
     try:
@@ -181,6 +183,26 @@ def _code_refusal(path: Path, what: str, why: str) -> WeightsError:
                         ".pth files, no code")
 
 
+def _central_entries(f, end) -> int:
+    """Entries in a zip's central directory, counted from their headers up to MAX_PTH_ENTRIES + 1 (the end
+    record's own count can lie; zipfile would build an object for every header there is)."""
+    import struct
+    import zipfile
+    start = end[zipfile._ECD_LOCATION] - end[zipfile._ECD_SIZE]   # where zipfile reads it too
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    f.seek(max(0, start))
+    count = 0
+    while count <= MAX_PTH_ENTRIES:
+        head = f.read(46)
+        if len(head) < 46 or head[:4] != b"PK\x01\x02":
+            break
+        name, extra, comment = struct.unpack("<HHH", head[28:34])
+        f.seek(name + extra + comment, 1)
+        count += 1
+    return max(count, end[zipfile._ECD_ENTRIES_TOTAL])
+
+
 def check_torch_archive(path: Path, what: str, max_bytes: int) -> None:
     """WeightsError naming `path` if torch.load would have to allocate more than `max_bytes` for it: the file,
     its zip entries (each entry's uncompressed size, as torch reads them whole) or, in torch's older non-zip
@@ -196,15 +218,15 @@ def check_torch_archive(path: Path, what: str, max_bytes: int) -> None:
         try:
             with open(path, "rb") as f:   # the count first: ZipFile makes an object per entry (private, hence getattr)
                 end = getattr(zipfile, "_EndRecData", lambda _: None)(f)
-            count = end[zipfile._ECD_ENTRIES_TOTAL] if end else 0
+                count = _central_entries(f, end) if end else 0
             if count <= MAX_PTH_ENTRIES:
                 with zipfile.ZipFile(path) as z:
                     entries = z.infolist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
             raise WeightsError(f"{path}: not a readable PyTorch {what} (damaged zip archive: {one_line(e)})") from None
         if count > MAX_PTH_ENTRIES:
-            raise WeightsError(f"{path}: refused: {count:,} archive entries, a {what} has at most "
-                               f"{MAX_PTH_ENTRIES:,}; it was not read")
+            raise WeightsError(f"{path}: refused: more than {MAX_PTH_ENTRIES:,} archive entries, more than a {what} "
+                               "has; it was not read")
         total = sum(e.file_size for e in entries)
         if len(entries) > MAX_PTH_ENTRIES or total > max_bytes:
             biggest = max(entries, key=lambda e: e.file_size)

@@ -53,11 +53,22 @@ def _zip_counting(path, count):
     return path
 
 
-def _legacy_declaring(path, numel):
-    """torch's older non-zip format with one float storage of `numel` declared and 16 bytes stored."""
+def _zip_hiding(path, count):
+    """A zip of `count` tiny entries whose end record says it has one (zipfile would build every one)."""
+    name, data = b"archive/data/0", bytes(16)
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 16, 16, len(name), 0) + name + data
+    central = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 16, 16, len(name), 0, 0, 0, 0, 0,
+                          0) + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central) * count, len(local), 0)
+    path.write_bytes(local + central * count + end)
+    return path
+
+
+def _legacy_declaring(path, numel, key="0"):
+    """torch's older non-zip format with one float storage of `numel` declared (under `key`), 16 bytes stored."""
     class Declaring(pickle.Pickler):
         def persistent_id(self, obj):
-            return ("storage", torch.FloatStorage, "0", "cpu", numel, None) if obj == "S" else None
+            return ("storage", torch.FloatStorage, key, "cpu", numel, None) if obj == "S" else None
     out = io.BytesIO()
     for header in (TORCH_MAGIC, 1001, {"little_endian": True}):
         pickle.dump(header, out, protocol=2)
@@ -76,7 +87,7 @@ def _sparse(path, size):
 
 HOSTILE = {
     "a zip entry claiming 3 GiB": (lambda p: _zip_claiming(p, 3 << 30), r"archive entries hold 3,221,22\d,\d+ bytes"),
-    "a zip of 100,000 entries": (lambda p: _zip_counting(p, 100_000), rf"100,000 archive entries.*{MAX_PTH_ENTRIES:,}"),
+    "a zip of 100,000 entries": (lambda p: _zip_counting(p, 100_000), rf"more than {MAX_PTH_ENTRIES:,} archive entries"),
     "a sparse 6 GiB file": (lambda p: _sparse(p, 6 << 30), r"6,442,450,944 bytes, more than"),
     "an older-format pickle declaring 40 GB": (lambda p: _legacy_declaring(p, 10 ** 10),
                                                r"tensors declare 40,000,000,000 bytes, the file holds \d+"),
@@ -105,6 +116,22 @@ def test_valid_pth_files_of_both_formats_load_within_their_bound(tmp_path, legac
 def test_an_older_format_file_storing_less_than_it_declares_is_refused(tmp_path, no_torch_load):
     path = _legacy_declaring(tmp_path / "short.pth", 1000)   # 4,000 bytes declared, 16 stored
     with pytest.raises(WeightsError, match="declare 4,000 bytes, the file holds"):
+        load_torch_file(path, "checkpoint", max_bytes=LIMIT)
+
+
+def test_a_zip_whose_end_record_hides_its_entries_is_counted_from_its_headers(tmp_path, no_torch_load):
+    path = _zip_hiding(tmp_path / "many.pth", MAX_PTH_ENTRIES + 1)   # 4 MB: within the bound given below
+    with pytest.raises(WeightsError, match=rf"more than {MAX_PTH_ENTRIES:,} archive entries"):
+        load_torch_file(path, "checkpoint", max_bytes=8 << 20)
+
+
+@pytest.mark.parametrize("what", ["a key torch never writes", "a size too long to print"])
+def test_an_older_format_pickle_torch_never_writes_is_refused_at_once(tmp_path, no_torch_load, what):
+    # a list key nested with shared halves would grow exponentially as text; 10**5000 has no printable size
+    nested = [["0"] * 2] * 2
+    path = (_legacy_declaring(tmp_path / "odd.pth", 4, key=nested) if what.startswith("a key")
+            else _legacy_declaring(tmp_path / "odd.pth", 10 ** 5000))
+    with pytest.raises(WeightsError, match=r"odd\.pth: not a readable PyTorch checkpoint"):
         load_torch_file(path, "checkpoint", max_bytes=LIMIT)
 
 

@@ -86,7 +86,7 @@ class StylizeConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.seed is not None and not -2 ** 63 <= self.seed < 2 ** 64:
             raise ValueError(f"seed must fit in 64 bits; got {self.seed}")
-        check_strength(self.strength)
+        self.strength = check_strength(self.strength)   # a 0-d tensor or array becomes its float
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
         if self.device is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", str(self.device)):
@@ -122,6 +122,9 @@ class StylizeConfig:
 def check_strength(strength) -> float:
     """strength as a float in [0, 1]; ValueError otherwise (NaN, bools and non-numbers included: float() would
     take the string "1" too)."""
+    # one-element tensors and arrays (a 0-d torch or numpy value) count as their number
+    if getattr(strength, "ndim", None) == 0 and hasattr(strength, "item"):
+        strength = strength.item()
     real = isinstance(strength, numbers.Real) and not isinstance(strength, bool)
     value = float(strength) if real else math.nan
     if not 0.0 <= value <= 1.0:

@@ -63,7 +63,8 @@ def normalise_weights(weights: Sequence[float] | None, n_styles: int) -> tuple[f
         raise ValueError(f"weights: {len(w)} given for {n_styles} style{'s' * (n_styles != 1)}; give one per style")
     if not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
         raise ValueError(f"weights must be >= 0, finite and not all 0; got {','.join(map(str, weights))}")
-    w = [x / max(w) for x in w]   # first to 1 at most: the sum of weights near the float limit would overflow
+    top = max(w)
+    w = [x / top for x in w]   # first to 1 at most: the sum of weights near the float limit would overflow
     total = sum(w)
     return tuple(x / total for x in w)
 
@@ -167,7 +168,10 @@ def load_mask(mask) -> RegionMask:
     if isinstance(mask, Image.Image):
         grey = np.asarray(mask.convert("RGB").convert("L"))
     else:
-        a = mask.detach().cpu().float().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        if isinstance(mask, torch.Tensor):   # integer levels kept as integers, as numpy's are
+            mask = mask.detach().cpu()
+            mask = mask.float() if mask.dtype in (torch.float16, torch.bfloat16) else mask
+        a = mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         while a.ndim > 3 and a.shape[0] == 1:                      # batch dimensions of one
             a = a[0]
         if a.ndim == 3 and a.shape[0] in (1, 3):                 # channels first -> last
@@ -180,7 +184,9 @@ def load_mask(mask) -> RegionMask:
             raise ValueError(f"mask must be an image ([H, W], [1, H, W] or [3, H, W]); got shape {np.shape(mask)}")
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
             raise ValueError(f"mask must hold real numbers; got {a.dtype}")
-        if np.issubdtype(a.dtype, np.floating):
+        if a.dtype == bool:                                     # True: white, False: black
+            a = a.astype(np.uint8) * 255
+        elif np.issubdtype(a.dtype, np.floating):
             if not np.isfinite(a).all():
                 raise ValueError("mask holds NaN or Inf values")
             a = a * 255.0

@@ -77,6 +77,16 @@ class Trainer:
         if self.dist.is_main:
             print(f"[train] {msg}", file=sys.stderr, flush=True)
 
+    def _largest(self, mcfg):
+        """`mcfg`, or the model config this run's folder records if larger: resumed with a smaller --config than
+        its own, a run's checkpoints are read, and refused for the config, not for their size."""
+        from ..config import MambaSTConfig
+        try:
+            recorded = MambaSTConfig.from_dict(json.loads((self.out / "train_config.json").read_text())["model"])
+        except (OSError, ValueError, TypeError, KeyError):   # no record, or not one we wrote: the given config
+            return mcfg
+        return recorded if recorded.num_parameters > mcfg.num_parameters else mcfg
+
     def _resume_checkpoint(self, mcfg) -> dict | None:
         """The checkpoint to resume from, read only if no larger than a run of model `mcfg` writes."""
         if not self.cfg.resume:
@@ -112,7 +122,7 @@ class Trainer:
             if cfg.config != "default" and mcfg != init_model.config:
                 raise TrainError(f"config: --config {cfg.config} differs from the config of --init {cfg.init}")
             mcfg = init_model.config
-        ckpt = self._resume_checkpoint(mcfg)   # after the config: it bounds what the file may hold
+        ckpt = self._resume_checkpoint(self._largest(mcfg))   # after the config: it bounds what the file may hold
         if ckpt is not None:
             saved = MambaSTConfig.from_dict(ckpt["model_config"])
             if saved != mcfg:

@@ -172,6 +172,15 @@ def test_masks_load_from_images_arrays_and_tensors(tmp_path):
         assert m.size == (8, 4) and m.count == 2 and (m.labels[:, 4:] == 1).all() and (m.labels[:, :4] == 0).all()
 
 
+def test_boolean_and_integer_masks_keep_their_levels_from_numpy_and_torch():
+    levels = np.array([[0, 128], [255, 0]], dtype=np.uint8)
+    for mask in (levels, torch.from_numpy(levels), torch.from_numpy(levels).to(torch.int32)):
+        assert load_mask(mask).levels == (0, 128, 255)
+    on = np.array([[True, False], [False, True]])
+    for mask in (on, torch.from_numpy(on)):   # True is white: two regions, not one
+        assert load_mask(mask).levels == (0, 255)
+
+
 def test_region_weights_are_soft_at_borders_and_whole_inside():
     m = mask_regions(np.repeat(np.where(np.arange(128) < 64, 0, 255)[None, :], 64, 0).astype(np.uint8))
     w = m.token_weights((64, 128), (64, 128), 8)

@@ -31,6 +31,15 @@ def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
         StylizeConfig(**{"device": "cpu", field: value}).resolved()
 
 
+def test_a_zero_dimensional_tensor_or_array_strength_is_its_number():
+    import numpy as np
+    import torch
+    for value in (torch.tensor(0.5), np.array(0.5), np.float32(0.5)):
+        assert StylizeConfig(device="cpu", strength=value).resolved().strength == 0.5
+    with pytest.raises(ValueError, match="strength must be in 0..1"):
+        StylizeConfig(device="cpu", strength=torch.tensor([0.5, 0.5])).resolved()
+
+
 def test_every_field_is_a_stylize_flag_with_the_config_default():
     p = argparse.ArgumentParser()
     add_config_arguments(p)

@@ -117,6 +117,17 @@ def test_resume_with_a_different_model_config_is_refused(tmp_path):
         Trainer(other, vgg=tiny_vgg()).run()
 
 
+def test_resume_with_a_smaller_config_is_refused_for_the_config_not_as_damage(tmp_path, monkeypatch):
+    # without the slack, the tiny run's checkpoint is larger than a run of the smaller config may write: it must
+    # still be read (bounded by the run's recorded config) and refused for its config, not skipped as damaged
+    monkeypatch.setattr("mambast.loading.PTH_SLACK", 0)
+    assert Trainer(config(tmp_path, "r", steps=1), vgg=tiny_vgg()).run() == 0
+    smaller = config(tmp_path, "r", steps=2, resume="latest", config='{"dim": 16, "depth_encoder": 1, '
+                     '"depth_decoder": 1, "d_state": 4, "decoder_channels": [16, 8, 8]}')
+    with pytest.raises(TrainError, match="the model config differs from the checkpoint's"):
+        Trainer(smaller, vgg=tiny_vgg()).run()
+
+
 def test_sigterm_writes_a_checkpoint_and_exports(tmp_path):
     content, style = make_images(tmp_path / "data")
     vgg_path = tmp_path / "vgg.safetensors"
