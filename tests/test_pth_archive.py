@@ -3,7 +3,6 @@ entries' declared sizes and count, or the storages its older-format pickle decla
 what the file should hold. The hostile files here are a few hundred bytes (or sparse): their headers lie."""
 
 import io
-import os
 import pickle
 import struct
 
