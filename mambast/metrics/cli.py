@@ -55,7 +55,8 @@ def register(subparsers) -> None:
                    help="'default' (bundled model), a weights folder/.safetensors file, or 'none' to only score "
                         "the outputs folder (default: default)")
     p.add_argument("--outputs", default=None, help="folder of stylized images and reports (default: out/eval)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"evaluation resolution, square (default {DEFAULT_SIZE})")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                   help=f"evaluation resolution, square: 32..4096, 8..4096 with FID alone (default {DEFAULT_SIZE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the style-token shuffle (default 0)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--cache", default=None, help="cache folder for metric networks "

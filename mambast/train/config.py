@@ -34,7 +34,7 @@ class TrainConfig:
     size: int = _f(512, "images are resized to SIZE before cropping (see --resize)")
     resize: str = _f("square", "square: SIZE x SIZE as published; short: short side SIZE, aspect kept",
                      choices=("square", "short"))
-    crop: int = _f(256, "random crop side in pixels (multiple of the patch size)")
+    crop: int = _f(256, "random crop side in pixels (a multiple of the patch size, at least 32)")
     scale_jitter: float = _f(0.0, "resize by SIZE * U(1-J, 1+J) instead of SIZE (0: off)")
     flip: bool = _f(True, "random horizontal flips")
     workers: int = _f(4, "data loader worker processes per stream (0: load in the main process)")
