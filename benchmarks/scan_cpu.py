@@ -1,6 +1,7 @@
 """CPU speed of the fused selective scan (`selective_scan_2d_cpu`) against the reference loop.
 
-Usage (repository root on PYTHONPATH): python benchmarks/scan_cpu.py [--threads 2] [--runs 10] [--ref-runs 3] [--out DIR]
+Usage (repository root on PYTHONPATH):
+    python benchmarks/scan_cpu.py [--threads 2] [--runs 10] [--ref-runs 3] [--out DIR]
 --out DIR also writes DIR/scan-cpu.json (a header record, then one record per size).
 Bt=1, Dm=1024, N=16 on 32x32 and 64x64 grids, model-like inputs; medians after a warm-up call (numba's
 compile or cache load excluded), float32 inputs; relative error = ||fast - ref|| / ||ref||.

@@ -106,7 +106,8 @@ def run_one(method: str, batch: int, args, content: str, style: str, work: Path,
         (out / "profile.txt").replace(args.out / f"train-profile-{method}-b{batch}.txt")
     ips = images_per_s(out / "log.csv", args.warmup, batch)
     return {"method": method, "batch": batch, "resolution": args.resolution, "images_per_s": round(ips, 2),
-            "tflop_per_s": round(ips * gflop / 1e3, 1), "peak_mem_bytes": int(torch.cuda.max_memory_allocated()), "dtype": "bf16 autocast"}
+            "tflop_per_s": round(ips * gflop / 1e3, 1), "peak_mem_bytes": int(torch.cuda.max_memory_allocated()),
+            "dtype": "bf16 autocast"}
 
 
 def main() -> int:

@@ -326,8 +326,8 @@ def _add_video(sub) -> None:
     video.add_argument("--preset", choices=PRESETS, default=None,
                        help="x264/x265 speed: faster presets encode faster into larger files (default medium)")
     video.add_argument("--smoothing", type=float, default=DEFAULT_SMOOTHING,
-                       help=f"in [0, 1): weight of the previous frames' content tokens (less flicker, trails on motion; "
-                            f"default {DEFAULT_SMOOTHING})")
+                       help=f"in [0, 1): weight of the previous frames' content tokens (less flicker, trails on "
+                            f"motion; default {DEFAULT_SMOOTHING})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
 

@@ -86,7 +86,8 @@ def _sparse(path, size):
 
 HOSTILE = {
     "a zip entry claiming 3 GiB": (lambda p: _zip_claiming(p, 3 << 30), r"archive entries hold 3,221,22\d,\d+ bytes"),
-    "a zip of 100,000 entries": (lambda p: _zip_counting(p, 100_000), rf"more than {MAX_PTH_ENTRIES:,} archive entries"),
+    "a zip of 100,000 entries": (lambda p: _zip_counting(p, 100_000),
+                                 rf"more than {MAX_PTH_ENTRIES:,} archive entries"),
     "a sparse 6 GiB file": (lambda p: _sparse(p, 6 << 30), r"6,442,450,944 bytes, more than"),
     "an older-format pickle declaring 40 GB": (lambda p: _legacy_declaring(p, 10 ** 10),
                                                r"tensors declare 40,000,000,000 bytes, the file holds \d+"),
