@@ -7,6 +7,7 @@ carry a checksum of their payload and are checked field by field before a run re
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import shutil
@@ -22,6 +23,7 @@ from ..errors import MambastError, one_line
 from .config import TrainError
 
 FORMAT = "mambast-train-checkpoint"
+RUN_CONFIG = "train_config.json"   # in a run's folder: its training settings and model config, written at start
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -181,6 +183,16 @@ def _check_fields(ckpt: dict) -> None:
     train = ckpt.get("train_config", {})
     _check_field("train_config", _require, isinstance(train, dict) and _integer(train.get("batch_size", 1), 1),
                  "must be a training config (batch_size an integer >= 1)")
+
+
+def recorded_model_config(run_out: Path):
+    """The model config a run's folder records (`RUN_CONFIG`, which the trainer writes); None if there is none.
+    ValueError, TypeError or KeyError for a record that is not one we wrote."""
+    from ..config import MambaSTConfig
+    path = Path(run_out) / RUN_CONFIG
+    if not path.is_file():
+        return None
+    return MambaSTConfig.from_dict(json.loads(path.read_text())["model"])
 
 
 def _load_valid(path: Path, config=None) -> dict:

@@ -22,8 +22,8 @@ import torch.nn as nn
 
 from ..atomic import atomic_write
 from . import ddp
-from .checkpoint import (checkpoint_name, list_checkpoints, load_checkpoint, newest_valid_checkpoint,
-                         prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (RUN_CONFIG, checkpoint_name, list_checkpoints, load_checkpoint, newest_valid_checkpoint,
+                         prune_checkpoints, recorded_model_config, rng_state, save_checkpoint, set_rng_state)
 from .config import TrainConfig, TrainError, model_config
 from .data import ImageStream, TrainImages, find_images, fixed_batch
 from .losses import TERMS, StyleTransferLoss
@@ -80,12 +80,11 @@ class Trainer:
     def _largest(self, mcfg):
         """`mcfg`, or the model config this run's folder records if larger: resumed with a smaller --config than
         its own, a run's checkpoints are read, and refused for the config, not for their size."""
-        from ..config import MambaSTConfig
         try:
-            recorded = MambaSTConfig.from_dict(json.loads((self.out / "train_config.json").read_text())["model"])
-        except (OSError, ValueError, TypeError, KeyError):   # no record, or not one we wrote: the given config
+            recorded = recorded_model_config(self.out)
+        except (OSError, ValueError, TypeError, KeyError):   # not a record we wrote: the given config
             return mcfg
-        return recorded if recorded.num_parameters > mcfg.num_parameters else mcfg
+        return recorded if recorded is not None and recorded.num_parameters > mcfg.num_parameters else mcfg
 
     def _resume_checkpoint(self, mcfg) -> dict | None:
         """The checkpoint to resume from, read only if no larger than a run of model `mcfg` writes."""
@@ -197,7 +196,7 @@ class Trainer:
                   f"parameters; device {device}, {self.dist.world_size} process(es); step {self.step} of {cfg.steps}")
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(
+            (self.out / RUN_CONFIG).write_text(json.dumps(
                 {"train": cfg.to_dict(), "model": mcfg.to_dict()}, indent=2, sort_keys=True) + "\n")
 
     # ------------------------------------------------------------------ one step

@@ -10,7 +10,6 @@ has them, and, when everything stays within M MiB (no limit without --max-mib), 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -27,13 +26,10 @@ CHECKPOINT_NAME = "checkpoint.pt"  # its name inside those chunks
 
 def export(run_out: Path, dest: Path, chunk_mib: float, max_mib: float | None = None) -> dict:
     """Write the pieces into `dest`; returns what was written ({"step", "shards", "checkpoint", "files"})."""
-    from mambast.config import MambaSTConfig
-    from mambast.train.checkpoint import list_checkpoints, load_checkpoint
+    from mambast.train.checkpoint import list_checkpoints, load_checkpoint, recorded_model_config
     ckpts = list_checkpoints(run_out / "checkpoints")
-    if ckpts:
-        settings = run_out / "train_config.json"   # the run's model config bounds what its checkpoint may hold
-        config = MambaSTConfig.from_dict(json.loads(settings.read_text())["model"]) if settings.is_file() else None
-        ckpt = load_checkpoint(ckpts[-1], config)
+    if ckpts:   # the run's model config bounds what its checkpoint may hold
+        ckpt = load_checkpoint(ckpts[-1], recorded_model_config(run_out))
         state, info = ckpt["model"], {"model_config": ckpt["model_config"], "step": ckpt["step"],
                                       "train_config": ckpt["train_config"], "source": ckpts[-1].name}
     elif (run_out / "model").is_dir():
