@@ -6,6 +6,8 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 if not torch.cuda.is_available():  # Triton kernels run in its CPU interpreter in the tests
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -79,3 +81,26 @@ def official_files(tmp_path, tiny_model):
         paths[name] = tmp_path / f"{name}_iter_160000.pth"
         torch.save(sd, paths[name])
     return paths, tiny_model
+
+
+class TinyVGG(nn.Module):
+    """Stand-in for the metrics' VGG with its contract: [N, 3, H, W] in [0, 1] -> the first `levels` of 5 ReLU
+    feature maps (fixed weights, seed 0)."""
+
+    def __init__(self):
+        super().__init__()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(0)
+        self.convs = nn.ModuleList([nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1),
+                                    nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                    nn.Conv2d(8, 8, 3, padding=1)])
+        torch.random.set_rng_state(generator_state)
+
+    def forward(self, x, levels: int = 5):
+        feats = []
+        for i, conv in enumerate(self.convs[:levels]):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = F.relu(conv(x) * 4)
+            feats.append(x)
+        return feats

@@ -79,7 +79,11 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, levels: int = len(BLOCK_DEPTHS)) -> list[torch.Tensor]:
+        """The first `levels` of [relu1_1, ..., relu5_1], stopping at the last one asked for (up to relu3_1 is
+        about a third of the convolution work)."""
+        if not 1 <= levels <= len(BLOCK_DEPTHS):
+            raise ValueError(f"levels must be 1 to {len(BLOCK_DEPTHS)}; got {levels}")
         x = self.conv0(x)
         features = []
         for b, depth in enumerate(BLOCK_DEPTHS):
@@ -89,6 +93,8 @@ class VGG19Features(nn.Module):
                 x = F.relu(getattr(self, f"conv{b + 1}_{k + 1}")(x))
                 if k == 0:
                     features.append(x)
+                    if len(features) == levels:
+                        return features
         return features
 
     def all_relus(self, x: torch.Tensor) -> list[torch.Tensor]:

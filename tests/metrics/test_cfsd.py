@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from conftest import TinyVGG
 from mambast.metrics.cfsd import RELU3_1, cfsd_distance, cfsd_from_features, content_features
 
 
@@ -22,26 +22,6 @@ def _reference(stylized: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         p = F.softmax(fc @ fc.transpose(1, 2), dim=-1).reshape(1, -1)
         out.append(F.kl_div(log_q, p, reduction="batchmean"))
     return torch.stack(out)
-
-
-class TinyVGG(nn.Module):
-    """Stand-in with the VGG contract: [N, 3, H, W] in [0, 1] -> 5 ReLU feature maps."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.convs = nn.ModuleList([nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1),
-                                    nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
-                                    nn.Conv2d(8, 8, 3, padding=1)])
-
-    def forward(self, x):
-        feats = []
-        for i, conv in enumerate(self.convs):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = F.relu(conv(x) * 4)
-            feats.append(x)
-        return feats
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1024])

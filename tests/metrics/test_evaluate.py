@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import TinyVGG
 from mambast.metrics.evaluate import (ART_INCEPTION_NOTE, CFSD_NOTE, PROTOCOL_PAIRS, EvaluationError, MetricNetworks, evaluate,
                               load_square, pair_seed, stylized_name)
 from mambast.networks.lpips import LPIPS
@@ -30,25 +31,6 @@ class TinyInception(nn.Module):
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1)
-
-
-class TinyVGG(nn.Module):
-    """Stand-in with the VGG contract: [N, 3, H, W] in [0, 1] -> 5 ReLU feature maps."""
-
-    def __init__(self):
-        super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1),
-                                    nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
-                                    nn.Conv2d(8, 8, 3, padding=1)])
-
-    def forward(self, x):
-        feats = []
-        for i, conv in enumerate(self.convs):
-            if i:
-                x = F.max_pool2d(x, 2)
-            x = F.relu(conv(x) * 4)
-            feats.append(x)
-        return feats
 
 
 @pytest.fixture

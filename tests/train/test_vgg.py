@@ -50,6 +50,25 @@ def test_forward_returns_five_relus_at_halving_resolutions():
     assert all((f >= 0).all() for f in feats)
 
 
+def test_fewer_levels_stop_early_with_the_same_features():
+    m, x = tiny(), images(2)
+    full = m(x)
+    calls = []
+    hooks = [getattr(m, name).register_forward_hook(lambda mod, i, o, name=name: calls.append(name))
+             for name in conv_names()]
+    for levels in range(1, len(BLOCK_DEPTHS) + 1):
+        calls.clear()
+        part = m(x, levels=levels)
+        assert len(part) == levels and all(torch.equal(a, b) for a, b in zip(part, full))
+        last = f"conv{levels}_1"
+        assert calls[-1] == last and calls == conv_names()[:conv_names().index(last) + 1]   # nothing deeper ran
+    for h in hooks:
+        h.remove()
+    for bad in (0, len(BLOCK_DEPTHS) + 1):
+        with pytest.raises(ValueError, match="levels"):
+            m(x, levels=bad)
+
+
 def test_adain_indices_match_the_sequential_layout():
     t = adain_indices()
     assert t[0] == "conv0" and t[2] == "conv1_1" and t[9] == "conv2_1" and t[16] == "conv3_1"
