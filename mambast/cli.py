@@ -269,6 +269,9 @@ def _add_convert(sub) -> None:
     p.add_argument("--decoder", required=True, help="decoder_iter_*.pth (CNN decoder)")
     p.add_argument("--embedding", required=True, help="embedding_iter_*.pth (patch embedding)")
     p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--config", default=None,
+                   help="the checkpoints' model size: a preset (default, tiny), a JSON file or a JSON object "
+                        "(default: read off the checkpoints, which may be at most as large as the published model)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -493,7 +496,9 @@ def cmd_demo(args) -> int:
 
 def cmd_convert(args) -> int:
     from .model import MambaST
-    model = MambaST.from_official(args.mamba, args.decoder, args.embedding)
+    from .train.config import model_config
+    config = model_config(args.config) if args.config is not None else None
+    model = MambaST.from_official(args.mamba, args.decoder, args.embedding, config=config)
     try:
         model.save_pretrained(args.output)
     except OSError as e:

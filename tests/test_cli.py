@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -113,6 +114,20 @@ def test_convert_then_stylize(tmp_path, official_files):
                  "--embedding", str(paths["embedding"]), "-o", str(tmp_path / "conv")]) == 0
     c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
     assert main(["stylize", str(c), str(s), "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "conv")]) == 0
+
+
+def test_convert_takes_the_model_size_from_config(tmp_path, official_files, capsys):
+    paths, model = official_files
+    files = ["--mamba", str(paths["mamba"]), "--decoder", str(paths["decoder"]), "--embedding", str(paths["embedding"])]
+    assert main(["convert", *files, "-o", str(tmp_path / "conv"), "--config", model.config.to_json()]) == 0
+    assert json.loads((tmp_path / "conv" / "config.json").read_text()) == json.loads(model.config.to_json())
+    capsys.readouterr()
+    other = json.loads(model.config.to_json()) | {"dim": model.config.dim * 2}
+    assert main(["convert", *files, "-o", str(tmp_path / "conv2"), "--config", json.dumps(other)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the model expects" in err and "\n" not in err and not (tmp_path / "conv2").exists()
+    assert main(["convert", *files, "-o", str(tmp_path / "conv3"), "--config", "nonsense"]) == 1
+    assert "config must be one of" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_an_input(tmp_path, weights, capsys):

@@ -27,8 +27,8 @@ from ..inference.config import DEFAULT_SIZE, MAX_SIZE, StylizeConfig
 from ..inference.jobs import output_name, without_outputs
 
 METRICS = ("fid", "lpips", "cfsd")
-# The smallest evaluation size each metric's network takes (LPIPS' AlexNet pools to nothing below 31 pixels, the
-# VGG-19 of CFSD needs 2 pixels at relu5_1 for its reflect padding; FID resizes to 299 and the model pads to 8).
+# The smallest evaluation size each metric takes (LPIPS' AlexNet pools to nothing below 31 pixels; CFSD keeps the
+# VGG-19's floor for training crops, though relu3_1, where it stops, would take 5; FID resizes to 299, the model pads to 8).
 MIN_SIZE = {"fid": 8, "lpips": 32, "cfsd": 32}
 METRICS_VERSION = 2          # 2: FID with clean-fid preprocessing, VGG-19 from shipped scale factors
 PROTOCOL_PAIRS = 800         # the authors' 20 contents x 40 styles
