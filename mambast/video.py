@@ -193,13 +193,13 @@ class _ClipStylizer:
         self.recipe = recipe(1, stylizer.strength)          # the style (index 0) and/or the identity path
         self.device, self.patch = stylizer.param.device, stylizer.model.config.patch_size
         self.cuda, self.batch_size = self.device.type == "cuda", stylizer.batch_size
-        self.working = working_size(*frame_hw, stylizer.size, self.patch)
+        self.working, self.margin = working_size(*frame_hw, stylizer.size, self.patch), stylizer.margin
         try:
-            check_working_size(*self.working, self.device)
+            check_working_size(self.working[0] + 2 * self.margin, self.working[1] + 2 * self.margin, self.device)
         except ValueError as e:
             raise VideoError(str(e)) from None
         with torch.inference_mode():
-            s = prepare_style(style.to(self.device, torch.float32), self.working, self.patch)
+            s = prepare_style(style.to(self.device, torch.float32), self.working, self.patch, self.margin)
             self.style_tokens = stylizer.encode_style(s)                                   # [1, H', W', C]
             self.perms = stylizer.permutations(self.style_tokens, seed)                    # one draw per clip
         self.previous = None                                                               # smoothed tokens
@@ -240,7 +240,7 @@ class _ClipStylizer:
         timed on the GPU), so that this thread prepares the next batch while the GPU works."""
         import torch
         from .inference.controls import IDENTITY, preserve_colors
-        from .inference.geometry import finish_output, pad_to_multiple, resize, to_uint8
+        from .inference.geometry import add_margin, finish_output, pad_to_multiple, resize, to_uint8
         stream = torch.cuda.current_stream(self.device) if self.cuda else None
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -248,7 +248,7 @@ class _ClipStylizer:
         started = time.perf_counter()
         with torch.inference_mode():
             x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)   # [B, 3, H, W]
-            c = pad_to_multiple(resize(x, self.working), self.patch)[0]
+            c = pad_to_multiple(add_margin(resize(x, self.working), self.margin), self.patch)[0]
             tokens = self._smooth(self.stylizer.encode_content(c))                                # [B, H', W', C]
             if self.recipe.styles == [0]:     # full strength: the plain fusion with the clip's style batch
                 y = self.stylizer.fuse(tokens, self._style_batch(len(tokens)), self.perms)
@@ -256,7 +256,7 @@ class _ClipStylizer:
                 identity = self.stylizer.encode_style(c)                                # [B, H', W', C]
                 grids = [{0: self.style_tokens, IDENTITY: identity[i:i + 1]} for i in range(len(tokens))]
                 y = self.stylizer.fuse_recipes(tokens, grids, [self.recipe] * len(tokens), self.perms)
-            y = finish_output(y, self.working, self.frame_hw)
+            y = finish_output(y, self.working, self.frame_hw, self.margin)
             if self.stylizer.preserve_color:  # each frame's own colours
                 y = preserve_colors(y, x)
             y = to_uint8(y).permute(0, 2, 3, 1).contiguous()

@@ -102,8 +102,9 @@ def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, 
     assert all(0 < t < summary.seconds for t in summary.stages.values())
 
 
-@pytest.mark.parametrize("controls", [{}, {"strength": 0.0}, {"strength": 0.5, "preserve_color": True}],
-                         ids=["plain", "strength-0", "strength-0.5-colour"])
+@pytest.mark.parametrize("controls", [{}, {"strength": 0.0}, {"strength": 0.5, "preserve_color": True},
+                                      {"margin": 8}],
+                         ids=["plain", "strength-0", "strength-0.5-colour", "margin"])
 def test_frames_are_what_the_image_path_gives_each_frame(tmp_path, model, style, controls):
     """The clip path (batches, one style encoding, one permutation draw) against each decoded frame stylized
     alone as an image, with the same seed (whose permutations every image call draws afresh) and controls."""

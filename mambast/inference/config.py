@@ -11,6 +11,10 @@ import re
 from dataclasses import dataclass, field
 
 DEFAULT_SIZE = 512
+# Pixels of the content mirrored around each side before stylizing and cut off after: the model's outermost
+# token row and column carry stripes, which then fall in the part cut off (docs/quality.md measures it).
+DEFAULT_MARGIN = 0
+MAX_MARGIN = 256
 # Largest working size (pixels) stylized: 4096 x 4096 takes about 14 GiB on a GPU in bf16, more on a CPU.
 MAX_WORKING_PIXELS = 4096 * 4096
 MAX_SIZE = math.isqrt(MAX_WORKING_PIXELS)   # a larger size makes every working size too large
@@ -48,6 +52,10 @@ class StylizeConfig:
     size: int | None = field(default=DEFAULT_SIZE, metadata={
         "type": int, "help": "working short side of the content in pixels, within about 2 x SIZE² pixels "
                              "(strips are worked smaller); 0 = original size"})
+    margin: int = field(default=DEFAULT_MARGIN, metadata={
+        "type": int, "help": f"pixels of the content mirrored around each side while stylizing, cut off after: "
+                             f"moves the border stripes the model paints out of the picture, at the cost of the "
+                             f"added pixels (16 at 512: 13 %%); 0..{MAX_MARGIN}, default {DEFAULT_MARGIN}"})
     seed: int | None = field(default=None, metadata={
         "type": int, "help": "seed of the style-token shuffle (reproducible runs)"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the style tokens before each cross block"})
@@ -84,6 +92,7 @@ class StylizeConfig:
             raise ValueError(f"size must be in 0..{MAX_SIZE} (0: the original size); got {self.size}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        check_margin(self.margin)
         if self.seed is not None and not -2 ** 63 <= self.seed < 2 ** 64:
             raise ValueError(f"seed must fit in 64 bits; got {self.seed}")
         self.strength = check_strength(self.strength)   # a 0-d tensor or array becomes its float
@@ -117,6 +126,13 @@ class StylizeConfig:
     def torch_dtype(self):
         """The autocast dtype of `dtype` (None for float32: no autocast); dtype must be resolved or given."""
         return torch_dtype(self.dtype)
+
+
+def check_margin(margin) -> int:
+    """margin as an int in 0..MAX_MARGIN; ValueError otherwise."""
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Integral) or not 0 <= margin <= MAX_MARGIN:
+        raise ValueError(f"margin must be an int in 0..{MAX_MARGIN}; got {margin!r}")
+    return int(margin)
 
 
 def check_strength(strength) -> float:

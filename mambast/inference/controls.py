@@ -102,18 +102,19 @@ class RegionMask:
                              f"aspect ratio (within 1 %)")
 
     def token_weights(self, working: tuple[int, int], padded: tuple[int, int], patch: int,
-                      device=None) -> torch.Tensor:
-        """[count, H', W'] weights of the regions on the token grid of a content worked at `working` (h, w) and
-        padded to `padded`: each region's share of a token's pixels, blurred by BORDER_SIGMA_TOKENS tokens, then
-        scaled to sum 1 at every token. Cached per geometry."""
-        key = (tuple(working), tuple(padded), patch)
+                      device=None, margin: int = 0) -> torch.Tensor:
+        """[count, H', W'] weights of the regions on the token grid of a content worked at `working` (h, w) with
+        `margin` pixels around it and padded to `padded`: each region's share of a token's pixels, blurred by
+        BORDER_SIGMA_TOKENS tokens, then scaled to sum 1 at every token. Cached per geometry."""
+        key = (tuple(working), tuple(padded), patch, margin)
         if key not in self._maps:
             labels = torch.from_numpy(self.labels)
             planes = []
             for k in range(self.count):       # one plane at a time: a large mask costs one float plane at once
                 plane = (labels == k).float()[None, None]
                 plane = F.interpolate(plane, size=tuple(working), mode="area")
-                plane = F.pad(plane, (0, padded[1] - working[1], 0, padded[0] - working[0]), mode="replicate")
+                plane = F.pad(plane, (margin, padded[1] - working[1] - margin, margin, padded[0] - working[0] - margin),
+                              mode="replicate")
                 planes.append(F.avg_pool2d(plane, patch))
             maps = gaussian_blur(torch.cat(planes, 1), BORDER_SIGMA_TOKENS)[0]
             self._maps[key] = maps / maps.sum(0, keepdim=True).clamp_min(1e-12)

@@ -113,29 +113,41 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, i
     return F.pad(x, (0, pw, 0, ph), mode=mode), (H, W)
 
 
-def prepare_content(content: torch.Tensor, size: int | None, multiple: int):
-    """The content at its working size (`working_size`; size None: as is) padded to a multiple of `multiple`,
-    and the working size; ValueError if it is too large (`check_working_size`, before resizing)."""
+def add_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """x [B, C, H, W] with `margin` pixels mirrored around each side (replicated where it is too small to mirror)."""
+    if margin == 0:
+        return x
+    mode = "reflect" if margin < min(x.shape[-2:]) else "replicate"
+    return F.pad(x, (margin, margin, margin, margin), mode=mode)
+
+
+def prepare_content(content: torch.Tensor, size: int | None, multiple: int, margin: int = 0):
+    """The content at its working size (`working_size`; size None: as is) with `margin` pixels mirrored around it,
+    padded to a multiple of `multiple`, and the working size; ValueError if it is too large
+    (`check_working_size`, margin included, before resizing)."""
     working = working_size(*content.shape[-2:], size, multiple) if size is not None else tuple(content.shape[-2:])
-    check_working_size(*working, content.device)
-    return pad_to_multiple(resize(content, working), multiple)[0], working
+    check_working_size(working[0] + 2 * margin, working[1] + 2 * margin, content.device)
+    return pad_to_multiple(add_margin(resize(content, working), margin), multiple)[0], working
 
 
-def prepare_style(style: torch.Tensor, working: tuple[int, int], multiple: int) -> torch.Tensor:
-    """The style fitted to the content's working size, padded as the content."""
-    return pad_to_multiple(fit_style(style, *working), multiple)[0]
+def prepare_style(style: torch.Tensor, working: tuple[int, int], multiple: int, margin: int = 0) -> torch.Tensor:
+    """The style fitted to the content's working size plus its margins, padded as the content."""
+    return pad_to_multiple(fit_style(style, working[0] + 2 * margin, working[1] + 2 * margin), multiple)[0]
 
 
-def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int):
-    """Working-size content and a fitted style, both padded to a multiple of `multiple`, and the working size."""
-    content, working = prepare_content(content, size, multiple)
-    return content, prepare_style(style, working, multiple), working
+def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int, margin: int = 0):
+    """Working-size content (with its margins) and a fitted style, both padded to a multiple of `multiple`, and
+    the working size."""
+    content, working = prepare_content(content, size, multiple, margin)
+    return content, prepare_style(style, working, multiple, margin), working
 
 
-def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, int] | None) -> torch.Tensor:
-    """Crop the model's output [B, 3, H', W'] to the working size, clamp to [0, 1], resize back to `orig`."""
+def finish_output(y: torch.Tensor, working: tuple[int, int], orig: tuple[int, int] | None,
+                  margin: int = 0) -> torch.Tensor:
+    """Cut the margins and the padding off the model's output [B, 3, H', W'] (working size left), clamp to [0, 1],
+    resize back to `orig`."""
     h, w = working
-    y = y.float()[..., :h, :w].clamp(0, 1)
+    y = y.float()[..., margin:margin + h, margin:margin + w].clamp(0, 1)
     if orig is not None and tuple(y.shape[-2:]) != tuple(orig):
         y = F.interpolate(y, size=tuple(orig), mode="bicubic", align_corners=False,
                           antialias=orig[0] < h).clamp(0, 1)

@@ -31,7 +31,7 @@ import torch
 from ..errors import ImageError
 from ..io import check_image_tensor, load_image, save_image
 from ..model import as_generator, draw_permutations
-from .config import DEFAULT_SIZE, StylizeConfig, check_strength, default_batch_size
+from .config import DEFAULT_MARGIN, DEFAULT_SIZE, StylizeConfig, check_margin, check_strength, default_batch_size
 from .controls import IDENTITY, RegionMask, blend, check_controls, preserve_colors, recipe
 from .geometry import finish_output, prepare_content, prepare_style, to_uint8
 from .jobs import Job
@@ -125,20 +125,22 @@ class Stylizer:
     number of images in a call, such as a smaller last batch) compiles for 10-25 s on its first call,
     and beyond torch's recompilation limit (8 shapes per function) calls run uncompiled: it pays for long
     runs of few sizes. strength, preserve_color: the controls of every output (see `stylize`; `run` also takes
-    style weights or a region mask).
+    style weights or a region mask). margin: pixels of the content mirrored around each side while stylizing and
+    cut off after (`StylizeConfig.margin`).
     """
 
     def __init__(self, model, size: int | None = DEFAULT_SIZE, seed=None, shuffle: bool = True,
                  autocast_dtype: torch.dtype | None = None, batch_size: int | None = None, workers: int | None = None,
                  cache_bytes: int = 1 << 30, cuda_graphs: bool | None = None,
                  max_batch_pixels: int = 16 * 512 * 512, compile: bool = False, strength: float = 1.0,
-                 preserve_color: bool = False):
+                 preserve_color: bool = False, margin: int = DEFAULT_MARGIN):
         self.param = next(model.parameters())
         batch_size = default_batch_size(self.param.device) if batch_size is None else batch_size
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         self.model, self.size, self.seed, self.shuffle = model, size, seed, shuffle
         self.strength, self.preserve_color = check_strength(strength), bool(preserve_color)
+        self.margin = check_margin(margin)
         self.autocast_dtype, self.batch_size, self.max_batch_pixels = autocast_dtype, batch_size, max_batch_pixels
         self.workers = workers or max(1, min(8, (os.cpu_count() or 2)))
         self.images = ByteLRU(cache_bytes)
@@ -199,7 +201,8 @@ class Stylizer:
         config = StylizeConfig(**{**vars(config), "device": str(device)}).resolved()
         return cls(model, size=config.working_size, seed=config.seed, shuffle=config.shuffle,
                    autocast_dtype=config.torch_dtype, batch_size=config.batch_size, cuda_graphs=config.cuda_graphs,
-                   compile=config.compile, strength=config.strength, preserve_color=config.preserve_color, **options)
+                   compile=config.compile, strength=config.strength, preserve_color=config.preserve_color,
+                   margin=config.margin, **options)
 
     def clear_caches(self) -> None:
         """Forget the decoded images and token grids and reset `stats`; compiled code and CUDA graphs stay
@@ -278,12 +281,12 @@ class Stylizer:
         try:
             if region is not None:
                 region.check_fits(orig[1], orig[0])
-            c, (h, w) = prepare_content(self._to_device(item.content), self.size, p)
+            c, (h, w) = prepare_content(self._to_device(item.content), self.size, p, self.margin)
         except ValueError as e:   # a working size beyond MAX_WORKING_PIXELS, a mask of another shape
             raise ImageError(f"{item.job.content}: {e}") from None
 
         def fitted(style) -> torch.Tensor:        # same padded size as the content
-            return prepare_style(self._to_device(style), (h, w), p)
+            return prepare_style(self._to_device(style), (h, w), p, self.margin)
         return c, [lambda s=s: fitted(s) for s in item.styles], (h, w), orig
 
     def _encode(self, cache: ByteLRU, keys: list, pixels: list, what: str) -> list:
@@ -311,7 +314,8 @@ class Stylizer:
         token grid of its working size."""
         maps = None
         if region is not None and strength > 0:
-            maps = region.token_weights(working, padded, self.model.config.patch_size, self.param.device)
+            maps = region.token_weights(working, padded, self.model.config.patch_size, self.param.device,
+                                        self.margin)
         return recipe(n_styles, strength, weights, region, maps)
 
     def _style_grids(self, recipes, style_keys, style_pixels, identity_keys, identity_pixels) -> list[dict]:
@@ -346,7 +350,7 @@ class Stylizer:
     def _finish(self, y: torch.Tensor, working, orig, content: torch.Tensor | None) -> torch.Tensor:
         """`finish_output`, then the content's colours (`preserve_colors`) if `content` (its pixels at the
         output's size) is given."""
-        y = finish_output(y, working, orig)
+        y = finish_output(y, working, orig, self.margin)
         return y if content is None else preserve_colors(y, content)
 
     @torch.inference_mode()
@@ -404,17 +408,18 @@ class Stylizer:
         seed = self.seed if seed is None else seed
         orig, p = tuple(content.shape[-2:]), self.model.config.patch_size
         content = content.to(self.param.device, torch.float32)
-        c, hw = prepare_content(content, self.size, p)
+        c, hw = prepare_content(content, self.size, p, self.margin)
         shape = tuple(c.shape)
         r = self._recipe(len(styles), strength, weights, region, hw, shape[-2:])
         xc = self._encode(self.content_tokens, [None if keys[0] is None else (keys[0], self.size, shape)],
                           [lambda: c], "content")[0]
         grids = self._style_grids(
             [r], [[None if k is None else (k, hw, shape) for k in style_keys]],
-            [[lambda s=s: prepare_style(s.to(self.param.device, torch.float32), hw, p) for s in styles]],
+            [[lambda s=s: prepare_style(s.to(self.param.device, torch.float32), hw, p, self.margin) for s in styles]],
             [None if keys[0] is None else (("identity", keys[0]), self.size, shape)], [lambda: c])
         y = self.fuse_recipes(xc, grids, [r], self.permutations(xc, seed))
-        colours = (content if keep_size else c[..., :hw[0], :hw[1]]) if preserve else None
+        m = self.margin
+        colours = (content if keep_size else c[..., m:m + hw[0], m:m + hw[1]]) if preserve else None
         return self._finish(y, hw, orig if keep_size else None, colours)
 
     # -------------------------------------------------------------------------------- the stream

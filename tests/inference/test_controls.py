@@ -195,6 +195,18 @@ def test_region_weights_are_soft_at_borders_and_whole_inside():
     assert 0.2 < w2[8] < 0.8 and (w2.diff() >= -1e-6).all()
 
 
+def test_region_weights_with_a_margin_extend_the_edge_regions_into_it():
+    """Mirrored margins around the content: their tokens carry the region of the edge next to them, and the
+    content's own tokens keep the weights they have without a margin (the blur replicates edges either way)."""
+    m = mask_regions(np.repeat(np.where(np.arange(40) < 13, 0, 255)[None, :], 24, 0).astype(np.uint8))
+    w0 = m.token_weights((24, 40), (24, 40), 8)
+    w1 = m.token_weights((24, 40), (40, 56), 8, margin=8)
+    assert w0.shape == (2, 3, 5) and w1.shape == (2, 5, 7)
+    torch.testing.assert_close(w1[:, 1:-1, 1:-1], w0)
+    assert (w1[0, :, 0] > w1[0, :, 1]).all() and (w1[1, :, -1] >= w1[1, :, -2]).all()   # the edge's region, more so
+    torch.testing.assert_close(w1[:, 0], w1[:, 1])                                      # a mask uniform down its rows
+
+
 def test_a_mask_gives_each_region_its_style(tiny_model):
     """Any model: a region weighted wholly to one style matches that style's output away from the border (beyond
     the blur and the CNN decoder's reach of a few tokens)."""

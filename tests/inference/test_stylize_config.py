@@ -25,7 +25,11 @@ def test_defaults_are_resolved_for_the_cpu_in_one_place():
                                                  ("batch_size", True, "batch_size must be an int"),
                                                  ("strength", "1", r"strength must be in 0\.\.1 .*'1' \(str"),
                                                  ("strength", True, r"strength must be in 0\.\.1 .*True \(bool"),
-                                                 ("strength", float("nan"), r"strength must be in 0\.\.1")])
+                                                 ("strength", float("nan"), r"strength must be in 0\.\.1"),
+                                                 ("margin", -1, r"margin must be an int in 0\.\.256"),
+                                                 ("margin", 257, r"margin must be an int in 0\.\.256"),
+                                                 ("margin", 8.0, r"margin must be an int"),
+                                                 ("margin", True, r"margin must be an int")])
 def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
     with pytest.raises(ValueError, match=words):
         StylizeConfig(**{"device": "cpu", field: value}).resolved()

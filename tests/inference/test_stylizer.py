@@ -41,6 +41,29 @@ def test_pipeline_matches_one_call_per_pair(tiny_model, pairs, batch_size):
         assert np.abs(got - ref).max() <= 1, job
 
 
+def test_margin_is_the_mirrored_content_stylized_then_cut_off(tiny_model):
+    g = torch.Generator().manual_seed(0)
+    x, s = torch.rand(1, 3, 24, 32, generator=g), torch.rand(1, 3, 20, 28, generator=g)
+    got = PairStylizer(tiny_model, size=None, seed=3, margin=8, cuda_graphs=False).stylize(x, s)
+    mirrored = torch.nn.functional.pad(x, (8, 8, 8, 8), mode="reflect")
+    ref = PairStylizer(tiny_model, size=None, seed=3, cuda_graphs=False).stylize(mirrored, s)[..., 8:32, 8:40]
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    plain = PairStylizer(tiny_model, size=None, seed=3, cuda_graphs=False).stylize(x, s)
+    assert (got - plain).abs().max() > 1e-3            # the margin is not a no-op
+
+
+def test_pipeline_with_a_margin_matches_one_call_per_pair(tiny_model, pairs):
+    stylizer = PairStylizer(tiny_model, size=16, seed=5, batch_size=3, workers=2, margin=8)
+    assert all(e is None for _, e in stylizer.run(pairs))
+    one = PairStylizer(tiny_model, size=16, seed=5, margin=8, cuda_graphs=False)
+    for job in pairs:
+        ref = one.stylize(pil_to_tensor(load_image(job.content)), pil_to_tensor(load_image(job.style)))
+        ref = (ref[0] * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy().astype(int)
+        got = np.asarray(Image.open(job.output)).astype(int)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= 1, job
+
+
 def test_each_content_and_style_is_encoded_once(tiny_model, pairs):
     stylizer = PairStylizer(tiny_model, size=16, seed=0, batch_size=4, workers=2)
     assert all(e is None for _, e in stylizer.run(pairs))
