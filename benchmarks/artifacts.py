@@ -1,9 +1,11 @@
 """Token-grid and border artefacts of a model's outputs (`mambast.metrics.artifacts`), against the contents'.
 
-Usage: python benchmarks/artifacts.py --content DIR --style DIR [--model MODEL] [--pairs N] --out FILE.json
-Stylizes the first N contents (sorted) each with one style (round robin, sorted) at --size, seed 0, and reports
-the mean and the 90th percentile of `grid_amplitude` and `border_step` (8-bit grey levels) over the outputs and
-over the contents at the same working size (what a pattern-free picture scores).
+Usage: python benchmarks/artifacts.py --content DIR --style DIR [--model MODEL] [--pairs N] [--margins 0,16,32]
+       --out FILE.json
+Stylizes the first N contents (sorted) each with one style (round robin, sorted) at --size, seed 0, once per
+--margins value (`StylizeConfig.margin`), and reports the mean and the 90th percentile of `grid_amplitude` and
+`border_step` (8-bit grey levels) over the outputs of each margin and over the contents at the same working size
+(what a pattern-free picture scores).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--margins", default="0", help="comma-separated margins to compare (default: 0)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -44,6 +47,10 @@ def main() -> int:
     from mambast.io import load_image
     from mambast.metrics.artifacts import border_step, grid_amplitude
 
+    try:
+        margins = [int(m) for m in args.margins.split(",")]
+    except ValueError:
+        ap.error(f"--margins must be comma-separated integers; got {args.margins!r}")
     contents = sorted(p for p in args.content.iterdir() if p.suffix.lower() in SUFFIXES)[:args.pairs]
     styles = sorted(p for p in args.style.iterdir() if p.suffix.lower() in SUFFIXES)
     if not contents or not styles:
@@ -56,20 +63,25 @@ def main() -> int:
         s = styles[i % len(styles)]
         content = resize_short_side(torch.from_numpy(np.asarray(load_image(c))).permute(2, 0, 1)
                                     [None].float() / 255, args.size).clamp(0, 1)
-        with torch.inference_mode():
-            y = stylize(content, str(s), model=model, size=None, seed=0, output_type="pt").cpu().clamp(0, 1)
-        rows.append({"content": c.name, "style": s.name,
-                     "grid": grid_amplitude(y[0]).item(), "grid_content": grid_amplitude(content[0]).item(),
-                     "border": border_step(y[0]).item(), "border_content": border_step(content[0]).item()})
-        print(f"[{i + 1}/{len(contents)}] {c.name} x {s.name}: grid {rows[-1]['grid']:.2f} "
-              f"(content {rows[-1]['grid_content']:.2f}), border {rows[-1]['border']:.2f} "
-              f"(content {rows[-1]['border_content']:.2f})", file=sys.stderr, flush=True)
+        row = {"content": c.name, "style": s.name, "grid_content": grid_amplitude(content[0]).item(),
+               "border_content": border_step(content[0]).item(), "grid": {}, "border": {}}
+        for m in margins:
+            with torch.inference_mode():
+                y = stylize(content, str(s), model=model, size=None, seed=0, margin=m,
+                            output_type="pt").cpu().clamp(0, 1)
+            row["grid"][m], row["border"][m] = grid_amplitude(y[0]).item(), border_step(y[0]).item()
+        rows.append(row)
+        print(f"[{i + 1}/{len(contents)}] {c.name} x {s.name}: grid " +
+              ", ".join(f"{row['grid'][m]:.2f}" for m in margins) + f" (content {row['grid_content']:.2f}), border " +
+              ", ".join(f"{row['border'][m]:.2f}" for m in margins) + f" (content {row['border_content']:.2f}); "
+              f"margins {args.margins}", file=sys.stderr, flush=True)
     result = {"header": header(device), "weights": args.model, "size": args.size, "pairs": len(rows), "device": str(device),
               "seconds": round(time.perf_counter() - t0, 1),
-              "grid_amplitude": {"outputs": summary([r["grid"] for r in rows]),
-                                 "contents": summary([r["grid_content"] for r in rows])},
-              "border_step": {"outputs": summary([r["border"] for r in rows]),
-                              "contents": summary([r["border_content"] for r in rows])},
+              "margins": margins,
+              "grid_amplitude": {"contents": summary([r["grid_content"] for r in rows]),
+                                 **{f"outputs_margin_{m}": summary([r["grid"][m] for r in rows]) for m in margins}},
+              "border_step": {"contents": summary([r["border_content"] for r in rows]),
+                              **{f"outputs_margin_{m}": summary([r["border"][m] for r in rows]) for m in margins}},
               "rows": rows}
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("grid_amplitude", "border_step")}))

@@ -93,7 +93,7 @@ def stylize(content, style, model=None, *, config: StylizeConfig | None = None, 
 
     content, style: PIL images, paths, or tensors ([3, H, W] / [1, 3, H, W] in [0, 1]); style may be a list of them.
     model: a MambaST, a weights path, or None for the bundled default model (paths and the default are loaded
-    once per device and dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, seed,
+    once per device and dtype, then kept). config: a StylizeConfig; settings: any of its fields (size, margin, seed,
     strength, preserve_color, shuffle, dtype, device, compile, cuda_graphs), overriding it. weights: one number
     per style, scaled to sum 1 (default: equal). mask: an image (PIL, path or tensor) of the content's aspect
     ratio whose grey levels, darkest first, select the styles in order. Returns a PIL image (or a [1, 3, H, W]
