@@ -55,7 +55,8 @@ class StylizeConfig:
     margin: int = field(default=DEFAULT_MARGIN, metadata={
         "type": int, "help": f"pixels of the content mirrored around each side while stylizing, cut off after: "
                              f"moves the border stripes the model paints out of the picture, at the cost of the "
-                             f"added pixels (16 at 512: 13 %%); 0..{MAX_MARGIN}, default {DEFAULT_MARGIN}"})
+                             f"added pixels (16 at 512: 13 %%; they add to the working size); 0..{MAX_MARGIN}, "
+                             f"default {DEFAULT_MARGIN}"})
     seed: int | None = field(default=None, metadata={
         "type": int, "help": "seed of the style-token shuffle (reproducible runs)"})
     shuffle: bool = field(default=True, metadata={"help": "shuffle the style tokens before each cross block"})
@@ -93,6 +94,8 @@ class StylizeConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         check_margin(self.margin)
+        if self.size and self.size + 2 * self.margin > MAX_SIZE:   # every working size would then be too large
+            raise ValueError(f"size + 2 x margin must be at most {MAX_SIZE}; got {self.size} + 2 x {self.margin}")
         if self.seed is not None and not -2 ** 63 <= self.seed < 2 ** 64:
             raise ValueError(f"seed must fit in 64 bits; got {self.seed}")
         self.strength = check_strength(self.strength)   # a 0-d tensor or array becomes its float

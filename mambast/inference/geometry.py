@@ -54,11 +54,11 @@ def check_working_size(h: int, w: int, device=None) -> None:
     would swap for hours, instead of an error)."""
     if h * w > MAX_WORKING_PIXELS:
         raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w:,} pixels, limit "
-                         f"{MAX_WORKING_PIXELS:,}): use a smaller --size")
+                         f"{MAX_WORKING_PIXELS:,}): use a smaller --size (or --margin)")
     free = available_memory() if device is None or torch.device(device).type == "cpu" else None
     if free is not None and h * w * CPU_BYTES_PER_PIXEL > free:
         raise ValueError(f"working size {w} x {h} needs about {h * w * CPU_BYTES_PER_PIXEL / 1e9:.1f} GB of memory, "
-                         f"{free / 1e9:.1f} GB is available: use a smaller --size")
+                         f"{free / 1e9:.1f} GB is available: use a smaller --size (or --margin)")
 
 
 def resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -114,7 +114,8 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, i
 
 
 def add_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
-    """x [B, C, H, W] with `margin` pixels mirrored around each side (replicated where it is too small to mirror)."""
+    """x [B, C, H, W] with `margin` pixels mirrored around each side (on all sides replicated instead where a side
+    of x is not longer than the margin: mirroring needs more pixels than it copies)."""
     if margin == 0:
         return x
     mode = "reflect" if margin < min(x.shape[-2:]) else "replicate"
@@ -131,8 +132,9 @@ def prepare_content(content: torch.Tensor, size: int | None, multiple: int, marg
 
 
 def prepare_style(style: torch.Tensor, working: tuple[int, int], multiple: int, margin: int = 0) -> torch.Tensor:
-    """The style fitted to the content's working size plus its margins, padded as the content."""
-    return pad_to_multiple(fit_style(style, working[0] + 2 * margin, working[1] + 2 * margin), multiple)[0]
+    """The style fitted to the content's working size, with its margins mirrored as the content's (fitting it to the
+    larger size would scale its strokes up) and padded as the content."""
+    return pad_to_multiple(add_margin(fit_style(style, *working), margin), multiple)[0]
 
 
 def prepare_pair(content: torch.Tensor, style: torch.Tensor, size: int | None, multiple: int, margin: int = 0):

@@ -56,7 +56,8 @@ def _relu3_1(vgg: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 def cfsd_distance(vgg: torch.nn.Module, stylized: torch.Tensor, content: torch.Tensor | None = None,
                   content_features: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
     """Per-image CFSD [N] of stylized images [N, 3, H, W] in [0, 1] against their content images
-    (same shape), or against precomputed content relu3_1 features (broadcast over N if a single one)."""
+    (same shape), or against precomputed content relu3_1 features (broadcast over N if a single one).
+    vgg: `VGG19Features`, or a module called as it is, vgg(x, levels=3) -> [relu1_1, relu2_1, relu3_1]."""
     fs = _relu3_1(vgg, stylized)
     if content_features is None:
         if content is None:

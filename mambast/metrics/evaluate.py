@@ -162,7 +162,7 @@ class MetricNetworks:
 
     inception: torch.nn.Module | None = None   # [N, 3, 299, 299] in [-1, 1) -> [N, D]
     lpips: torch.nn.Module | None = None       # (x, y) [N, 3, H, W] in [-1, 1] -> [N]
-    vgg: torch.nn.Module | None = None         # [N, 3, H, W] in [0, 1] -> [relu1_1, ..., relu5_1]
+    vgg: torch.nn.Module | None = None         # ([N, 3, H, W] in [0, 1], levels=5) -> [relu1_1, ...] (levels)
     descriptions: dict[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -221,6 +221,21 @@ def test_a_mask_gives_each_region_its_style(tiny_model):
     assert (y[..., 60:68] - a[..., 60:68]).abs().max() > 1e-3 < (y[..., 60:68] - b[..., 60:68]).abs().max()
 
 
+def test_a_mask_stays_on_its_content_with_a_margin(tiny_model):
+    """With mirrored margins the regions still meet where the mask says: the columns closer to the first style's
+    output than to the second's are those left of the border (a mask left where it is without margins would move
+    it a margin's width to the left)."""
+    c, s1, s2 = _rand(1, 3, 64, 128), _rand(1, 3, 32, 32, seed=1), _rand(1, 3, 32, 32, seed=2)
+    mask = torch.zeros(64, 128)
+    mask[:, 64:] = 1
+    for margin in (0, 16):
+        stylizer = Stylizer(tiny_model, size=None, seed=0, margin=margin)
+        y = stylizer.stylize(c, [s1, s2], mask=mask)
+        a, b = stylizer.stylize(c, s1), stylizer.stylize(c, s2)
+        closer_to_a = int(((y - a).abs().mean((0, 1, 2)) < (y - b).abs().mean((0, 1, 2))).sum())
+        assert abs(closer_to_a - 64) <= 8, (margin, closer_to_a)   # the mask ignoring the margin: 49
+
+
 # ------------------------------------------------------------------------------------------------ a trained model
 
 def test_strength_goes_from_the_reconstruction_to_the_stylization(trained):

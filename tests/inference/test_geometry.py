@@ -5,6 +5,7 @@ import copy
 
 import torch
 
+from mambast.inference.geometry import add_margin, prepare_content, prepare_style
 from mambast.inference.precision import cast_autocast_weights
 
 
@@ -64,3 +65,22 @@ def test_the_cpu_memory_check_refuses_what_cannot_fit(monkeypatch):
     check_working_size(2048, 2048, "meta")                     # only the CPU's memory is estimated
     with pytest.raises(ValueError, match=r"needs about 6\.4 GB of memory, 1\.0 GB is available"):
         check_working_size(2048, 2048, "cpu")
+
+
+def test_margins_keep_the_style_at_the_contents_scale():
+    g = torch.Generator().manual_seed(0)
+    style = torch.rand(1, 3, 50, 70, generator=g)
+    plain, wide = prepare_style(style, (24, 40), 8), prepare_style(style, (24, 40), 8, margin=16)
+    assert wide.shape[-2:] == (56, 72)
+    torch.testing.assert_close(wide[..., 16:40, 16:56], plain)   # the same pixels in the middle: no rescaling
+    content, working = prepare_content(torch.rand(1, 3, 24, 40, generator=g), None, 8, margin=16)
+    assert working == (24, 40) and content.shape[-2:] == wide.shape[-2:]
+
+
+def test_a_margin_longer_than_a_side_replicates_the_edges():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    y = add_margin(x, 3)                         # mirroring 3 pixels needs a side of 4 or more
+    assert y.shape[-2:] == (9, 10)
+    assert torch.equal(y[..., :3, :3], x[..., :1, :1].expand(1, 1, 3, 3))
+    assert torch.equal(y[..., 3:6, 3:7], x) and torch.equal(add_margin(x, 0), x)
+    torch.testing.assert_close(add_margin(x, 2), torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect"))

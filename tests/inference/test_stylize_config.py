@@ -35,6 +35,13 @@ def test_bad_settings_name_the_field_and_what_it_accepts(field, value, words):
         StylizeConfig(**{"device": "cpu", field: value}).resolved()
 
 
+def test_a_margin_that_no_working_size_could_take_is_refused_up_front():
+    with pytest.raises(ValueError, match=r"size \+ 2 x margin must be at most 4096; got 4096 \+ 2 x 1"):
+        StylizeConfig(device="cpu", size=4096, margin=1).resolved()
+    assert StylizeConfig(device="cpu", size=4064, margin=16).resolved().margin == 16
+    assert StylizeConfig(device="cpu", size=0, margin=256).resolved().margin == 256   # original size: per image
+
+
 def test_a_zero_dimensional_tensor_or_array_strength_is_its_number():
     import numpy as np
     import torch

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from mambast.cli import main
+from mambast.inference.geometry import fit_style
 from mambast.inference.jobs import Job
 from mambast.inference.stylizer import ByteLRU, PairStylizer, stylize_tensor
 from mambast.io import load_image, pil_to_tensor
@@ -45,12 +46,21 @@ def test_margin_is_the_mirrored_content_stylized_then_cut_off(tiny_model):
     g = torch.Generator().manual_seed(0)
     x, s = torch.rand(1, 3, 24, 32, generator=g), torch.rand(1, 3, 20, 28, generator=g)
     got = PairStylizer(tiny_model, size=None, seed=3, margin=8, cuda_graphs=False).stylize(x, s)
-    mirrored = torch.nn.functional.pad(x, (8, 8, 8, 8), mode="reflect")
-    ref = PairStylizer(tiny_model, size=None, seed=3, cuda_graphs=False).stylize(mirrored, s)[..., 8:32, 8:40]
+    mirror = lambda t: torch.nn.functional.pad(t, (8, 8, 8, 8), mode="reflect")   # noqa: E731
+    fitted = mirror(fit_style(s, 24, 32))         # the style at the content's scale, mirrored as the content
+    ref = PairStylizer(tiny_model, size=None, seed=3, cuda_graphs=False).stylize(mirror(x), fitted)[..., 8:32, 8:40]
     assert got.shape == x.shape
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     plain = PairStylizer(tiny_model, size=None, seed=3, cuda_graphs=False).stylize(x, s)
     assert (got - plain).abs().max() > 1e-3            # the margin is not a no-op
+
+
+def test_margin_output_at_the_working_size_keeps_the_colours_in_place(tiny_model):
+    """keep_size=False with preserve_color: the colours come from the content's pixels, not from its margins."""
+    g = torch.Generator().manual_seed(1)
+    x, s = torch.rand(1, 3, 24, 32, generator=g), torch.rand(1, 3, 24, 32, generator=g)
+    stylizer = PairStylizer(tiny_model, size=None, seed=2, margin=8, preserve_color=True, cuda_graphs=False)
+    torch.testing.assert_close(stylizer.stylize(x, s, keep_size=False), stylizer.stylize(x, s))   # working = own size
 
 
 def test_pipeline_with_a_margin_matches_one_call_per_pair(tiny_model, pairs):
