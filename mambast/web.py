@@ -26,6 +26,7 @@ STYLE_SLOTS = 4                       # style uploads on the page; the Python AP
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024   # refused by the page before the upload is sent
 MAX_UPLOAD_PIXELS = 50_000_000        # a 48 MP phone photo fits; the result is written at the content's size
 SIZE_RANGE, SIZE_STEP = (64, 1024), 8  # working sizes the page offers (the CLI goes to 4096)
+BORDER_MARGIN = 16                     # "Clean borders": the margin that moved most stripes out (docs/quality.md)
 # What browsers display; other formats Pillow reads (TIFF, PPM, ...) are shown as a PNG of what the model sees.
 BROWSER_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".ico"}
 # The model's parts in the order a stylization runs them, each with the share of the work done before it
@@ -106,7 +107,7 @@ class StylizePage:
         self._lock = threading.Lock()   # one model, one stylization at a time (the queue also runs one)
 
     def stylize(self, content, styles, weights, mask=None, *, strength=1.0, preserve_color=False, seed=None,
-                size=512, progress=None):
+                size=512, margin=0, progress=None):
         """The result (PIL) for uploaded files: content, styles (paths, empty slots as None) with one weight each,
         an optional mask. Raises ImageError or ValueError with a one-line message before any model work."""
         report = progress or (lambda fraction, desc: None)
@@ -124,7 +125,7 @@ class StylizePage:
         style_imgs = [read_upload(path, f"style {i}") for i, path, _ in chosen]
         mask_img = read_upload(mask, "mask") if mask is not None else None
         settings = dict(strength=float(strength), preserve_color=bool(preserve_color),
-                        seed=None if seed is None else int(seed), size=int(size))
+                        seed=None if seed is None else int(seed), size=int(size), margin=int(margin))
         if self.dtype is not None:
             settings["dtype"] = self.dtype
         with self._lock, stage_progress(self.model, report):
@@ -212,6 +213,8 @@ def build_page(page: StylizePage, device: str = "cpu"):
                                      info="short side while stylizing; the result keeps the content's size")
                 with gr.Row():
                     preserve = gr.Checkbox(label="Preserve the content's colours", elem_id="preserve")
+                    borders = gr.Checkbox(label="Clean borders", elem_id="borders",
+                                          info=f"mirror {BORDER_MARGIN} px around the content while stylizing")
                     seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed",
                                      info="the same seed gives the same picture")
                 button = gr.Button("Stylize", variant="primary", elem_id="run")
@@ -228,7 +231,9 @@ def build_page(page: StylizePage, device: str = "cpu"):
             try:
                 out = page.stylize(values[content], [values[s] for s in styles], [values[w] for w in weights],
                                    values[mask], strength=values[strength], preserve_color=values[preserve],
-                                   seed=values[seed], size=values[size], progress=lambda f, d: progress(f, desc=d))
+                                   seed=values[seed], size=values[size],
+                                   margin=BORDER_MARGIN if values[borders] else 0,
+                                   progress=lambda f, d: progress(f, desc=d))
             except Exception as e:
                 message = user_message(e)
                 if message is None:   # a bug: Gradio shows it and the server logs its traceback
@@ -237,7 +242,7 @@ def build_page(page: StylizePage, device: str = "cpu"):
             took = time.perf_counter() - start
             return out, f"{out.width} x {out.height} pixels in {took:.1f} s on {device}"
 
-        button.click(run, inputs={content, mask, strength, size, preserve, seed, *styles, *weights},
+        button.click(run, inputs={content, mask, strength, size, preserve, borders, seed, *styles, *weights},
                      outputs=[result, status], concurrency_limit=1)
     return demo
 

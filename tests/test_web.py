@@ -138,7 +138,7 @@ def test_the_page_refuses_before_any_model_work(tmp_path, tiny_model):
     assert calls == []
 
 
-@pytest.mark.parametrize("controls", ["strength", "mix", "mask"])
+@pytest.mark.parametrize("controls", ["strength", "mix", "mask", "margin"])
 def test_the_page_hands_its_controls_to_stylize(tmp_path, tiny_model, controls):
     content = picture(tmp_path / "c.png", 48, 32, seed=1)
     s1, s2 = picture(tmp_path / "s1.png", 32, 32, seed=2), picture(tmp_path / "s2.png", 40, 24, seed=3)
@@ -151,6 +151,7 @@ def test_the_page_hands_its_controls_to_stylize(tmp_path, tiny_model, controls):
         "mix": ([s2, None, s1], [0.7, 1.0, 0.3], None, {}, dict(weights=[0.7, 0.3])),
         # with a mask the sliders' weights are not used (stylize refuses weights and a mask together)
         "mask": ([s1, s2], [0.2, 0.9], tmp_path / "mask.png", {}, dict(mask=Image.open(tmp_path / "mask.png"))),
+        "margin": ([s1], [1.0], None, dict(margin=16), {}),
     }[controls]
     out = StylizePage(tiny_model).stylize(content, slots(*styles), weights + [1.0] * (STYLE_SLOTS - len(weights)),
                                           mask, **settings, **common)
