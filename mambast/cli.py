@@ -14,8 +14,8 @@ from . import __version__
 from .errors import MambastError, printable, resource_error
 
 # The StylizeConfig fields `mambast video` takes (of the creative controls, those that apply to one style).
-VIDEO_CONFIG_FIELDS = ("size", "margin", "seed", "shuffle", "strength", "preserve_color", "dtype", "batch_size", "compile",
-                       "cuda_graphs", "device")
+VIDEO_CONFIG_FIELDS = ("size", "margin", "seed", "shuffle", "strength", "preserve_color", "dtype", "batch_size",
+                       "compile", "cuda_graphs", "device")
 # Subcommands defined beside the code they run; each module has register(subparsers).
 EXTERNAL_COMMANDS = ("mambast.train.cli", "mambast.metrics.cli")
 

@@ -195,7 +195,7 @@ class _ClipStylizer:
         self.cuda, self.batch_size = self.device.type == "cuda", stylizer.batch_size
         self.working, self.margin = working_size(*frame_hw, stylizer.size, self.patch), stylizer.margin
         try:
-            check_working_size(self.working[0] + 2 * self.margin, self.working[1] + 2 * self.margin, self.device)
+            check_working_size(*self.working, self.device, self.margin)
         except ValueError as e:
             raise VideoError(str(e)) from None
         with torch.inference_mode():

@@ -48,10 +48,11 @@ def available_memory() -> int | None:
     return None
 
 
-def check_working_size(h: int, w: int, device=None) -> None:
-    """ValueError if an h x w working size is beyond MAX_WORKING_PIXELS (huge images at their original size),
-    or, on the CPU, needs more memory than is available (the kernel would kill the process, or the machine
-    would swap for hours, instead of an error)."""
+def check_working_size(h: int, w: int, device=None, margin: int = 0) -> None:
+    """ValueError if an h x w working size with `margin` pixels around it is beyond MAX_WORKING_PIXELS (huge
+    images at their original size), or, on the CPU, needs more memory than is available (the kernel would kill
+    the process, or the machine would swap for hours, instead of an error)."""
+    h, w = h + 2 * margin, w + 2 * margin
     if h * w > MAX_WORKING_PIXELS:
         raise ValueError(f"working size {w} x {h} is too large to stylize ({h * w:,} pixels, limit "
                          f"{MAX_WORKING_PIXELS:,}): use a smaller --size (or --margin)")
@@ -127,7 +128,7 @@ def prepare_content(content: torch.Tensor, size: int | None, multiple: int, marg
     padded to a multiple of `multiple`, and the working size; ValueError if it is too large
     (`check_working_size`, margin included, before resizing)."""
     working = working_size(*content.shape[-2:], size, multiple) if size is not None else tuple(content.shape[-2:])
-    check_working_size(working[0] + 2 * margin, working[1] + 2 * margin, content.device)
+    check_working_size(*working, content.device, margin)
     return pad_to_multiple(add_margin(resize(content, working), margin), multiple)[0], working
 
 
