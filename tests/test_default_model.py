@@ -40,3 +40,35 @@ def test_bfloat16_output_close_to_float32():
     a = stylize(content.clamp(0, 1), style, model=m, size=None, seed=0, dtype="float32", output_type="pt")
     b = stylize(content.clamp(0, 1), style, model=m, size=None, seed=0, dtype="bfloat16", output_type="pt")
     assert ((a - b).norm() / a.norm()).item() < 1e-2
+
+
+def test_default_model_records_its_training():
+    """training.json: totals that add up over contiguous runs, as scripts/package_default_model.py writes them."""
+    record = json.loads((DEFAULT_MODEL_DIR / "training.json").read_text())["training"]
+    runs = record["runs"]
+    assert runs[0]["steps"][0] == 0 and record["iterations"] == runs[-1]["steps"][1]
+    assert all(a["steps"][1] == b["steps"][0] for a, b in zip(runs, runs[1:]))
+    assert record["samples_seen"] == sum((r["steps"][1] - r["steps"][0]) * r["batch_size"] * r["processes"]
+                                         for r in runs) == sum(r["samples"] for r in runs)
+    assert record["batch_size"] == runs[-1]["batch_size"] and record["git_commit"] == runs[-1]["git_commit"]
+
+
+def test_packaging_chains_runs_and_refuses_a_gap():
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    path = Path(__file__).resolve().parents[1] / "scripts" / "package_default_model.py"
+    spec = importlib.util.spec_from_file_location("package_default_model", path)
+    pkg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pkg)
+    first = pkg.training_record({"step": 100, "train_config": {"batch_size": 8, "vgg": "/a/b/vgg.safetensors"}}, "abc")
+    assert first["samples_seen"] == 800 and first["runs"][0]["train_config"]["vgg"] == "vgg.safetensors"
+    second = pkg.training_record({"step": 150, "world_size": 2, "train_config": {"batch_size": 4, "init_step": 100}},
+                                 "def", first["runs"])
+    assert second["iterations"] == 150 and second["samples_seen"] == 800 + 50 * 4 * 2
+    assert [r["git_commit"] for r in second["runs"]] == ["abc", "def"] and second["git_commit"] == "def"
+    with pytest.raises(ValueError, match="--previous"):
+        pkg.training_record({"step": 150, "train_config": {"batch_size": 8, "init_step": 100}})
+    with pytest.raises(ValueError, match="end at step 100"):
+        pkg.training_record({"step": 300, "train_config": {"batch_size": 8, "init_step": 200}}, None, first["runs"])

@@ -31,7 +31,8 @@ def export(run_out: Path, dest: Path, chunk_mib: float, max_mib: float | None = 
     if ckpts:   # the run's model config bounds what its checkpoint may hold
         ckpt = load_checkpoint(ckpts[-1], recorded_model_config(run_out))
         state, info = ckpt["model"], {"model_config": ckpt["model_config"], "step": ckpt["step"],
-                                      "train_config": ckpt["train_config"], "source": ckpts[-1].name}
+                                      "train_config": ckpt["train_config"], "source": ckpts[-1].name,
+                                      "world_size": int(ckpt.get("world_size", 1))}
     elif (run_out / "model").is_dir():
         from mambast.model import MambaST
         model = MambaST.from_pretrained(run_out / "model")

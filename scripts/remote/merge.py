@@ -31,7 +31,7 @@ def merge(src: Path, out: Path) -> dict:
     from mambast.model import MambaST
     from mambast.train.checkpoint import load_checkpoint
     state, manifest = read_shards(src)
-    info = {k: manifest[k] for k in ("step", "source", "train_config") if k in manifest}
+    info = {k: manifest[k] for k in ("step", "source", "train_config", "world_size") if k in manifest}
     out.mkdir(parents=True, exist_ok=True)
     if (src / CHECKPOINT_DIR).is_dir():
         with tempfile.TemporaryDirectory(dir=out) as tmp:
