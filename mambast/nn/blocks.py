@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import MambaSTConfig
-from ..ops import conv3x3_reflect
+from ..ops import conv3x3_reflect, upsample_nearest2x
 from .ss2d import SS2D, CrossSS2D
 
 
@@ -86,6 +86,13 @@ class PatchEmbed(nn.Module):
         return F.linear(patches, self.proj.weight.reshape(self.proj.out_channels, -1), self.proj.bias)
 
 
+class Upsample2x(nn.Module):
+    """Nearest-neighbour upsampling by 2 (`mambast.ops.upsample_nearest2x`); no parameters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upsample_nearest2x(x)
+
+
 class CNNDecoder(nn.Sequential):
     """Tokens [B, C, H', W'] back to pixels [B, 3, H, W].
 
@@ -104,7 +111,7 @@ class CNNDecoder(nn.Sequential):
             layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
             return layers + [nn.ReLU()] if relu else layers
 
-        up = [nn.Upsample(scale_factor=2, mode="nearest")]
+        up = [Upsample2x()]
         super().__init__(
             *conv(cfg.dim, c1), *up,
             *conv(c1, c1), *conv(c1, c1), *conv(c1, c1), *conv(c1, c2), *up,

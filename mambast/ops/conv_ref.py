@@ -1,5 +1,6 @@
-"""The PyTorch definitions of the two convolutions that have fused GPU kernels (`triton_conv.py`): what the
-kernels must compute, used wherever the kernels do not run (autograd, CPU, float32, other layouts)."""
+"""The PyTorch definitions of the layer operations that have fast versions: the two convolutions with fused GPU
+kernels (`triton_conv.py`) and the decoder's upsampling. What the fast versions must compute, used wherever they
+do not run (autograd, CPU, float32, other layouts)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,8 @@ def conv3x3_reflect_ref(x, weight, bias, relu: bool = True, in_bias=None):
     if in_bias is not None:
         x = x + in_bias.to(x.dtype).view(-1, 1, 1)
     return F.conv2d(F.pad(F.relu(x) if relu else x, (1, 1, 1, 1), mode="reflect"), weight, bias)
+
+
+def upsample_nearest2x_ref(x):
+    """Nearest-neighbour upsampling by 2: [B, C, H, W] -> [B, C, 2H, 2W]."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
