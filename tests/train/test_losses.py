@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -117,3 +118,27 @@ def test_gradients_equal_those_of_the_terms_computed_one_image_batch_at_a_time()
 
     for got, want in zip(grads(lambda *xs: StyleTransferLoss(vgg)(c, s, *xs)["total"]), grads(reference)):
         assert ((got - want).norm() / want.norm()).item() < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on the CPU needs a C compiler")
+def test_compiled_loss_gives_the_eager_terms_and_gradients():
+    """`mambast train --compile` compiles the loss network with the model: the same terms, and the same gradients
+    for the three model outputs, up to float32 rounding (on the CPU; the GPU training tests cover bf16 on CUDA)."""
+    criterion = StyleTransferLoss(tiny_vgg())
+    g = torch.Generator().manual_seed(0)
+    content, style, *outputs = (torch.rand(2, 3, 32, 32, generator=g) for _ in range(5))
+
+    def terms_and_grads(fn):
+        xs = [o.clone().requires_grad_(True) for o in outputs]
+        terms = fn(content, style, *xs)
+        terms["total"].backward()
+        return terms, [x.grad for x in xs]
+
+    eager, eager_grads = terms_and_grads(criterion)
+    compiled, compiled_grads = terms_and_grads(torch.compile(criterion))
+    for name in eager:
+        assert compiled[name].item() == pytest.approx(eager[name].item(), rel=1e-4, abs=1e-9), name
+    for a, b in zip(compiled_grads, eager_grads):
+        assert ((a - b).norm() / b.norm()).item() < 1e-3
