@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -137,6 +138,14 @@ class TrainImages(Dataset):
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)   # [H, W, 3] -> [3, H, W]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGTERM: a stop signal sent to the whole process group (Ctrl-C in a
+    terminal, torchrun stopping its ranks) then reaches only the trainer, which finishes its step and writes a
+    checkpoint; the workers end with it (they also exit when their parent dies)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class ImageStream:
     """An endless iterator of uint8 batches [B, 3, crop, crop] whose position can be saved and restored."""
 
@@ -149,7 +158,8 @@ class ImageStream:
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                  pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
                                  prefetch_factor=4 if workers > 0 else None,
-                                 generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
+                                 generator=torch.Generator().manual_seed(seed),  # keeps the global RNG untouched
+                                 worker_init_fn=_ignore_stop_signals if workers > 0 else None)
         self._it = None
 
     def __next__(self) -> torch.Tensor:

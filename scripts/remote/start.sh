@@ -8,6 +8,8 @@
 # running job). The run continues, in this order, from RUN_DIR/out's latest checkpoint, from DATA_DIR/checkpoint.pt
 # (exactly: weights, optimizer state, data position), or from DATA_DIR/init/ (weight shards from export.py:
 # weights only, a fresh optimizer); otherwise it starts afresh. Trainer flags follow, e.g. --steps 20000.
+# NPROC=N (default 1) runs N processes, one per GPU, under torchrun (data-parallel: --batch-size is per process,
+# so the global batch is N times it; the learning rate is not scaled).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -46,7 +48,14 @@ elif [ -f "$DATA/init/manifest.json" ]; then
   extra+=(--init "$DATA/init-model" --init-step "$step")
 fi
 
-setsid nohup python3 -m mambast.train --content "$DATA/train-set/content" --style "$DATA/train-set/style" \
+NPROC=${NPROC:-1}
+launch=(python3 -m mambast.train)
+if [ "$NPROC" -gt 1 ]; then
+  # NCCL's NVLink multicast off: it needs fabric support some hosts lack
+  export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+  launch=(python3 -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m mambast.train)
+fi
+setsid nohup "${launch[@]}" --content "$DATA/train-set/content" --style "$DATA/train-set/style" \
   --vgg "$vgg" --out "$RUN/out" "${extra[@]}" "$@" >"$RUN/train.log" 2>&1 </dev/null &
 echo $! >"$RUN/train.pid"
 echo "started pid $(cat "$RUN/train.pid") ${extra[*]}; log: $RUN/train.log"

@@ -128,16 +128,20 @@ def test_resume_with_a_smaller_config_is_refused_for_the_config_not_as_damage(tm
         Trainer(smaller, vgg=tiny_vgg()).run()
 
 
-def test_sigterm_writes_a_checkpoint_and_exports(tmp_path):
+@pytest.mark.parametrize("workers,to_group", [(0, False), (1, True)])
+def test_sigterm_writes_a_checkpoint_and_exports(tmp_path, workers, to_group):
+    """SIGTERM to the trainer, or to its whole process group with loader workers in it (as torchrun and Ctrl-C in a
+    terminal send it): the step finishes, a checkpoint and the model are written, the exit code says SIGTERM."""
     content, style = make_images(tmp_path / "data")
     vgg_path = tmp_path / "vgg.safetensors"
     save_file(tiny_vgg().state_dict(), str(vgg_path))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mambast.train", "--content", str(content), "--style", str(style), "--out", str(out),
-           "--steps", "100000", "--batch-size", "2", "--size", "48", "--crop", "32", "--workers", "0",
+           "--steps", "100000", "--batch-size", "2", "--size", "48", "--crop", "32", "--workers", str(workers),
            "--config", "tiny", "--vgg", str(vgg_path), "--ckpt-every", "0", "--sample-every", "0", "--log-every", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=to_group)
     try:
         deadline = time.time() + 60
         log = out / "log.csv"
@@ -146,7 +150,10 @@ def test_sigterm_writes_a_checkpoint_and_exports(tmp_path):
                 break
             time.sleep(0.1)
         assert proc.poll() is None, proc.stdout.read()
-        proc.send_signal(signal.SIGTERM)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
