@@ -135,7 +135,7 @@ class Trainer:
         vgg = (self._vgg if self._vgg is not None else load_vgg19(path=cfg.vgg or None)).to(device).eval()
         self.criterion = StyleTransferLoss(vgg, cfg.content_weight, cfg.style_weight,
                                            cfg.identity1_weight, cfg.identity2_weight)
-        # fused: one kernel for the whole update on CUDA (the same Adam; the foreach version launches per tensor list)
+        # fused on CUDA: the same Adam update in a few kernels instead of one per operation and tensor group
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=device.type == "cuda")
 
         self.step = cfg.init_step if init_model is not None else 0
@@ -188,8 +188,8 @@ class Trainer:
         self.loss_fn = self.criterion
         if cfg.compile:
             self.forward_model = torch.compile(self.forward_model)
-            # the loss network too: eager, its reflection paddings and cuDNN's layout conversions made it a third of
-            # a batch-8 step on an H100 (docs/performance.md)
+            # the loss network too: eager, its reflection paddings and cuDNN's layout conversions made it about a
+            # quarter of a batch-8 step on an H100 (docs/performance.md)
             self.loss_fn = torch.compile(self.criterion)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
