@@ -1,8 +1,10 @@
 """GPU speed of the fused Triton selective scan against the reference loop and a plain PyTorch scan.
 
-Usage (CUDA machine, repository root on PYTHONPATH): python benchmarks/scan.py --out DIR [--sweep]
+Usage (CUDA machine, repository root on PYTHONPATH): python benchmarks/scan.py --out DIR [--sweep] [--sweep-train]
 Bt=1, Dm=1024, N=16 on square grids (L = 32^2, 64^2, 128^2); forward and forward+backward; medians
 of triton.testing.do_bench after warm-up. Checks the Triton results first and exits 1 if they are wrong.
+--sweep-train times forward + backward at a training step's shapes (batches of --train-batches, a 32 x 32 grid,
+bf16) for backward tile configurations in the forward's layout, TRAINING_CONFIG first, each checked against it.
 """
 
 from __future__ import annotations
@@ -141,6 +143,47 @@ def check(scan, dtype, H, W, Dm=1024, N=16):
     return res, all(v < tol for v in res.values())
 
 
+# backward configurations in the forward's layout: (chunk = tile_fwd, channels per program, lanes per state, warps)
+TRAIN_SWEEP = ((4, 16, 2, 1), (4, 32, 2, 1), (4, 32, 2, 2), (4, 64, 2, 2), (4, 64, 2, 4), (4, 16, 4, 1),
+               (4, 32, 4, 2), (4, 32, 1, 1), (4, 16, 1, 1), (8, 16, 2, 1), (8, 32, 2, 2))
+
+
+def sweep_train(args, report, training_config, scan) -> bool:
+    """Forward + backward at a training step's shapes for TRAIN_SWEEP (TRAINING_CONFIG first): ms per call and
+    G state-steps per second; each configuration's gradients against TRAINING_CONFIG's (a wrong configuration
+    is reported and fails the run, not timed as if it were right)."""
+    side, Dm, N = args.train_side, args.dm, args.n
+    L = side * side
+    configs = [training_config] + [dataclasses.replace(training_config, chunk=c, tile_fwd=c, block_d_bwd=bd,
+                                                       lanes_bwd=nl, warps_bwd=w)
+                                   for c, bd, nl, w in TRAIN_SWEEP]
+    configs = list(dict.fromkeys(configs))                    # TRAINING_CONFIG once, first
+    ok_all = True
+    print(f"\nbackward sweep at a training step's shapes: L={L}, Dm={Dm}, N={N}, bf16; ms per forward + backward")
+    for bt in (int(b) for b in args.train_batches.split(",")):
+        xs = make_inputs(bt, Dm, N, side, side, torch.bfloat16)
+        gy = torch.randn(bt, L, Dm, device=DEVICE)
+        steps = bt * 4 * L * Dm * N
+        reference = None
+        for cfg in configs:
+            leaves = [x.detach().requires_grad_() for x in xs]
+            grads = torch.autograd.grad(scan(*leaves, side, side, config=cfg), leaves, gy)
+            if reference is None:
+                reference = grads
+            err = max(rel_err(a, b) for a, b in zip(grads, reference))
+            ok = err < 2e-2                                    # bf16 gradients, atomics in another order
+            ok_all &= ok
+            _, fwdbwd = fwd_and_fwdbwd(lambda *a, cfg=cfg: scan(*a, config=cfg), xs, side, side)
+            ms = time_ms(fwdbwd) if ok else float("nan")
+            report["sweep_train"].append({"Bt": bt, "L": L, "config": dataclasses.asdict(cfg), "ms": ms,
+                                          "g_state_steps_per_s": steps / ms / 1e6, "max_rel_err_vs_first": err,
+                                          "ok": ok})
+            print(f"  Bt={bt:3d} chunk {cfg.chunk} D{cfg.block_d_bwd} lanes{cfg.lanes_bwd} w{cfg.warps_bwd}: "
+                  f"{ms:8.3f} ms  {steps / ms / 1e6:8.1f} G/s  (grads vs first {err:.1e}{'' if ok else ' WRONG'})")
+        del xs
+    return ok_all
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/bench_scan"), help="folder for scan_benchmark.json")
@@ -152,6 +195,10 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="also time a few tile configurations at --sweep-l")
     ap.add_argument("--sweep-l", type=int, default=SWEEP_L, help="sequence length (a square) of the sweep")
     ap.add_argument("--sweep-batches", default="1,2,16", help="batch sizes of the forward sweep")
+    ap.add_argument("--sweep-train", action="store_true",
+                    help="also time backward configurations at a training step's shapes (see the docstring)")
+    ap.add_argument("--train-batches", default="16,24", help="batches of --sweep-train (2B and 3B at batch 8)")
+    ap.add_argument("--train-side", type=int, default=32, help="grid side of --sweep-train (256² crops: 32)")
     ap.add_argument("--device", default="cuda", help="cuda; cpu only smoke-tests this script (TRITON_INTERPRET=1)")
     ap.add_argument("--check-sizes", default="32x32,13x40", help="grids H x W of the correctness checks")
     args = ap.parse_args()
@@ -163,7 +210,8 @@ def main() -> int:
     import triton
 
     from mambast.ops.triton_scan import (DEFAULT_CONFIG, FEW_SEQUENCES, FEW_SEQUENCES_CONFIG, ONE_IMAGE,
-                                         ONE_IMAGE_CONFIG, ScanKernelConfig, selective_scan_2d_triton)
+                                         ONE_IMAGE_CONFIG, TRAINING_CONFIG, ScanKernelConfig,
+                                         selective_scan_2d_triton)
 
     sides = [int(s) for s in args.lengths.split(",")]
     dtypes = [d.strip() for d in args.dtypes.split(",")]
@@ -174,7 +222,8 @@ def main() -> int:
               "few_sequences_config": dataclasses.asdict(FEW_SEQUENCES_CONFIG),
               "few_sequences_below": FEW_SEQUENCES,
               "one_image_config": dataclasses.asdict(ONE_IMAGE_CONFIG),   # inference only
-              "one_image_up_to": ONE_IMAGE, "checks": [], "results": [], "sweep": []}
+              "one_image_up_to": ONE_IMAGE, "training_config": dataclasses.asdict(TRAINING_CONFIG),
+              "checks": [], "results": [], "sweep": [], "sweep_train": []}
     print(f"{report['device']}  torch {torch.__version__}  triton {triton.__version__}  Bt=1 Dm={Dm} N={N}")
 
     # ---- correctness first: Triton vs the reference (forward and all gradients)
@@ -286,6 +335,9 @@ def main() -> int:
             ms = time_ms(fwdbwd)
             report["sweep"].append({"pass": "fwd+bwd", "Bt": 1, "config": dataclasses.asdict(cfg), "ms": ms})
             print(f"  fwd+bwd Bt=1 {dtypes[0]} chunk {cfg.chunk} D{cfg.block_d_bwd} w{cfg.warps_bwd}: {ms:.3f} ms")
+
+    if args.sweep_train:
+        ok_all &= sweep_train(args, report, TRAINING_CONFIG, selective_scan_2d_triton)
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = write_json(args.out / "scan_benchmark.json", report)
