@@ -69,7 +69,7 @@ class TrainConfig:
     # hardware
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (under torchrun: the local GPU)")
     amp: bool = _f(True, "bf16 autocast on CUDA")
-    compile: bool = _f(False, "torch.compile the model (the first steps compile)")
+    compile: bool = _f(False, "torch.compile the model and the loss network (the first steps compile: minutes)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "size", "crop", "log_every", "print_every", "keep_last", "n_samples"):
