@@ -145,7 +145,7 @@ GIVEN_STEPS_CONFIG = ScanKernelConfig(tile_fwd=4, block_d_fwd=64, lanes_fwd=1, w
 
 
 # Training (forward that saves states, then the backward) with many sequences: the backward in the forward's layout,
-# tiles of 4 steps x 16 channels, each channel's 16 states over 2 lanes, one warp: the fastest at a training step's
+# tiles of 4 steps x 16 channels, each channel's 16 states over 4 lanes, one warp: the fastest at a training step's
 # shapes (256² crops; docs/performance.md, "Training"). It saves a state every 4 steps, four times DEFAULT_CONFIG's
 # memory, so it is taken only up to the length it was measured at; longer sequences keep DEFAULT_CONFIG.
 TRAINING_CONFIG = ScanKernelConfig(chunk=4, tile_fwd=4, block_d_bwd=16, warps_bwd=1, lanes_bwd=4)
