@@ -115,14 +115,18 @@ def load(args):
 
 
 def encode_alone(frames: np.ndarray, path: Path, codec: str, preset: str) -> float:
-    """Seconds to encode `frames` as `stylize_video` does (crf 18, yuv420p), no model, no threads."""
+    """Seconds to encode `frames` as `stylize_video` does (crf 18, yuv420p planes converted beforehand, as the
+    model's device does it there), no model, no threads."""
     import av
+    import torch
+    from mambast.video import rgb_to_yuv420p
+    planes = rgb_to_yuv420p(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255).numpy()
     t = time.perf_counter()
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=FPS, options={"crf": "18", "preset": preset})
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for img in frames:
-            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        for img in planes:
+            out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="yuv420p")))
         out.mux(v.encode(None))
     return time.perf_counter() - t
 

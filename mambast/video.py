@@ -123,6 +123,24 @@ def _pixel_format(av, codec: str, width: int, height: int) -> str:
     return formats[0]
 
 
+def rgb_to_yuv420p(rgb):
+    """[B, 3, H, W] float RGB in [0, 1] (H, W even) -> [B, 3H/2, W] uint8 YUV 4:2:0 planes, laid out as PyAV's
+    `VideoFrame.from_ndarray(..., format="yuv420p")` takes them: what FFmpeg's scaler makes of the rgb24 frame
+    (BT.601, limited range; each chroma sample the mean of its 2 x 2 block), computed where the frames are, so
+    that on a GPU the encoding thread gets half the bytes and no conversion of its own."""
+    import torch
+    import torch.nn.functional as F
+    b, _, h, w = rgb.shape
+    rgb = rgb.float().clamp(0, 1)   # as the rgb24 frame would hold it; 16-bit floats would lose levels
+    r, g, bl = rgb.unbind(1)
+    y = 16 + 219 * (0.299 * r + 0.587 * g + 0.114 * bl)
+    r, g, bl = F.avg_pool2d(rgb, 2).unbind(1)
+    u = 128 + 224 * (-0.168736 * r - 0.331264 * g + 0.5 * bl)
+    v = 128 + 224 * (0.5 * r - 0.418688 * g - 0.081312 * bl)
+    planes = torch.cat([p.reshape(b, -1) for p in (y, u, v)], dim=1)
+    return planes.round_().clamp_(0, 255).to(torch.uint8).reshape(b, h * 3 // 2, w)
+
+
 # ------------------------------------------------------------------------------------------- the stages
 
 class _Frames:
@@ -190,6 +208,7 @@ class _ClipStylizer:
         from .inference.controls import recipe
         from .inference.geometry import check_working_size, prepare_style, working_size
         self.stylizer, self.frame_hw, self.smoothing = stylizer, frame_hw, smoothing
+        self.pixel_format = "rgb24"   # of the frames it returns; "yuv420p" when the encoder takes that
         self.recipe = recipe(1, stylizer.strength)          # the style (index 0) and/or the identity path
         self.device, self.patch = stylizer.param.device, stylizer.model.config.patch_size
         self.cuda, self.batch_size = self.device.type == "cuda", stylizer.batch_size
@@ -235,7 +254,8 @@ class _ClipStylizer:
         return out
 
     def __call__(self, frames):
-        """frames [B, H, W, 3] uint8 (from `stack`) -> (stylized [B, H, W, 3] uint8 on the CPU, ready): ready()
+        """frames [B, H, W, 3] uint8 (from `stack`) -> (stylized frames on the CPU, ready), as uint8 [B, H, W, 3]
+        rgb24 or [B, 3H/2, W] yuv420p planes (`pixel_format`): ready()
         waits until they are there and returns the seconds the model took. On CUDA the work is only queued (and
         timed on the GPU), so that this thread prepares the next batch while the GPU works."""
         import torch
@@ -259,7 +279,10 @@ class _ClipStylizer:
             y = finish_output(y, self.working, self.frame_hw, self.margin)
             if self.stylizer.preserve_color:  # each frame's own colours
                 y = preserve_colors(y, x)
-            y = to_uint8(y).permute(0, 2, 3, 1).contiguous()
+            if self.pixel_format == "yuv420p":
+                y = rgb_to_yuv420p(y)
+            else:
+                y = to_uint8(y).permute(0, 2, 3, 1).contiguous()
             if not self.cuda:
                 seconds = time.perf_counter() - started
                 return y, lambda: seconds
@@ -458,6 +481,7 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, p
         except ValueError as e:   # PyAV's refusals of a codec in this container
             raise VideoError(f"{output}: {one_line(e)}") from None
         step = max(1, round(1 / (rate * video.time_base))) if video.time_base else 1
+        stylizer.pixel_format = "yuv420p" if v.pix_fmt == "yuv420p" else "rgb24"
 
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(maxsize=2)     # batches: (frames [B, H, W, 3], their timestamps)
@@ -491,7 +515,7 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, p
                         if pts is None or (last is not None and pts <= last):   # missing or repeated timestamps
                             pts = 0 if last is None else last + step
                         last = pts
-                        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                        frame = av.VideoFrame.from_ndarray(img, format=stylizer.pixel_format)
                         frame.pts, frame.time_base = pts, video.time_base
                         out.mux(v.encode(frame))
                     if a is not None:

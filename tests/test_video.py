@@ -247,6 +247,26 @@ def test_flicker_is_the_ratio_of_frame_to_frame_changes():
         flicker(x[:1], x[:1])
 
 
+def test_rgb_to_yuv420p_is_what_ffmpegs_scaler_makes_of_the_rgb_frame():
+    """The conversion done where the frames are (the GPU) against FFmpeg's scaler through PyAV (the reference) on
+    fresh smooth pictures: luma within a level, chroma within a few (the scaler's chroma filter is not a plain
+    2 x 2 mean), the planes in PyAV's layout, and decoded back at least as close to the picture as the scaler's."""
+    import torch.nn.functional as F
+    from mambast.video import rgb_to_yuv420p
+    x = F.interpolate(torch.rand(2, 3, 6, 8), size=(H, W), mode="bilinear", align_corners=False)
+    got = rgb_to_yuv420p(x)
+    assert got.dtype == torch.uint8 and got.shape == (2, H * 3 // 2, W)
+    for img, planes in zip((x * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy(), got.numpy()):
+        want = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p").to_ndarray()
+        d = np.abs(planes.astype(int) - want.astype(int))
+        assert d[:H].max() <= 1 and d[H:].mean() < 1 and d[H:].max() <= 8
+        frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        assert np.array_equal(frame.to_ndarray(), planes)
+        back = [av.VideoFrame.from_ndarray(p, format="yuv420p").to_ndarray(format="rgb24") for p in (planes, want)]
+        err = [np.abs(b.astype(int) - img.astype(int)).mean() for b in back]
+        assert err[0] <= err[1] + 0.5
+
+
 def _junk(tmp):
     (tmp / "bad.mp4").write_bytes(b"this is not a video " * 50)
     return tmp / "bad.mp4"
