@@ -1,0 +1,85 @@
+"""The loss curves of one or more training runs from the trainer's `log.csv` files, in the order given (a run
+continued with --init or --resume follows the one it continued), as one picture, and optionally the rows of all
+of them as one CSV (the whole log of a model trained over several runs).
+
+  python scripts/plot_training_log.py run1/log.csv run2/log.csv --out docs/training-loss.png [--csv whole.csv]
+      [--window 100]
+
+Each curve is the mean over the last `--window` steps (logged rows in that span) up to each row; a dashed line
+marks where each later run starts. Needs matplotlib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+TERMS = ("total", "content", "style", "identity1", "identity2")
+
+
+def read_runs(paths: list[Path]) -> list[list[dict]]:
+    """Rows of each log, with steps that an earlier run already logged dropped (a resumed run may repeat some)."""
+    runs, last = [], -1
+    for path in paths:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) > last]
+        if not rows:
+            raise SystemExit(f"{path}: no rows after step {last}")
+        missing = [t for t in ("step", *TERMS) if t not in rows[0]]
+        if missing:
+            raise SystemExit(f"{path}: not a trainer log (no {', '.join(missing)} column)")
+        runs.append(rows)
+        last = int(rows[-1]["step"])
+    return runs
+
+
+def smoothed(steps: list[int], values: list[float], window: int) -> list[float]:
+    """Mean of the values logged within the last `window` steps up to each one."""
+    out, lo, total = [], 0, 0.0
+    for i, (s, v) in enumerate(zip(steps, values)):
+        total += v
+        while steps[lo] <= s - window:
+            total -= values[lo]
+            lo += 1
+        out.append(total / (i - lo + 1))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("logs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, required=True, help="picture (png)")
+    ap.add_argument("--csv", type=Path, help="also write all rows as one CSV")
+    ap.add_argument("--window", type=int, default=100, help="steps averaged per point (default 100)")
+    args = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = read_runs(args.logs)
+    rows = [r for run in runs for r in run]
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, len(TERMS), figsize=(3.2 * len(TERMS), 2.8), constrained_layout=True)
+    for ax, term in zip(axes, TERMS):
+        ax.plot(steps, smoothed(steps, [float(r[term]) for r in rows], args.window), lw=1)
+        for run in runs[1:]:
+            ax.axvline(int(run[0]["step"]), color="grey", ls="--", lw=0.8)
+        ax.set_title(term, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"training losses (mean over {args.window} steps; dashed: a run continues)", fontsize=10)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out} ({len(rows)} rows, steps {steps[0]}-{steps[-1]}, {len(runs)} run(s))")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
