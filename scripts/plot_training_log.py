@@ -24,12 +24,13 @@ def read_runs(paths: list[Path]) -> list[list[dict]]:
     runs, last = [], -1
     for path in paths:
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) > last]
+            reader = csv.DictReader(f)
+            missing = [t for t in ("step", *TERMS) if t not in (reader.fieldnames or ())]
+            if missing:
+                raise SystemExit(f"{path}: not a trainer log (no {', '.join(missing)} column)")
+            rows = [r for r in reader if int(r["step"]) > last]
         if not rows:
             raise SystemExit(f"{path}: no rows after step {last}")
-        missing = [t for t in ("step", *TERMS) if t not in rows[0]]
-        if missing:
-            raise SystemExit(f"{path}: not a trainer log (no {', '.join(missing)} column)")
         runs.append(rows)
         last = int(rows[-1]["step"])
     return runs
