@@ -79,6 +79,15 @@ def one_to_one(folder: Path, n: int, size: int) -> dict:
     return parts
 
 
+
+def ray_version() -> str | None:
+    """Ray's version without importing it here (the commands under test do)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("ray")
+    except PackageNotFoundError:
+        return None
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -149,7 +158,7 @@ def main(argv=None) -> int:
         head = header("cuda" if cuda else "cpu", args.commit, size=args.size, contents=args.contents,
                       styles=args.styles, one_to_one=args.one_to_one, batch_size=args.batch_size, dtype=args.dtype,
                       gpus=gpus, cpu_threads=args.threads, ray_worker_niceness=RAY_WORKER_NICENESS,
-                      model="tiny random" if args.tiny else args.model,
+                      model="tiny random" if args.tiny else args.model, ray=ray_version(),
                       command=" ".join(["python", "benchmarks/dataset.py", *(argv or sys.argv[1:])]))
         result = [{"header": head}, *records]
         if args.publish:

@@ -88,10 +88,10 @@ def make_clip(path: Path, width: int, height: int, frames: int, pan: int = 4, co
     return images
 
 
-def read_frames(path: Path) -> np.ndarray:
+def read_frames(path: Path, pixel_format: str = "rgb24") -> np.ndarray:
     import av
     with av.open(str(path)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        return np.stack([f.to_ndarray(format=pixel_format) for f in c.decode(video=0)])
 
 
 def parse_case(name: str) -> tuple[int, int]:
@@ -114,17 +114,14 @@ def load(args):
                                  decoder_channels=[16, 8, 8])).eval().to(args.device), config
 
 
-def encode_alone(frames: np.ndarray, path: Path, codec: str, preset: str) -> float:
-    """Seconds to encode `frames` as `stylize_video` does (crf 18, yuv420p planes converted beforehand, as the
-    model's device does it there), no model, no threads."""
+def encode_alone(planes: np.ndarray, path: Path, codec: str, preset: str) -> float:
+    """Seconds to encode yuv420p `planes` [T, 3H/2, W] as `stylize_video` does (crf 18; it gets such planes from
+    the model's device), no model, no threads."""
     import av
-    import torch
-    from mambast.video import rgb_to_yuv420p
-    planes = rgb_to_yuv420p(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255).numpy()
     t = time.perf_counter()
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=FPS, options={"crf": "18", "preset": preset})
-        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        v.width, v.height, v.pix_fmt = planes.shape[2], planes.shape[1] * 2 // 3, "yuv420p"
         for img in planes:
             out.mux(v.encode(av.VideoFrame.from_ndarray(img, format="yuv420p")))
         out.mux(v.encode(None))
@@ -169,7 +166,7 @@ def speed(args, model, config, style: Path, folder: Path) -> list[dict]:
                   + ", ".join(f"{k} {v:.1f}" for k, v in rec["stage_fps"].items())
                   + f"; limited by {rec['limited_by']} (warm-up {warm_s:.1f} s)", flush=True)
             records.append(rec)
-        stylized = read_frames(out)
+        stylized = read_frames(out, "yuv420p")   # the output decoded: what the encoder was given, up to its loss
         for preset in args.presets:
             encode_fps = n / encode_alone(stylized, folder / "encode_only.mp4", args.codec, preset)
             for rec in records:
@@ -257,7 +254,8 @@ def main(argv=None) -> int:
         measure = stability if args.stability else speed
         records = measure(args, model, config, style, Path(tmp))
     head = header(config.device, args.commit, size=args.size, dtype=config.dtype, codec=args.codec,
-                  weights=args.model or ("tiny random" if args.tiny else "default"))
+                  weights=args.model or ("tiny random" if args.tiny else "default"),
+                  encoder_input="yuv420p from the model's device (even sizes)")
     name = f"video{'-stability' if args.stability else ''}-{device_slug(config.device)}.json"
     path = write_json(Path(args.out) / name, [{"header": head}] + records)
     print(f"wrote {path}")

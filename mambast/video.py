@@ -43,8 +43,9 @@ class VideoSummary:
     frame_rate: Fraction | None
     audio: bool
     seconds: float                # wall-clock time of the whole call
-    # seconds each stage worked ("decode": demuxing, decoding, converting to RGB; "stylize": the model, timed on
-    # the GPU on CUDA; "encode": converting, encoding, muxing): they overlap, so the one nearest `seconds` limits
+    # seconds each stage worked ("decode": demuxing, decoding, converting to RGB; "stylize": the model and, for
+    # yuv420p, the conversion to YUV, timed on the GPU on CUDA; "encode": encoding (from RGB: converting too),
+    # muxing): they overlap, so the one nearest `seconds` limits
     stages: dict = field(default_factory=dict)
     config: object = None         # the StylizeConfig it ran with (resolved: device, dtype, batch size, graphs)
 
@@ -123,14 +124,20 @@ def _pixel_format(av, codec: str, width: int, height: int) -> str:
     return formats[0]
 
 
+_BT601, _LIMITED_RANGE = 6, 1   # FFmpeg's AVCOL_SPC_SMPTE170M and AVCOL_RANGE_MPEG
+
+
 def rgb_to_yuv420p(rgb):
     """[B, 3, H, W] float RGB in [0, 1] (H, W even) -> [B, 3H/2, W] uint8 YUV 4:2:0 planes, laid out as PyAV's
-    `VideoFrame.from_ndarray(..., format="yuv420p")` takes them: what FFmpeg's scaler makes of the rgb24 frame
-    (BT.601, limited range; each chroma sample the mean of its 2 x 2 block), computed where the frames are, so
-    that on a GPU the encoding thread gets half the bytes and no conversion of its own."""
+    `VideoFrame.from_ndarray(..., format="yuv420p")` takes them, with the matrix and range FFmpeg's scaler uses
+    by default (BT.601, limited range) and each chroma sample the mean of its 2 x 2 block (the scaler's filter
+    differs on sharp colour edges). Computed where the frames are, so that on a GPU the encoding thread gets half
+    the bytes and no conversion of its own."""
     import torch
     import torch.nn.functional as F
     b, _, h, w = rgb.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"YUV 4:2:0 needs an even width and height; got {w}x{h}")
     rgb = rgb.float().clamp(0, 1)   # as the rgb24 frame would hold it; 16-bit floats would lose levels
     r, g, bl = rgb.unbind(1)
     y = 16 + 219 * (0.299 * r + 0.587 * g + 0.114 * bl)
@@ -448,6 +455,8 @@ def _output_streams(av, out, size, rate, video, audio, codec, options, rotation,
     v = out.add_stream(codec, rate=rate, options=options)
     v.width, v.height, v.pix_fmt = width, height, _pixel_format(av, codec, width, height)
     v.codec_context.time_base = video.time_base   # frames keep the input's timestamps
+    if v.pix_fmt.startswith("yuv"):   # say how RGB became YUV (BT.601, limited range), or players guess by size
+        v.codec_context.colorspace, v.codec_context.color_range = _BT601, _LIMITED_RANGE
     if video.sample_aspect_ratio:
         v.codec_context.sample_aspect_ratio = video.sample_aspect_ratio
     if rotation:
@@ -481,7 +490,8 @@ def _transcode(av, tmp, first, frames, stylizer, video, audio, codec, options, p
         except ValueError as e:   # PyAV's refusals of a codec in this container
             raise VideoError(f"{output}: {one_line(e)}") from None
         step = max(1, round(1 / (rate * video.time_base))) if video.time_base else 1
-        stylizer.pixel_format = "yuv420p" if v.pix_fmt == "yuv420p" else "rgb24"
+        even = v.width % 2 == 0 and v.height % 2 == 0     # an odd-sized yuv420p stream is FFmpeg's scaler's job
+        stylizer.pixel_format = "yuv420p" if v.pix_fmt == "yuv420p" and even else "rgb24"
 
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(maxsize=2)     # batches: (frames [B, H, W, 3], their timestamps)

@@ -1,9 +1,9 @@
 """The loss curves of one or more training runs from the trainer's `log.csv` files, in the order given (a run
 continued with --init or --resume follows the one it continued), as one picture, and optionally the rows of all
-of them as one CSV (the whole log of a model trained over several runs).
+of them as one CSV with a `run` column (the whole log of a model trained over several runs).
 
   python scripts/plot_training_log.py run1/log.csv run2/log.csv --out docs/training-loss.png [--csv whole.csv]
-      [--window 100]
+      [--window 100] [--first-run N]
 
 Each curve is the mean over the last `--window` steps (logged rows in that span) up to each row; a dashed line
 marks where each later run starts. Needs matplotlib.
@@ -20,19 +20,22 @@ TERMS = ("total", "content", "style", "identity1", "identity2")
 
 
 def read_runs(paths: list[Path]) -> list[list[dict]]:
-    """Rows of each log, with steps that an earlier run already logged dropped (a resumed run may repeat some)."""
-    runs, last = [], -1
+    """Rows of each log. Where a run starts at or before a step the run before it logged (resumed from an older
+    checkpoint), the earlier run's rows from that step on are dropped: the later run replaced them."""
+    runs: list[list[dict]] = []
     for path in paths:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             missing = [t for t in ("step", *TERMS) if t not in (reader.fieldnames or ())]
             if missing:
                 raise SystemExit(f"{path}: not a trainer log (no {', '.join(missing)} column)")
-            rows = [r for r in reader if int(r["step"]) > last]
+            rows = list(reader)
         if not rows:
-            raise SystemExit(f"{path}: no rows after step {last}")
-        runs.append(rows)
-        last = int(rows[-1]["step"])
+            raise SystemExit(f"{path}: no rows")
+        first = int(rows[0]["step"])
+        for run in runs:
+            run[:] = [r for r in run if int(r["step"]) < first]
+        runs = [run for run in runs if run] + [rows]
     return runs
 
 
@@ -54,7 +57,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="picture (png)")
     ap.add_argument("--csv", type=Path, help="also write all rows as one CSV")
     ap.add_argument("--window", type=int, default=100, help="steps averaged per point (default 100)")
+    ap.add_argument("--first-run", type=int, default=1, help="number of the first log's run in --csv (default 1)")
     args = ap.parse_args(argv)
+    if args.window < 1:
+        ap.error("--window must be at least 1")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -73,11 +79,12 @@ def main(argv=None) -> int:
     fig.suptitle(f"training losses (mean over {args.window} steps; dashed: a run continues)", fontsize=10)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out} ({len(rows)} rows, steps {steps[0]}-{steps[-1]}, {len(runs)} run(s))")
-    if args.csv:
+    if args.csv:   # one column set for all (older logs may lack some), and which run each row came from
+        fields = ["run"] + list(dict.fromkeys(k for r in rows for k in r))
         with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
             w.writeheader()
-            w.writerows(rows)
+            w.writerows({"run": args.first_run + i, **r} for i, run in enumerate(runs) for r in run)
         print(f"wrote {args.csv}")
     return 0
 

@@ -75,8 +75,9 @@ def test_packaging_chains_runs_and_refuses_a_gap():
 
 
 def test_training_log_of_several_runs_is_one_log_and_one_picture(tmp_path):
-    """scripts/plot_training_log.py: a continued run's rows follow the earlier run's, steps both logged once; the
-    curve is the mean over the window; a file that is not a trainer log is refused."""
+    """scripts/plot_training_log.py: a continued run's rows follow the earlier run's; where it restarted from an
+    older step its rows replace the earlier run's; the curve is the mean over the window; a file that is not a
+    trainer log is refused."""
     import csv
     import importlib.util
     import random
@@ -100,6 +101,7 @@ def test_training_log_of_several_runs_is_one_log_and_one_picture(tmp_path):
                                                "--window", "30"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "all.csv")))
     assert [int(r["step"]) for r in rows] == list(range(10, 210, 10)) and (tmp_path / "loss.png").stat().st_size > 0
+    assert [r["run"] for r in rows] == ["1"] * 8 + ["2"] * 12    # steps 90 and 100 from the run that replaced them
     steps, values = [int(r["step"]) for r in rows], [float(r["total"]) for r in rows]
     want = [sum(v for s2, v in zip(steps, values) if s - 30 < s2 <= s) / sum(1 for s2 in steps if s - 30 < s2 <= s)
             for s in steps]

@@ -98,6 +98,9 @@ def test_output_keeps_frame_count_rate_size_rotation_and_audio(tmp_path, model, 
     assert out["audio"] == src["audio"] and len(out["audio"]) > 0        # packets copied byte for byte
     assert np.abs(out["images"].astype(int) - src["images"]).mean() > 10  # stylized, not copied
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+    with av.open(str(tmp_path / "out.mp4")) as c:      # tagged as converted, so players need not guess
+        cc = c.streams.video[0].codec_context
+        assert (cc.pix_fmt, cc.colorspace, cc.color_range) == ("yuv420p", 6, 1)
     assert summary.config.batch_size == 3 and set(summary.stages) == {"decode", "stylize", "encode"}
     assert all(0 < t < summary.seconds for t in summary.stages.values())
 
@@ -150,6 +153,8 @@ def test_irregular_timestamps_and_an_odd_size_are_kept(tmp_path, model, style):
     run(model, style, tmp_path / "vfr.mkv", tmp_path / "out.mp4")
     out = read(tmp_path / "out.mp4")
     assert out["pts"] == [Fraction(t, 1000) for t in times] and (out["width"], out["height"]) == (63, 47)
+    run(model, style, tmp_path / "vfr.mkv", tmp_path / "out.mkv", codec="mpeg4")   # takes odd-sized yuv420p only
+    assert len(read(tmp_path / "out.mkv")["images"]) == len(times)
 
 
 def test_codec_and_container_are_selectable(tmp_path, model, style):
@@ -250,7 +255,8 @@ def test_flicker_is_the_ratio_of_frame_to_frame_changes():
 def test_rgb_to_yuv420p_is_what_ffmpegs_scaler_makes_of_the_rgb_frame():
     """The conversion done where the frames are (the GPU) against FFmpeg's scaler through PyAV (the reference) on
     fresh smooth pictures: luma within a level, chroma within a few (the scaler's chroma filter is not a plain
-    2 x 2 mean), the planes in PyAV's layout, and decoded back at least as close to the picture as the scaler's."""
+    2 x 2 mean), the planes in PyAV's layout, and decoded back at least as close to the picture as the scaler's;
+    odd sizes are refused."""
     import torch.nn.functional as F
     from mambast.video import rgb_to_yuv420p
     x = F.interpolate(torch.rand(2, 3, 6, 8), size=(H, W), mode="bilinear", align_corners=False)
@@ -265,6 +271,8 @@ def test_rgb_to_yuv420p_is_what_ffmpegs_scaler_makes_of_the_rgb_frame():
         back = [av.VideoFrame.from_ndarray(p, format="yuv420p").to_ndarray(format="rgb24") for p in (planes, want)]
         err = [np.abs(b.astype(int) - img.astype(int)).mean() for b in back]
         assert err[0] <= err[1] + 0.5
+    with pytest.raises(ValueError, match="even"):
+        rgb_to_yuv420p(x[:, :, :, 1:])
 
 
 def _junk(tmp):
