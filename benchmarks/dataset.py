@@ -79,7 +79,6 @@ def one_to_one(folder: Path, n: int, size: int) -> dict:
     return parts
 
 
-
 def ray_version() -> str | None:
     """Ray's version without importing it here (the commands under test do)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -87,6 +86,7 @@ def ray_version() -> str | None:
         return version("ray")
     except PackageNotFoundError:
         return None
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
