@@ -51,6 +51,15 @@ def smoothed(steps: list[int], values: list[float], window: int) -> list[float]:
     return out
 
 
+def write_csv(runs: list[list[dict]], path: Path, first_run: int = 1) -> None:
+    """All rows in one CSV: one column set for all (older logs may lack some) and the run each row came from."""
+    fields = ["run"] + list(dict.fromkeys(k for run in runs for r in run for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows({"run": first_run + i, **r} for i, run in enumerate(runs) for r in run)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("logs", nargs="+", type=Path)
@@ -61,11 +70,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.window < 1:
         ap.error("--window must be at least 1")
+    runs = read_runs(args.logs)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = read_runs(args.logs)
     rows = [r for run in runs for r in run]
     steps = [int(r["step"]) for r in rows]
     fig, axes = plt.subplots(1, len(TERMS), figsize=(3.2 * len(TERMS), 2.8), constrained_layout=True)
@@ -79,12 +88,8 @@ def main(argv=None) -> int:
     fig.suptitle(f"training losses (mean over {args.window} steps; dashed: a run continues)", fontsize=10)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out} ({len(rows)} rows, steps {steps[0]}-{steps[-1]}, {len(runs)} run(s))")
-    if args.csv:   # one column set for all (older logs may lack some), and which run each row came from
-        fields = ["run"] + list(dict.fromkeys(k for r in rows for k in r))
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, restval="")
-            w.writeheader()
-            w.writerows({"run": args.first_run + i, **r} for i, run in enumerate(runs) for r in run)
+    if args.csv:
+        write_csv(runs, args.csv, args.first_run)
         print(f"wrote {args.csv}")
     return 0
 

@@ -74,34 +74,42 @@ def test_packaging_chains_runs_and_refuses_a_gap():
         pkg.training_record({"step": 300, "train_config": {"batch_size": 8, "init_step": 200}}, None, first["runs"])
 
 
-def test_training_log_of_several_runs_is_one_log_and_one_picture(tmp_path):
-    """scripts/plot_training_log.py: a continued run's rows follow the earlier run's; where it restarted from an
-    older step its rows replace the earlier run's; the curve is the mean over the window; a file that is not a
-    trainer log is refused."""
-    import csv
+def _plot_script():
     import importlib.util
-    import random
     from pathlib import Path
-
-    import pytest
-    pytest.importorskip("matplotlib")
     path = Path(__file__).resolve().parents[1] / "scripts" / "plot_training_log.py"
     spec = importlib.util.spec_from_file_location("plot_training_log", path)
     plot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plot)
-    cols = ["step", *plot.TERMS, "lr"]
-    logs = []
-    for i, steps in enumerate([range(10, 110, 10), range(90, 210, 10)]):   # the second run repeats 90 and 100
-        logs.append(tmp_path / f"run{i}.csv")
-        with open(logs[-1], "w", newline="") as f:
+    return plot
+
+
+def _logs(tmp_path, terms, runs):
+    import csv
+    import random
+    paths = []
+    for i, steps in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.csv")
+        with open(paths[-1], "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(cols)
-            w.writerows([s, *(random.random() for _ in plot.TERMS), 1e-4] for s in steps)
-    assert plot.main([str(p) for p in logs] + ["--out", str(tmp_path / "loss.png"), "--csv", str(tmp_path / "all.csv"),
-                                               "--window", "30"]) == 0
+            w.writerow(["step", *terms, "lr"])
+            w.writerows([s, *(random.random() for _ in terms), 1e-4] for s in steps)
+    return paths
+
+
+def test_training_log_of_several_runs_is_one_log(tmp_path):
+    """scripts/plot_training_log.py: a continued run's rows follow the earlier run's; where it restarted from an
+    older step its rows replace the earlier run's; the curve is the mean over the window; a file that is not a
+    trainer log is refused."""
+    import csv
+
+    import pytest
+    plot = _plot_script()
+    logs = _logs(tmp_path, plot.TERMS, [range(10, 110, 10), range(90, 210, 10)])   # the second redoes 90, 100
+    plot.write_csv(plot.read_runs(logs), tmp_path / "all.csv", first_run=2)
     rows = list(csv.DictReader(open(tmp_path / "all.csv")))
-    assert [int(r["step"]) for r in rows] == list(range(10, 210, 10)) and (tmp_path / "loss.png").stat().st_size > 0
-    assert [r["run"] for r in rows] == ["1"] * 8 + ["2"] * 12    # steps 90 and 100 from the run that replaced them
+    assert [int(r["step"]) for r in rows] == list(range(10, 210, 10))
+    assert [r["run"] for r in rows] == ["2"] * 8 + ["3"] * 12    # steps 90 and 100 from the run that redid them
     steps, values = [int(r["step"]) for r in rows], [float(r["total"]) for r in rows]
     want = [sum(v for s2, v in zip(steps, values) if s - 30 < s2 <= s) / sum(1 for s2 in steps if s - 30 < s2 <= s)
             for s in steps]
@@ -109,3 +117,12 @@ def test_training_log_of_several_runs_is_one_log_and_one_picture(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="not a trainer log"):
         plot.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path / "x.png")])
+
+
+def test_training_log_picture(tmp_path):
+    import pytest
+    pytest.importorskip("matplotlib")
+    plot = _plot_script()
+    logs = _logs(tmp_path, plot.TERMS, [range(10, 110, 10), range(110, 210, 10)])
+    assert plot.main([str(p) for p in logs] + ["--out", str(tmp_path / "loss.png")]) == 0
+    assert (tmp_path / "loss.png").stat().st_size > 0
