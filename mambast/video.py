@@ -145,7 +145,7 @@ def rgb_to_yuv420p(rgb):
     u = 128 + 224 * (-0.168736 * r - 0.331264 * g + 0.5 * bl)
     v = 128 + 224 * (0.5 * r - 0.418688 * g - 0.081312 * bl)
     planes = torch.cat([p.reshape(b, -1) for p in (y, u, v)], dim=1)
-    return planes.round_().clamp_(0, 255).to(torch.uint8).reshape(b, h * 3 // 2, w)
+    return planes.round_().to(torch.uint8).reshape(b, h * 3 // 2, w)   # within 16..240 from inputs in [0, 1]
 
 
 # ------------------------------------------------------------------------------------------- the stages

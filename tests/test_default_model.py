@@ -53,15 +53,19 @@ def test_default_model_records_its_training():
     assert record["batch_size"] == runs[-1]["batch_size"] and record["git_commit"] == runs[-1]["git_commit"]
 
 
-def test_packaging_chains_runs_and_refuses_a_gap():
+def _script(name: str):
+    """A maintainers' script from scripts/ (not a package) as a module."""
     import importlib.util
     from pathlib import Path
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
+
+def test_packaging_chains_runs_and_refuses_a_gap():
     import pytest
-    path = Path(__file__).resolve().parents[1] / "scripts" / "package_default_model.py"
-    spec = importlib.util.spec_from_file_location("package_default_model", path)
-    pkg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pkg)
+    pkg = _script("package_default_model")
     first = pkg.training_record({"step": 100, "train_config": {"batch_size": 8, "vgg": "/a/b/vgg.safetensors"}}, "abc")
     assert first["samples_seen"] == 800 and first["runs"][0]["train_config"]["vgg"] == "vgg.safetensors"
     second = pkg.training_record({"step": 150, "world_size": 2, "train_config": {"batch_size": 4, "init_step": 100}},
@@ -72,16 +76,6 @@ def test_packaging_chains_runs_and_refuses_a_gap():
         pkg.training_record({"step": 150, "train_config": {"batch_size": 8, "init_step": 100}})
     with pytest.raises(ValueError, match="end at step 100"):
         pkg.training_record({"step": 300, "train_config": {"batch_size": 8, "init_step": 200}}, None, first["runs"])
-
-
-def _plot_script():
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "plot_training_log.py"
-    spec = importlib.util.spec_from_file_location("plot_training_log", path)
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
-    return plot
 
 
 def _logs(tmp_path, terms, runs):
@@ -104,7 +98,7 @@ def test_training_log_of_several_runs_is_one_log(tmp_path):
     import csv
 
     import pytest
-    plot = _plot_script()
+    plot = _script("plot_training_log")
     logs = _logs(tmp_path, plot.TERMS, [range(10, 110, 10), range(90, 210, 10)])   # the second redoes 90, 100
     plot.write_csv(plot.read_runs(logs), tmp_path / "all.csv", first_run=2)
     rows = list(csv.DictReader(open(tmp_path / "all.csv")))
@@ -122,7 +116,7 @@ def test_training_log_of_several_runs_is_one_log(tmp_path):
 def test_training_log_picture(tmp_path):
     import pytest
     pytest.importorskip("matplotlib")
-    plot = _plot_script()
+    plot = _script("plot_training_log")
     logs = _logs(tmp_path, plot.TERMS, [range(10, 110, 10), range(110, 210, 10)])
     assert plot.main([str(p) for p in logs] + ["--out", str(tmp_path / "loss.png")]) == 0
     assert (tmp_path / "loss.png").stat().st_size > 0
