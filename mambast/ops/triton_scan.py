@@ -41,9 +41,9 @@ Backward (tiles of CHUNK steps; time in registers, the state across lanes). With
     dx_t       = d dt_t sigmoid(x_t) = d delta_raw[p_t];         d delta_bias += sum_{batch, t} dx_t
 
 A backward program walks its order's tiles last to first: it reloads the saved state entering the
-tile, recomputes the tile's h_t with the forward scan, computes a_{t+1} from the next step's delta
-and runs the scan for g_t on the time-flipped tile (the carry g from the later tile enters at its
-last step). a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do
+tile, recomputes the tile's h_t with the forward scan, and runs the scan for g_t on the time-flipped
+tile with the same decays a_t, each applied on the way from t to t - 1 (`_compose_carried`; the carry
+g and the first a of the later tile enter at its last step), so no a_{t+1} is computed again. a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do
 this with the same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states]
 tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
 scans inside the thread; training at 256² crops, where it is faster). Both flip the tile for the reverse
@@ -175,6 +175,14 @@ def _compose(a1, b1, a2, b2):
 
 
 @triton.jit
+def _compose_carried(q1, l1, s1, q2, l2, s2):
+    # s_i = b_i + a_{i-1} s_{i-1}: each step's factor a applies on the way to the next step, so a run of steps
+    # is (q: product of its factors but the last, l: the last factor, s: its value from a zero carry)
+    ql = q2 * l1
+    return q1 * ql, l2, s2 + ql * s1
+
+
+@triton.jit
 def _softplus(x):
     # torch's softplus (threshold 20) with an accurate log1p(z) = log(1 + z) * z / ((1 + z) - 1). Compiled, it
     # uses the hardware's approximate log2 and division (relative error ~1e-7; the IEEE-exact versions take
@@ -263,17 +271,14 @@ def _bwd_bases(u_ptr, delta_ptr, B_ptr, C_ptr, gy_ptr, states_ptr, du_ptr, ddelt
 @triton.jit
 def _bwd_channel_rows(c, live, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d,
                       CHUNK: tl.constexpr):
-    """Backward tile c (all masked unless `live`): positions p, masks of steps t and t + 1, and the [T, BD] rows
-    of u, raw delta at t and at t + 1, and gy."""
+    """Backward tile c (all masked unless `live`): positions p, the mask of steps, and the [T, BD] rows of u, raw
+    delta and gy."""
     p, t_ok = _steps(c * CHUNK, k, L, H, W, CHUNK)
-    p1, t1_ok = _steps(c * CHUNK + 1, k, L, H, W, CHUNK)                                 # steps t + 1
     t_ok = t_ok & live
-    t1_ok = t1_ok & live
     u = _rows(u_base, p, su_l, d, su_d, t_ok[:, None] & d_ok[None, :])
     x = _rows(dl_base, p, sd_l, d, sd_d, t_ok[:, None] & d_ok[None, :])
-    x1 = _rows(dl_base, p1, sd_l, d, sd_d, t1_ok[:, None] & d_ok[None, :])
     gy = _rows(gy_base, p, sg_l, d, sg_d, t_ok[:, None] & d_ok[None, :])
-    return p, t_ok, t1_ok, u, x, x1, gy
+    return p, t_ok, u, x, gy
 
 
 @triton.jit
@@ -416,18 +421,19 @@ def _scan_bwd_kernel(
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
-    p, t_ok, t1_ok, u, x, x1, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
+    p, t_ok, u, x, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
                                                      su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                            # [T, NI, NL]
     Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)                            # [T, NI, NL]
     h_in = tl.load(st_base + c * Dm * N, mask=nd_ok, other=0.0)                         # [NI, BD, NL]
     g_next = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)   # g at the step after the tile
+    a_next = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)   # a at the step after the tile
     dA_acc = tl.zeros([NI, BLOCK_D, N_LANES], dtype=tl.float32)
     dD_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)     # summed over rows after the loop
     dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
     while c >= 0:
         more = c > 0                                                  # is there a tile c - 1?
-        p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx = _bwd_channel_rows(
+        p_nx, t_ok_nx, u_nx, x_nx, gy_nx = _bwd_channel_rows(
             c - 1, more, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
         B_nx = _state_rows(B_base, p_nx, sB_l, nt, sB_n, t_ok_nx, nt_ok)
         C_nx = _state_rows(C_base, p_nx, sC_l, nt, sC_n, t_ok_nx, nt_ok)
@@ -446,16 +452,18 @@ def _scan_bwd_kernel(
         tl.atomic_add(dC_base + p[:, None, None] * N + nt, dC, mask=tn_ok, sem="relaxed")
         ah = hs - bx                                                                        # a_t h_{t-1}
 
-        # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
-        # at the last row (a_{t+1} past the end is exp(0) = 1 and multiplies g_L = 0)
-        dt1 = tl.where(t1_ok[:, None] & d_ok[None, :], _softplus(x1 + bias[None, :]), 0.0)
-        a1 = tl.exp2(dt1[:, None, :, None] * A2[None, :, :, :])                             # a_{t+1}
+        # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering at the
+        # last row (a_next: that tile's a at its first row; anything multiplies g_L = 0). Each a_t applies on
+        # the way from t to t - 1, so the tile's own decays serve and no a_{t+1} is computed
         gC = gy[:, None, :, None] * Ct[:, :, None, :]
-        gC = tl.where(last, gC + a1 * g_next[None, :, :, :], gC)
+        gC = tl.where(last, gC + a_next[None, :, :, :] * g_next[None, :, :, :], gC)
         # not reverse=True (compiled, it gave wrong gradients; see the module docstring): flip, scan, flip back
-        _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
+        ra = tl.flip(a, 0)
+        _, _, g = tl.associative_scan((tl.full(ra.shape, 1.0, tl.float32), ra, tl.flip(gC, 0)), 0,
+                                      _compose_carried)
         g = tl.flip(g, 0)                                                                   # g_t
         g_next = tl.sum(tl.where(first, g, 0.0), axis=0)
+        a_next = tl.sum(tl.where(first, a, 0.0), axis=0)
 
         gB = tl.sum(tl.sum(g * Bt[:, :, None, :], axis=1), axis=2)                         # <g_t, B_t> [T, BD]
         dB = tl.sum(g * dtu[:, None, :, None], axis=2)                                      # [T, NI, NL]
@@ -470,7 +478,7 @@ def _scan_bwd_kernel(
         dD_acc += gy * u
         dbias_acc += dx
 
-        p, t_ok, t1_ok, u, x, x1, gy, Bt, Ct = p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx, B_nx, C_nx
+        p, t_ok, u, x, gy, Bt, Ct = p_nx, t_ok_nx, u_nx, x_nx, gy_nx, B_nx, C_nx
         h_in = h_in_nx
         c -= 1
 
@@ -512,18 +520,19 @@ def _scan_bwd_kernel_3d(
 
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
-    p, t_ok, t1_ok, u, x, x1, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
+    p, t_ok, u, x, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
                                                      su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     h_in = tl.load(st_base + c * Dm * N, mask=dn_ok, other=0.0)                         # [BD, BN]
     g_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)   # g at the step after the tile
+    a_next = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)   # a at the step after the tile
     dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dD_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)     # summed over rows after the loop
     dbias_acc = tl.zeros([CHUNK, BLOCK_D], dtype=tl.float32)
     while c >= 0:
         more = c > 0                                                  # is there a tile c - 1?
-        p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx = _bwd_channel_rows(
+        p_nx, t_ok_nx, u_nx, x_nx, gy_nx = _bwd_channel_rows(
             c - 1, more, k, L, H, W, u_base, dl_base, gy_base, d, d_ok, su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
         B_nx = _rows(B_base, p_nx, sB_l, n, sB_n, t_ok_nx[:, None] & n_ok[None, :])
         C_nx = _rows(C_base, p_nx, sC_l, n, sC_n, t_ok_nx[:, None] & n_ok[None, :])
@@ -543,15 +552,15 @@ def _scan_bwd_kernel_3d(
         tl.atomic_add(dC_base + p[:, None] * N + n[None, :], dC, mask=tn_ok, sem="relaxed")
         ah = hs - bx                                                                        # a_t h_{t-1}
 
-        # g_t = gy_t C_t + a_{t+1} g_{t+1}: a reverse scan with the carry from the later tile entering
-        # at the last row (a_{t+1} past the end is exp(0) = 1 and multiplies g_L = 0)
-        dt1 = tl.where(t1_ok[:, None] & d_ok[None, :], _softplus(x1 + bias[None, :]), 0.0)
-        a1 = tl.exp2(dt1[:, :, None] * A2[None, :, :])                                      # a_{t+1}
+        # g_t = gy_t C_t + a_{t+1} g_{t+1}, as in _scan_bwd_kernel
         gC = gy[:, :, None] * Ct[:, None, :]
-        gC = tl.where((rows == CHUNK - 1)[:, None, None], gC + a1 * g_next[None, :, :], gC)
-        _, g = tl.associative_scan((tl.flip(a1, 0), tl.flip(gC, 0)), 0, _compose)
+        gC = tl.where((rows == CHUNK - 1)[:, None, None], gC + a_next[None, :, :] * g_next[None, :, :], gC)
+        ra = tl.flip(a, 0)
+        _, _, g = tl.associative_scan((tl.full(ra.shape, 1.0, tl.float32), ra, tl.flip(gC, 0)), 0,
+                                      _compose_carried)
         g = tl.flip(g, 0)                                                                   # g_t [T, BD, BN]
         g_next = tl.sum(tl.where((rows == 0)[:, None, None], g, 0.0), axis=0)
+        a_next = tl.sum(tl.where((rows == 0)[:, None, None], a, 0.0), axis=0)
 
         gB = tl.sum(g * Bt[:, None, :], axis=2)                                            # <g_t, B_t> [T, BD]
         dB = tl.sum(g * dtu[:, :, None], axis=1)                                           # [T, BN]
@@ -566,7 +575,7 @@ def _scan_bwd_kernel_3d(
         dD_acc += gy * u
         dbias_acc += dx
 
-        p, t_ok, t1_ok, u, x, x1, gy, Bt, Ct = p_nx, t_ok_nx, t1_ok_nx, u_nx, x_nx, x1_nx, gy_nx, B_nx, C_nx
+        p, t_ok, u, x, gy, Bt, Ct = p_nx, t_ok_nx, u_nx, x_nx, gy_nx, B_nx, C_nx
         h_in = h_in_nx
         c -= 1
 
