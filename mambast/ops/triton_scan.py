@@ -43,9 +43,9 @@ Backward (tiles of CHUNK steps; time in registers, the state across lanes). With
 A backward program walks its order's tiles last to first: it reloads the saved state entering the
 tile, recomputes the tile's h_t with the forward scan, and runs the scan for g_t on the time-flipped
 tile with the same decays a_t, each applied on the way from t to t - 1 (`_compose_carried`; the carry
-g and the first a of the later tile enter at its last step), so no a_{t+1} is computed again. a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do
-this with the same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states]
-tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
+g and the first a of the later tile enter at its last step), so no a_{t+1} is computed again.
+a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do this with the
+same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states] tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
 scans inside the thread; training at 256² crops, where it is faster). Both flip the tile for the reverse
 scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
 non-commutative combine (the CPU interpreter's was right).
@@ -422,7 +422,7 @@ def _scan_bwd_kernel(
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
     p, t_ok, u, x, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
-                                                     su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
+                                          su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _state_rows(B_base, p, sB_l, nt, sB_n, t_ok, nt_ok)                            # [T, NI, NL]
     Ct = _state_rows(C_base, p, sC_l, nt, sC_n, t_ok, nt_ok)                            # [T, NI, NL]
     h_in = tl.load(st_base + c * Dm * N, mask=nd_ok, other=0.0)                         # [NI, BD, NL]
@@ -521,7 +521,7 @@ def _scan_bwd_kernel_3d(
     # tiles are visited last to first; tile c's inputs are loaded while tile c + 1 is computed
     c = n_chunks - 1
     p, t_ok, u, x, gy = _bwd_channel_rows(c, True, k, L, H, W, u_base, dl_base, gy_base, d, d_ok,
-                                                     su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
+                                          su_l, su_d, sd_l, sd_d, sg_l, sg_d, CHUNK)
     Bt = _rows(B_base, p, sB_l, n, sB_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     Ct = _rows(C_base, p, sC_l, n, sC_n, t_ok[:, None] & n_ok[None, :])                 # [T, BN]
     h_in = tl.load(st_base + c * Dm * N, mask=dn_ok, other=0.0)                         # [BD, BN]
