@@ -40,15 +40,15 @@ Backward (tiles of CHUNK steps; time in registers, the state across lanes). With
     dD        += sum_{batch, t} gy_t u_t
     dx_t       = d dt_t sigmoid(x_t) = d delta_raw[p_t];         d delta_bias += sum_{batch, t} dx_t
 
-A backward program walks its order's tiles last to first: it reloads the saved state entering the
-tile, recomputes the tile's h_t with the forward scan, and runs the scan for g_t on the time-flipped
-tile with the same decays a_t, each applied on the way from t to t - 1 (`_compose_carried`; the carry
-g and the first a of the later tile enter at its last step), so no a_{t+1} is computed again.
-a_t h_{t-1} is taken as h_t - dt_t u_t B_t, so h_{t-1} is never needed. Two kernels do this with the
-same maths (`ScanKernelConfig.lanes_bwd`): `_scan_bwd_kernel_3d` on [steps, channels, states] tiles, and `_scan_bwd_kernel` in the forward's layout (time and states in each thread's registers, both
-scans inside the thread; training at 256² crops, where it is faster). Both flip the tile for the reverse
-scan rather than pass reverse=True to `tl.associative_scan`, whose compiled result was wrong for this
-non-commutative combine (the CPU interpreter's was right).
+A backward program walks its order's tiles last to first: it reloads the saved state entering the tile,
+recomputes the tile's h_t with the forward scan, and runs the scan for g_t on the time-flipped tile with the
+same decays a_t, each applied on the way from t to t - 1 (`_compose_carried`; the carry g and the first a of
+the later tile enter at its last step), so no a_{t+1} is computed again. a_t h_{t-1} is taken as h_t - dt_t
+u_t B_t, so h_{t-1} is never needed. Two kernels do this with the same maths (`ScanKernelConfig.lanes_bwd`):
+`_scan_bwd_kernel_3d` on [steps, channels, states] tiles, and `_scan_bwd_kernel` in the forward's layout (time
+and states in each thread's registers, both scans inside the thread; training at 256² crops, where it is
+faster). Both flip the tile for the reverse scan rather than pass reverse=True to `tl.associative_scan`, whose
+compiled result was wrong for this non-commutative combine (the CPU interpreter's was right).
 
 Merging and reductions (determinism). The forward's out is two float32 [Bt, L, Dm] buffers: orders 0 and
 1 add into the first, 2 and 3 into the second, with relaxed atomic adds, then the second is added to the
