@@ -6,8 +6,9 @@ CPU smoke test:  python benchmarks/train_parity.py --out DIR --config tiny --ste
 Runs `mambast.train.train` three times with one configuration and seed (model initialisation, data order,
 augmentation and dropout alike; data loaded in the main process): twice with the fast scan (Triton on CUDA, the
 fused CPU kernel on the CPU, whose backward is the reference's) and once under `mambast.ops.use_impl("ref")` (the
-reference scan, a Python loop over tokens: keep --crop small). The two fast runs show the noise floor (on CUDA the fused scan adds with atomics, so
-repeated runs differ in the last bits and drift apart); the reference run shows whether the fast path trains the
+reference scan, a Python loop over tokens: keep --crop small). The two fast runs show the noise floor (on CUDA the
+fused scan adds with atomics, so repeated runs differ in the last bits and drift apart); the reference run shows
+whether the fast path trains the
 same model. The loss network is a randomly initialised VGG-19 unless --vgg is given (parity, not quality).
 Writes DIR/train-parity.json: a header record, then per loss term the three curves (the log's mean of every
 --log-every steps) and the largest relative gap between them over the run's second half; DIR/train-parity.png
