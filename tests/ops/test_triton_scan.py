@@ -190,6 +190,33 @@ def test_exp2_on_fma_units_matches_exp2():
     assert torch.isposinf(y[:5]).all() and y[5].item() == 2.0 ** -125
 
 
+def test_carried_combine_is_associative():
+    """The backward's reverse scan combines runs of steps with `_compose_carried` (s_i = b_i + a_{i-1} s_{i-1}).
+    The interpreter's associative_scan folds left to right, so only the GPU would otherwise try other bracketings:
+    here every split of random runs (the combine's Python body, float64) gives the sequential recursion."""
+    combine = triton_scan._compose_carried.fn
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.rand(9, 5, generator=gen, dtype=torch.float64) + 0.1, torch.randn(9, 5, generator=gen,
+                                                                                   dtype=torch.float64)
+    want, s = [], torch.zeros(5, dtype=torch.float64)
+    for i in range(9):
+        s = b[i] + (a[i - 1] * s if i else 0.0)
+        want.append(s)
+
+    def run(lo, hi, cut):   # (q, l, s) of steps lo..hi-1, split where cut says
+        if hi - lo == 1:
+            return torch.ones(5, dtype=torch.float64), a[lo], b[lo]
+        mid = lo + 1 + cut[(lo, hi)] % (hi - lo - 1)
+        return combine(*run(lo, mid, cut), *run(mid, hi, cut))
+
+    for seed in range(20):
+        rng = torch.Generator().manual_seed(seed)
+        cut = {(lo, hi): int(torch.randint(0, 1000, (1,), generator=rng))
+               for lo in range(9) for hi in range(lo + 2, 10)}
+        for end in range(1, 10):
+            assert torch.allclose(run(0, end, cut)[2], want[end - 1], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("config", [None, dataclasses.replace(SMALL, lanes_fwd=1, fma_decays_fwd=4)],
                          ids=["default", "all-decays-on-fma"])
 def test_nan_step_size_gives_nan_where_the_reference_does(config):
