@@ -16,7 +16,8 @@ import csv
 import sys
 from pathlib import Path
 
-TERMS = ("total", "content", "style", "identity1", "identity2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mambast.train.trainer import LOG_TERMS as TERMS  # noqa: E402  (the loss columns the trainer logs)
 
 
 def read_runs(paths: list[Path]) -> list[list[dict]]:
