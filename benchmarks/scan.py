@@ -145,7 +145,8 @@ def check(scan, dtype, H, W, Dm=1024, N=16):
 
 # backward configurations in the forward's layout: (chunk = tile_fwd, channels per program, lanes per state, warps)
 TRAIN_SWEEP = ((4, 16, 2, 1), (4, 32, 2, 1), (4, 32, 2, 2), (4, 64, 2, 2), (4, 64, 2, 4), (4, 16, 4, 1),
-               (4, 32, 4, 2), (4, 32, 1, 1), (4, 16, 1, 1), (8, 16, 2, 1), (8, 32, 2, 2))
+               (4, 32, 4, 1), (4, 32, 4, 2), (4, 64, 4, 2), (4, 16, 8, 1), (4, 32, 8, 1), (4, 32, 1, 1),
+               (4, 16, 1, 1), (8, 16, 2, 1), (8, 32, 2, 2))
 
 
 def sweep_train(args, report, training_config, scan) -> bool:
