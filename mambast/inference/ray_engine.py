@@ -21,6 +21,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from ..errors import JobError, one_line, printable
