@@ -183,6 +183,15 @@ def _compose_carried(q1, l1, s1, q2, l2, s2):
 
 
 @triton.jit
+def _reverse_scan_g(a, gC):
+    # g_t = gC_t + a_{t+1} g_{t+1} along axis 0, a_t being step t's decay (applied on the way from t to t - 1).
+    # Not reverse=True (compiled, it gave wrong gradients; see the module docstring): flip, scan, flip back
+    ra = tl.flip(a, 0)
+    _, _, g = tl.associative_scan((tl.full(ra.shape, 1.0, tl.float32), ra, tl.flip(gC, 0)), 0, _compose_carried)
+    return tl.flip(g, 0)
+
+
+@triton.jit
 def _softplus(x):
     # torch's softplus (threshold 20) with an accurate log1p(z) = log(1 + z) * z / ((1 + z) - 1). Compiled, it
     # uses the hardware's approximate log2 and division (relative error ~1e-7; the IEEE-exact versions take
@@ -457,11 +466,7 @@ def _scan_bwd_kernel(
         # the way from t to t - 1, so the tile's own decays serve and no a_{t+1} is computed
         gC = gy[:, None, :, None] * Ct[:, :, None, :]
         gC = tl.where(last, gC + a_next[None, :, :, :] * g_next[None, :, :, :], gC)
-        # not reverse=True (compiled, it gave wrong gradients; see the module docstring): flip, scan, flip back
-        ra = tl.flip(a, 0)
-        _, _, g = tl.associative_scan((tl.full(ra.shape, 1.0, tl.float32), ra, tl.flip(gC, 0)), 0,
-                                      _compose_carried)
-        g = tl.flip(g, 0)                                                                   # g_t
+        g = _reverse_scan_g(a, gC)                                                          # g_t
         g_next = tl.sum(tl.where(first, g, 0.0), axis=0)
         a_next = tl.sum(tl.where(first, a, 0.0), axis=0)
 
@@ -555,10 +560,7 @@ def _scan_bwd_kernel_3d(
         # g_t = gy_t C_t + a_{t+1} g_{t+1}, as in _scan_bwd_kernel
         gC = gy[:, :, None] * Ct[:, None, :]
         gC = tl.where((rows == CHUNK - 1)[:, None, None], gC + a_next[None, :, :] * g_next[None, :, :], gC)
-        ra = tl.flip(a, 0)
-        _, _, g = tl.associative_scan((tl.full(ra.shape, 1.0, tl.float32), ra, tl.flip(gC, 0)), 0,
-                                      _compose_carried)
-        g = tl.flip(g, 0)                                                                   # g_t [T, BD, BN]
+        g = _reverse_scan_g(a, gC)                                                          # g_t [T, BD, BN]
         g_next = tl.sum(tl.where((rows == 0)[:, None, None], g, 0.0), axis=0)
         a_next = tl.sum(tl.where((rows == 0)[:, None, None], a, 0.0), axis=0)
 
