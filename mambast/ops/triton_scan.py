@@ -646,21 +646,59 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
     return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
 
 
+# The training forward and backward are opaque operators too. Traced into a compiled graph, the kernels' writes to
+# the saved states and to the atomically summed dB and dC went unseen: the states were dropped after the forward
+# and dB and dC stayed zero, which silently cut the style encoder off its gradients.
+@torch.library.custom_op("mambast::selective_scan_2d_fwd", mutates_args=())
+def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 D32: torch.Tensor, bias32: torch.Tensor, H: int, W: int,
+                 config: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """out and the saved states (float32, [Bt, 4, chunks, Dm, N])."""
+    return _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, ScanKernelConfig(*config), True)
+
+
+@_scan_fwd_op.register_fake
+def _(u, delta, A2, B, C, D32, bias32, H, W, config):
+    Bt, _, L, Dm = delta.shape
+    n_chunks = -(-L // ScanKernelConfig(*config).chunk)
+    f32 = torch.float32
+    return u.new_empty(u.shape, dtype=f32), u.new_empty((Bt, N_ORDERS, n_chunks, Dm, A2.shape[-1]), dtype=f32)
+
+
+@torch.library.custom_op("mambast::selective_scan_2d_bwd", mutates_args=())
+def _scan_bwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 D32: torch.Tensor, bias32: torch.Tensor, states: torch.Tensor, gy: torch.Tensor, H: int, W: int,
+                 config: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor, torch.Tensor]:
+    """du, ddelta, dB, dC, dA, dD, d delta_bias (see _launch_bwd)."""
+    return _launch_bwd(u, delta, A2, B, C, D32, bias32, states, gy, H, W, ScanKernelConfig(*config))
+
+
+@_scan_bwd_op.register_fake
+def _(u, delta, A2, B, C, D32, bias32, states, gy, H, W, config):
+    Bt, _, L, Dm = delta.shape
+    N, f32 = A2.shape[-1], torch.float32
+    return (u.new_empty((Bt, L, Dm), dtype=f32), delta.new_empty(delta.shape), u.new_empty(B.shape, dtype=f32),
+            u.new_empty(C.shape, dtype=f32), u.new_empty((N_ORDERS, Dm, N), dtype=f32),
+            u.new_empty((N_ORDERS, Dm), dtype=f32), u.new_empty((N_ORDERS, Dm), dtype=f32))
+
+
 class _SelectiveScan2D(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, H, W, cfg):
         A2, D32, bias32 = _inputs32(A, D, delta_bias)
-        out, states = _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, cfg, True)
+        config = list(astuple(cfg))
+        out, states = _scan_fwd_op(u, delta, A2, B, C, D32, bias32, H, W, config)
         ctx.save_for_backward(u, delta, A2, B, C, D32, bias32, states)
-        ctx.H, ctx.W, ctx.cfg = H, W, cfg
+        ctx.H, ctx.W, ctx.config = H, W, config
         ctx.dtypes = tuple(t.dtype for t in (u, delta, A, B, C, D, delta_bias))
         return out
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, A2, B, C, D32, bias32, states = ctx.saved_tensors
-        du, ddelta, dB, dC, dA, dD, dbias = _launch_bwd(u, delta, A2, B, C, D32, bias32, states, gy,
-                                                        ctx.H, ctx.W, ctx.cfg)
+        du, ddelta, dB, dC, dA, dD, dbias = _scan_bwd_op(u, delta, A2, B, C, D32, bias32, states, gy,
+                                                         ctx.H, ctx.W, ctx.config)
         grads = tuple(g.to(dt) if need else None for g, dt, need in
                       zip((du, ddelta, dA, dB, dC, dD, dbias), ctx.dtypes, ctx.needs_input_grad))
         return (*grads, None, None, None)
