@@ -304,7 +304,7 @@ def test_no_grad_forward_is_one_operator_that_compile_keeps_whole(monkeypatch):
         assert rel_err(compiled(*xs), 2.0 * want) < 1e-5
 
 
-def assert_compiled_training_scan_matches_reference(shape, config, seed):
+def assert_compiled_training_scan_matches_reference(shape, config, seed, dynamic=None):
     """The scan with gradients inside torch.compile (one graph): output and every input's gradient against autograd
     through the reference. Traced into the graph, the kernels' writes to the saved states and to dB and dC once went
     unseen: states dropped, dB and dC zero."""
@@ -312,7 +312,8 @@ def assert_compiled_training_scan_matches_reference(shape, config, seed):
     xs = make_inputs(*shape, seed=seed)
     torch.manual_seed(seed)
     gy = torch.randn(Bt, H * W, Dm, device=DEVICE)
-    compiled = torch.compile(lambda *a: selective_scan_2d_triton(*a, H, W, config=config) * 2.0, fullgraph=True)
+    compiled = torch.compile(lambda *a: selective_scan_2d_triton(*a, H, W, config=config) * 2.0, fullgraph=True,
+                             dynamic=dynamic)
     y, got = grads(compiled, xs, gy)
     y_ref, want = grads(lambda *a: selective_scan_2d_ref(*a, H, W) * 2.0, xs, gy)
     assert rel_err(y, y_ref) < 1e-5
@@ -323,6 +324,8 @@ def assert_compiled_training_scan_matches_reference(shape, config, seed):
 
 def test_training_scan_under_compile_keeps_its_states_and_every_gradient():
     assert_compiled_training_scan_matches_reference((2, 8, 4, 3, 4), SMALL, seed=7)
+    # symbolic sizes too, as a compiled model called at a second shape recompiles
+    assert_compiled_training_scan_matches_reference((3, 8, 4, 4, 5), SMALL, seed=8, dynamic=True)
 
 
 def test_strided_inputs_and_partial_requires_grad():
