@@ -654,6 +654,7 @@ def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torc
                  D32: torch.Tensor, bias32: torch.Tensor, H: int, W: int,
                  config: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """out and the saved states (float32, [Bt, 4, chunks, Dm, N])."""
+    A2, D32, bias32 = A2.contiguous(), D32.contiguous(), bias32.contiguous()   # the kernels assume these layouts
     return _launch_fwd(u, delta, A2, B, C, D32, bias32, H, W, ScanKernelConfig(*config), True)
 
 
@@ -671,6 +672,7 @@ def _scan_bwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torc
                  config: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                              torch.Tensor, torch.Tensor]:
     """du, ddelta, dB, dC, dA, dD, d delta_bias (see _launch_bwd)."""
+    A2, D32, bias32, states = A2.contiguous(), D32.contiguous(), bias32.contiguous(), states.contiguous()
     return _launch_bwd(u, delta, A2, B, C, D32, bias32, states, gy, H, W, ScanKernelConfig(*config))
 
 
