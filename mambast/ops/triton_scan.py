@@ -646,9 +646,9 @@ def _launch_bwd(u, delta, A2, B, C, D, bias, states, gy, H, W, cfg):
     return du, ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
 
 
-# The training forward and backward are opaque operators too. Traced into a compiled graph, the kernels' writes to
-# the saved states and to the atomically summed dB and dC went unseen: the states were dropped after the forward
-# and dB and dC stayed zero, which silently cut the style encoder off its gradients.
+# The training forward and backward are opaque operators too. Traced into a compiled graph (torch 2.11), the kernels'
+# saved states were not kept for the backward and dB and dC were lost, which silently cut the style encoder off
+# its gradients.
 @torch.library.custom_op("mambast::selective_scan_2d_fwd", mutates_args=())
 def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                  D32: torch.Tensor, bias32: torch.Tensor, H: int, W: int,
