@@ -33,6 +33,7 @@ CSV_COLUMNS = ("step",) + LOG_TERMS + ("lr", "it_per_s", "skipped_files", "elaps
 
 
 PROFILE_STEPS = 3   # steps recorded by --profile
+GRADIENT_WATCH_STEPS = 3   # first steps of a run in which every part of the model must receive some gradient
 
 
 def resolve_device(name: str, info: ddp.DistInfo) -> torch.device:
@@ -181,6 +182,10 @@ class Trainer:
         else:
             _seed_all(cfg.seed * 100_003 + self.dist.rank * 1009 + self.step + 1)
 
+        # parts (patch_embed, encoder_c, ...) not yet seen with a nonzero gradient, watched over the first steps
+        self._no_gradient_yet = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+        self._watch_steps = GRADIENT_WATCH_STEPS
+
         self.forward_model = model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -227,8 +232,25 @@ class Trainer:
             terms = self.loss_fn(content, style, out, icc, iss)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
+        if self._watch_steps:
+            self._check_every_part_gets_gradients()
         self.opt.step()
         return torch.stack([terms[k].detach().float() for k in LOG_TERMS])
+
+    def _check_every_part_gets_gradients(self) -> None:
+        """Over a run's first steps every part of the model must get a nonzero gradient once: a part that gets none
+        does not train, and the loss would not show it (a compiled step once cut the style encoder off silently)."""
+        sums: dict[str, torch.Tensor] = {}
+        for name, p in self.model.named_parameters():
+            part = name.split(".")[0]
+            if part in self._no_gradient_yet and p.grad is not None:
+                sums[part] = sums.get(part, 0) + p.grad.detach().float().abs().sum()
+        self._no_gradient_yet -= {part for part, total in sums.items() if total > 0}
+        self._watch_steps -= 1
+        if self._watch_steps == 0 and self._no_gradient_yet:
+            raise TrainError(f"no gradient reached {', '.join(sorted(self._no_gradient_yet))} in the first "
+                             f"{GRADIENT_WATCH_STEPS} steps, so it would not train"
+                             + (" (try without --compile)" if self.cfg.compile else ""))
 
     # ------------------------------------------------------------------ bookkeeping
     def _checkpoint(self) -> None:

@@ -217,6 +217,21 @@ def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
     assert "global batch changes from 2 to 3" in out.out + out.err
 
 
+def test_a_part_of_the_model_without_gradients_stops_the_run(tmp_path):
+    """A model part cut off from the loss (here the style encoder's output detached) trains nothing while the loss
+    still falls: the first steps check that every part gets a gradient."""
+    trainer = Trainer(config(tmp_path, "run"), vgg=tiny_vgg())
+    trainer._setup()
+    trainer.model.encoder_s.register_forward_hook(lambda module, args, out: out.detach())
+    c, s = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    for _ in range(2):
+        trainer.train_step(c, s)
+    with pytest.raises(TrainError, match="no gradient reached encoder_s in the first 3 steps"):
+        trainer.train_step(c, s)
+    for stream in (trainer.content, trainer.style):
+        stream.close()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_compiled_training_step_gives_the_eager_losses_and_gradients(tmp_path):
