@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks: the tests of the fused Triton selective scan, the step-size kernel, the fused convolutions, the
-# CUDA-graph pipeline and the default model on the GPU (gpu-marked ones included), then benchmarks/scan.py. Run on a
+# CUDA-graph pipeline and the default model on the GPU (gpu-marked ones included), a compiled training step's
+# gradients against the eager one's per model part (compile_check.py), then benchmarks/scan.py. Run on a
 # CUDA machine; logs and JSON go to the folder given (default out/gpu_checks).
 #   bash benchmarks/gpu_checks.sh [OUTPUT_DIR]
 # SWEEP=0 skips the tile-configuration sweep of the benchmark (about a minute of compiling).
@@ -31,6 +32,11 @@ fi
 echo "tests: exit $tests after $((SECONDS - start)) s"
 
 start=$SECONDS
+python benchmarks/compile_check.py --out "$out" 2>&1 | tee "$out/compile_check.log"
+compiled=${PIPESTATUS[0]}
+echo "compile check: exit $compiled after $((SECONDS - start)) s"
+
+start=$SECONDS
 sweep=()
 [ "${SWEEP:-1}" = 1 ] && sweep=(--sweep)
 python benchmarks/scan.py --out "$out" ${sweep[@]+"${sweep[@]}"} 2>&1 | tee "$out/bench_scan.log"
@@ -38,5 +44,6 @@ bench=${PIPESTATUS[0]}
 echo "benchmark: exit $bench after $((SECONDS - start)) s"
 
 verdict() { [ "$1" = 0 ] && echo passed || echo FAILED; }
-echo "summary: tests $(verdict $tests), benchmark correctness checks $(verdict $bench); logs and JSON in $out"
-[ "$tests" = 0 ] && [ "$bench" = 0 ]
+echo "summary: tests $(verdict $tests), compiled training gradients $(verdict $compiled), benchmark correctness" \
+     "checks $(verdict $bench); logs and JSON in $out"
+[ "$tests" = 0 ] && [ "$compiled" = 0 ] && [ "$bench" = 0 ]
