@@ -33,7 +33,7 @@ CSV_COLUMNS = ("step",) + LOG_TERMS + ("lr", "it_per_s", "skipped_files", "elaps
 
 
 PROFILE_STEPS = 3   # steps recorded by --profile
-GRADIENT_WATCH_STEPS = 3   # first steps of a run in which every part of the model must receive some gradient
+GRADIENT_WATCH_STEPS = 10   # first steps of a run in which every part of the model must receive some gradient
 
 
 def resolve_device(name: str, info: ddp.DistInfo) -> torch.device:
@@ -239,17 +239,23 @@ class Trainer:
 
     def _check_every_part_gets_gradients(self) -> None:
         """Over a run's first steps every part of the model must get a nonzero gradient once: a part that gets none
-        does not train, and the loss would not show it (a compiled step once cut the style encoder off silently)."""
+        does not train, and the loss would not show it (a compiled step once cut the style encoder off silently).
+        Watched for up to GRADIENT_WATCH_STEPS steps, so that DropPath cannot cut a part off in all of them."""
         sums: dict[str, torch.Tensor] = {}
         for name, p in self.model.named_parameters():
             part = name.split(".")[0]
             if part in self._no_gradient_yet and p.grad is not None:
                 sums[part] = sums.get(part, 0) + p.grad.detach().float().abs().sum()
-        self._no_gradient_yet -= {part for part, total in sums.items() if total > 0}
+        # != 0: a NaN gradient counts as reached (the non-finite loss check names that failure)
+        self._no_gradient_yet -= {part for part, total in sums.items() if total != 0}
         self._watch_steps -= 1
-        if self._watch_steps == 0 and self._no_gradient_yet:
-            raise TrainError(f"no gradient reached {', '.join(sorted(self._no_gradient_yet))} in the first "
-                             f"{GRADIENT_WATCH_STEPS} steps, so it would not train"
+        if not self._no_gradient_yet:
+            self._watch_steps = 0
+        elif self._watch_steps == 0:
+            missing = sorted(self._no_gradient_yet)
+            last = self.step + 1
+            raise TrainError(f"no gradient reached {', '.join(missing)} in steps {last - GRADIENT_WATCH_STEPS + 1}-"
+                             f"{last}: {'it' if len(missing) == 1 else 'they'} would not train"
                              + (" (try without --compile)" if self.cfg.compile else ""))
 
     # ------------------------------------------------------------------ bookkeeping

@@ -217,19 +217,26 @@ def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
     assert "global batch changes from 2 to 3" in out.out + out.err
 
 
-def test_a_part_of_the_model_without_gradients_stops_the_run(tmp_path):
-    """A model part cut off from the loss (here the style encoder's output detached) trains nothing while the loss
-    still falls: the first steps check that every part gets a gradient."""
+@pytest.mark.parametrize("cut", [lambda out: out.detach(), lambda out: out * 0], ids=["no-gradient", "zero-gradient"])
+def test_a_part_of_the_model_without_gradients_stops_the_run(tmp_path, cut):
+    """A model part cut off from the loss (here the style encoder's output detached, or multiplied by 0: gradients
+    of zeros, as the broken compiled step gave) trains nothing while the loss still falls: the first steps check
+    that every part gets a gradient."""
+    from mambast.train.trainer import GRADIENT_WATCH_STEPS
     trainer = Trainer(config(tmp_path, "run"), vgg=tiny_vgg())
     trainer._setup()
-    trainer.model.encoder_s.register_forward_hook(lambda module, args, out: out.detach())
-    c, s = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    for _ in range(2):
-        trainer.train_step(c, s)
-    with pytest.raises(TrainError, match="no gradient reached encoder_s in the first 3 steps"):
-        trainer.train_step(c, s)
-    for stream in (trainer.content, trainer.style):
-        stream.close()
+    try:
+        trainer.model.encoder_s.register_forward_hook(lambda module, args, out: cut(out))
+        c, s = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+        for _ in range(GRADIENT_WATCH_STEPS - 1):
+            trainer.train_step(c, s)
+            trainer.step += 1
+        with pytest.raises(TrainError, match=f"no gradient reached encoder_s in steps 1-{GRADIENT_WATCH_STEPS}: it "
+                                             "would not train"):
+            trainer.train_step(c, s)
+    finally:
+        for stream in (trainer.content, trainer.style):
+            stream.close()
 
 
 @pytest.mark.gpu
