@@ -240,7 +240,7 @@ class Trainer:
     def _check_every_part_gets_gradients(self) -> None:
         """Over a run's first steps every part of the model must get a nonzero gradient once: a part that gets none
         does not train, and the loss would not show it (a compiled step once cut the style encoder off silently).
-        Watched for up to GRADIENT_WATCH_STEPS steps, so that DropPath cannot cut a part off in all of them."""
+        Watched for up to GRADIENT_WATCH_STEPS steps, so that DropPath is unlikely to cut a part off in all of them."""
         sums: dict[str, torch.Tensor] = {}
         for name, p in self.model.named_parameters():
             part = name.split(".")[0]
