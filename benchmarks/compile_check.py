@@ -36,6 +36,19 @@ def part_of(name: str) -> str:
     return ".".join(keys[:3]) if keys[0] in ("encoder_c", "encoder_s", "decoder") and len(keys) > 3 else keys[0]
 
 
+def is_off(row: dict) -> bool:
+    """A part whose compiled gradient is missing, zero or not finite where the eager one is not, or too far from it."""
+    if not row["eager_norm"]:
+        return False
+    if not row["compiled_norm"] or not math.isfinite(row["compiled_norm"]) or row["compiled_vs_eager"] is None:
+        return True
+    return not row["compiled_vs_eager"] <= max(OFF_FLOOR, 2 * (row["bf16_vs_fp32"] or 0) + 0.02)
+
+
+def fmt(v) -> str:
+    return f"{v:.3e}" if v is not None else "none"
+
+
 def allocated(device: torch.device) -> int:
     if device.type != "cuda":
         return 0
@@ -115,15 +128,11 @@ def main() -> int:
                "compiled_vs_eager": rel(k, e) if e is not None and k is not None else None,
                "bf16_vs_fp32": rel(e, fp32[part]) if e is not None and part in fp32 else None}
         rows.append(row)
-        fmt = lambda v: f"{v:.3e}" if v is not None else "none"
         print(f"{part:22s} {fmt(row['eager_norm']):>10s} {fmt(row['compiled_norm']):>10s} "
               f"{fmt(row['compiled_vs_eager']):>18s} {fmt(row['bf16_vs_fp32']):>19s}")
     launches = {} if dev.type != "cuda" else {"eager": scan_launches(model, model, c, s, w),
                                               "compiled": scan_launches(model, compiled_model, c, s, w)}
-    bad = [r["part"] for r in rows
-           if r["eager_norm"] and (not r["compiled_norm"] or r["compiled_vs_eager"] is None
-                                   or not math.isfinite(r["compiled_norm"])
-                                   or not r["compiled_vs_eager"] <= max(OFF_FLOOR, 2 * (r["bf16_vs_fp32"] or 0) + 0.02))]
+    bad = [r["part"] for r in rows if is_off(r)]
     if dev.type == "cuda":
         print(f"held between forward and backward: eager {held_eager:.2f} GiB, compiled {held_compiled:.2f} GiB")
         print(f"scan launches per step: {launches}")

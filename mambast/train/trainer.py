@@ -232,7 +232,7 @@ class Trainer:
             terms = self.loss_fn(content, style, out, icc, iss)
         self.opt.zero_grad(set_to_none=True)
         terms["total"].backward()
-        if self._watch_steps:
+        if self._watch_steps and self._no_gradient_yet:
             self._check_every_part_gets_gradients()
         self.opt.step()
         return torch.stack([terms[k].detach().float() for k in LOG_TERMS])
@@ -249,9 +249,7 @@ class Trainer:
         # != 0: a NaN gradient counts as reached (the non-finite loss check names that failure)
         self._no_gradient_yet -= {part for part, total in sums.items() if total != 0}
         self._watch_steps -= 1
-        if not self._no_gradient_yet:
-            self._watch_steps = 0
-        elif self._watch_steps == 0:
+        if self._watch_steps == 0 and self._no_gradient_yet:
             missing = sorted(self._no_gradient_yet)
             last = self.step + 1
             raise TrainError(f"no gradient reached {', '.join(missing)} in steps {last - GRADIENT_WATCH_STEPS + 1}-"
