@@ -1,17 +1,18 @@
 """Loss curves of the real trainer with the fast scan against the reference scan, from the same seed and data.
 
 Usage (repository root):
-    python benchmarks/train_parity.py --out DIR [--steps 200] [--crop 64] [--batch 4] [--config default]
+    python benchmarks/train_parity.py --out DIR [--steps 200] [--crop 64] [--batch 4] [--config default] [--compile]
 CPU smoke test:  python benchmarks/train_parity.py --out DIR --config tiny --steps 20 --crop 32 --batch 2
 Runs `mambast.train.train` three times with one configuration and seed (model initialisation, data order,
 augmentation and dropout alike; data loaded in the main process): twice with the fast scan (Triton on CUDA, the
 fused CPU kernel on the CPU, whose backward is the reference's) and once under `mambast.ops.use_impl("ref")` (the
-reference scan, a Python loop over tokens: keep --crop small). The two fast runs show the noise floor (on CUDA the
-fused scan adds with atomics, so repeated runs differ in the last bits and drift apart); the reference run shows
-whether the fast path trains the same model. The loss network is a randomly initialised VGG-19 unless --vgg is
+reference scan, a Python loop over tokens: keep --crop small); with --compile a fourth run, fast and through
+torch.compile as `mambast train --compile` runs. The two fast runs show the noise floor (on CUDA the fused scan
+adds with atomics, so repeated runs differ in the last bits and drift apart); the reference run shows whether the
+fast path trains the same model, and the compiled run whether the compiled step does. The loss network is a randomly initialised VGG-19 unless --vgg is
 given (parity, not quality).
 Writes DIR/train-parity.json: a header record, then per loss term the three curves (the log's mean of every
---log-every steps) and the largest relative gap between them over the run's second half; DIR/train-parity.png
+--log-every steps) and the largest relative gaps between them over the run's second half; DIR/train-parity.png
 plots them when matplotlib is installed. Exits 1 if a run failed.
 """
 
@@ -32,7 +33,8 @@ from mambast import ops  # noqa: E402
 from mambast.train import TrainConfig, train  # noqa: E402
 from mambast.train.trainer import LOG_TERMS  # noqa: E402
 
-RUNS = (("fast", "auto"), ("fast, again", "auto"), ("reference scan", "ref"))
+RUNS = (("fast", "auto", False), ("fast, again", "auto", False), ("reference scan", "ref", False))
+COMPILED = ("fast, compiled", "auto", True)
 
 
 def read_log(path: Path) -> dict[str, list[float]]:
@@ -76,6 +78,8 @@ def main() -> int:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--vgg", default="", help="VGG-19 weights (default: a random VGG-19, no download)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile", action="store_true",
+                    help="also a fast run through torch.compile (`mambast train --compile`)")
     ap.add_argument("--commit", default="", help="commit to record in the header (default: the checkout's)")
     args = ap.parse_args()
     if args.steps < 2 * args.log_every:
@@ -84,20 +88,20 @@ def main() -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     head = header(device, args.commit or None, steps=args.steps, crop=args.crop, batch=args.batch,
-                  config=args.config, vgg=args.vgg or "random VGG-19")
+                  config=args.config, vgg=args.vgg or "random VGG-19", compiled_run=args.compile)
     curves, failed = {}, False
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         side = max(args.crop + args.crop // 2, 48)
         make_images(work / "content", 16, side, 0)
         make_images(work / "style", 16, side, 1)
-        for name, impl in RUNS:
+        for name, impl, with_compile in RUNS + ((COMPILED,) if args.compile else ()):
             out = work / name.replace(", ", "-").replace(" ", "-")
             cfg = TrainConfig(content=str(work / "content"), style=str(work / "style"), out=str(out),
                               size=side, crop=args.crop, batch_size=args.batch, steps=args.steps,
                               log_every=args.log_every, ckpt_every=0, sample_every=0, progress=False,
                               print_every=10 ** 9, workers=0, seed=0, config=args.config, vgg=args.vgg,
-                              device=device)
+                              device=device, compile=with_compile)
             vgg = None
             if not args.vgg:
                 from mambast.networks.vgg import VGG19Features
@@ -112,7 +116,7 @@ def main() -> int:
                 continue
             curves[name] = read_log(out / "log.csv")
     records = [{"header": head}]
-    fast, again, ref = (curves.get(name) for name, _ in RUNS)
+    fast, again, ref, compiled = (curves.get(name) for name, _, _ in RUNS + (COMPILED,))
     for term in LOG_TERMS:
         rec = {"term": term, "curves": {name: log[term] for name, log in curves.items()},
                "steps": (fast or ref or {"step": []})["step"]}
@@ -120,10 +124,13 @@ def main() -> int:
             rec["gap_fast_vs_fast"] = largest_gap(again[term], fast[term])
         if fast and ref:
             rec["gap_fast_vs_reference"] = largest_gap(fast[term], ref[term])
+        if compiled and fast:
+            rec["gap_compiled_vs_fast"] = largest_gap(compiled[term], fast[term])
+        if compiled and ref:
+            rec["gap_compiled_vs_reference"] = largest_gap(compiled[term], ref[term])
         records.append(rec)
-        print(f"{term:>10}: fast vs fast {rec.get('gap_fast_vs_fast', float('nan')):.2e}, "
-              f"fast vs reference {rec.get('gap_fast_vs_reference', float('nan')):.2e} "
-              "(largest relative gap, second half)")
+        print(f"{term:>10}: " + ", ".join(f"{key[4:].replace('_', ' ')} {rec[key]:.2e}" for key in rec
+                                           if key.startswith("gap_")) + " (largest relative gap, second half)")
     write_json(args.out / "train-parity.json", records)
     note = plot(curves, args.out / "train-parity.png") if curves else None
     if note:
