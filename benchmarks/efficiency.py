@@ -42,7 +42,7 @@ MIN_SLOW_RUNS = 5
 CASE_BUDGET_S = 6.0     # timed seconds aimed at per slow case
 REF_SCAN_RES = (256, 512)   # the reference scan loops over tokens in Python: only these sizes (batch 1)
 REF_SCAN_RUNS = 3
-DEFAULT_ANCHORS = REPO / ".." / "shared" / "anchors" / "authors-code-h100.json"
+DEFAULT_ANCHORS = REPO / "benchmarks" / "anchors" / "authors-code-h100.json"   # the authors' code, measured on one H100
 ANCHOR_ROWS = {  # (anchor "what" prefix, dtype) -> label used in the Markdown
     ("official test forward", "fp32"): "Mamba-ST official test forward, fp32",
     ("official test forward", "bf16"): "Mamba-ST official test forward, bf16 autocast",
