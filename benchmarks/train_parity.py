@@ -9,9 +9,9 @@ fused CPU kernel on the CPU, whose backward is the reference's) and once under `
 reference scan, a Python loop over tokens: keep --crop small); with --compile a fourth run, fast and through
 torch.compile as `mambast train --compile` runs. The two fast runs show the noise floor (on CUDA the fused scan
 adds with atomics, so repeated runs differ in the last bits and drift apart); the reference run shows whether the
-fast path trains the same model, and the compiled run whether the compiled step does. The loss network is a randomly initialised VGG-19 unless --vgg is
-given (parity, not quality).
-Writes DIR/train-parity.json: a header record, then per loss term the three curves (the log's mean of every
+fast path trains the same model, and the compiled run whether the compiled step does. The loss network is a
+randomly initialised VGG-19 unless --vgg is given (parity, not quality).
+Writes DIR/train-parity.json: a header record, then per loss term the curves (the log's mean of every
 --log-every steps) and the largest relative gaps between them over the run's second half; DIR/train-parity.png
 plots them when matplotlib is installed. Exits 1 if a run failed.
 """
