@@ -589,6 +589,12 @@ def _scan_bwd_kernel_3d(
 
 # ---------------------------------------------------------------------------------------- autograd
 
+def _states_shape(delta, A2, cfg) -> tuple:
+    """[Bt, 4, chunks, Dm, N]: the states the training forward saves for the backward (real and fake operator)."""
+    Bt, _, L, Dm = delta.shape
+    return (Bt, N_ORDERS, triton.cdiv(L, cfg.chunk), Dm, A2.shape[-1])
+
+
 def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=True, **launch):
     """out [Bt, L, Dm] float32 (bitwise repeatable) and the states entering each backward chunk (a placeholder
     unless store_states).
@@ -599,7 +605,7 @@ def _launch_fwd(u, delta, A2, B, C, D, bias, H, W, cfg, store_states, softplus=T
     n_chunks = triton.cdiv(L, cfg.chunk)
     segments = 1 if store_states else cfg.segments_fwd    # the saved states need one program per order
     out, out2 = (torch.zeros(Bt, L, Dm, device=u.device, dtype=torch.float32) for _ in range(2))  # two orders each
-    states = torch.empty((Bt, N_ORDERS, n_chunks, Dm, N) if store_states else (1,), device=u.device,
+    states = torch.empty(_states_shape(delta, A2, cfg) if store_states else (1,), device=u.device,
                          dtype=torch.float32)
     summaries = torch.empty((Bt, N_ORDERS, segments, 2, Dm, N) if segments > 1 else (1,), device=u.device,
                             dtype=torch.float32)
@@ -660,10 +666,8 @@ def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A2: torch.Tensor, B: torc
 
 @_scan_fwd_op.register_fake
 def _(u, delta, A2, B, C, D32, bias32, H, W, config):
-    Bt, _, L, Dm = delta.shape
-    n_chunks = -(-L // ScanKernelConfig(*config).chunk)
     f32 = torch.float32
-    return u.new_empty(u.shape, dtype=f32), u.new_empty((Bt, N_ORDERS, n_chunks, Dm, A2.shape[-1]), dtype=f32)
+    return u.new_empty(u.shape, dtype=f32), u.new_empty(_states_shape(delta, A2, ScanKernelConfig(*config)), dtype=f32)
 
 
 @torch.library.custom_op("mambast::selective_scan_2d_bwd", mutates_args=())
