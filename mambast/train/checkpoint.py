@@ -111,6 +111,27 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
+SET_ASIDE = "set-aside"   # in a checkpoint folder: checkpoints past the step a run resumed from
+
+
+def set_aside_later_checkpoints(folder: Path, step: int) -> list[Path]:
+    """Move the checkpoints of `folder` past `step` into folder/set-aside/ and return their new paths: a run resumed
+    from `step` writes its own later ones, and pruning by step number would otherwise delete the new ones (or keep a
+    damaged newer file) while a later --resume picked the abandoned run's."""
+    later = [p for p in list_checkpoints(folder) if int(_NAME.match(p.name).group(1)) > step]
+    moved = []
+    for p in later:
+        dest = Path(folder) / SET_ASIDE / p.name
+        dest.parent.mkdir(exist_ok=True)
+        n = 1
+        while dest.exists():   # set aside before: keep both
+            dest = dest.with_name(f"{p.stem}.{n}{p.suffix}")
+            n += 1
+        p.replace(dest)
+        moved.append(dest)
+    return moved
+
+
 def _integer(v, least: int = 0) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= least
 

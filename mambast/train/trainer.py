@@ -23,7 +23,8 @@ import torch.nn as nn
 from ..atomic import atomic_write
 from . import ddp
 from .checkpoint import (RUN_CONFIG, checkpoint_name, list_checkpoints, load_checkpoint, newest_valid_checkpoint,
-                         prune_checkpoints, recorded_model_config, rng_state, save_checkpoint, set_rng_state)
+                         prune_checkpoints, recorded_model_config, rng_state, save_checkpoint,
+                         set_aside_later_checkpoints, set_rng_state)
 from .config import TrainConfig, TrainError, model_config
 from .data import ImageStream, TrainImages, find_images, fixed_batch
 from .losses import TERMS, StyleTransferLoss
@@ -150,6 +151,9 @@ class Trainer:
                 group["lr"] = cfg.lr
             self.step = int(ckpt["step"])
             seen = dict(ckpt["data"]["seen"])
+            if self.dist.is_main and (moved := set_aside_later_checkpoints(self.ckpt_dir, self.step)):
+                self._say(f"moved {len(moved)} checkpoint(s) past step {self.step} to {moved[0].parent} (kept, not "
+                          "resumed): this run writes its own")
             old_world = int(ckpt.get("world_size", self.dist.world_size))
             old_batch = int(ckpt.get("train_config", {}).get("batch_size", cfg.batch_size))
             if old_world * old_batch != per_step:

@@ -89,6 +89,28 @@ def test_training_changes_the_weights_and_keeps_the_last_checkpoints(tmp_path):
     assert sorted(init) == sorted(trained)
 
 
+def test_resume_sets_aside_checkpoints_past_its_step(tmp_path, capsys):
+    """Checkpoints past the resumed step (a damaged newer file passed over, or an abandoned run's when resuming from
+    an older file) are moved aside, not pruned in place of the new ones nor resumed by a later --resume."""
+    ckpts = tmp_path / "run/checkpoints"
+    assert Trainer(config(tmp_path, "run", steps=4, ckpt_every=2), vgg=tiny_vgg()).run() == 0
+    (ckpts / "step_00000099.pt").write_bytes(b"")                        # damaged, newest by its name
+    assert Trainer(config(tmp_path, "run", steps=5, keep_last=1, resume="latest"), vgg=tiny_vgg()).run() == 0
+    assert [p.name for p in list_checkpoints(ckpts)] == ["step_00000005.pt"]
+    assert load_checkpoint(ckpts / "step_00000005.pt")["step"] == 5
+    assert [p.name for p in list_checkpoints(ckpts / "set-aside")] == ["step_00000099.pt"]
+    assert "moved 1 checkpoint(s) past step 4" in capsys.readouterr().err
+
+    assert Trainer(config(tmp_path, "again", steps=6, ckpt_every=2, keep_last=5), vgg=tiny_vgg()).run() == 0
+    older = tmp_path / "again/checkpoints/step_00000002.pt"
+    assert Trainer(config(tmp_path, "again", steps=3, ckpt_every=1, keep_last=5, resume=str(older)),
+                   vgg=tiny_vgg()).run() == 0
+    assert [p.name for p in list_checkpoints(tmp_path / "again/checkpoints")] == ["step_00000002.pt",
+                                                                                   "step_00000003.pt"]
+    assert [p.name for p in list_checkpoints(tmp_path / "again/checkpoints/set-aside")] == ["step_00000004.pt",
+                                                                                             "step_00000006.pt"]
+
+
 def test_sample_grid_is_written(tmp_path):
     cfg = config(tmp_path, "s", steps=2, sample_every=2, n_samples=3)
     assert Trainer(cfg, vgg=tiny_vgg()).run() == 0
