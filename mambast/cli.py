@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import MambastError, printable, resource_error
+from .errors import MambastError, path_error, printable, resource_error
 
 # The StylizeConfig fields `mambast video` takes (of the creative controls, those that apply to one style).
 VIDEO_CONFIG_FIELDS = ("size", "margin", "seed", "shuffle", "strength", "preserve_color", "dtype", "batch_size",
@@ -383,7 +383,8 @@ def cmd_stylize(args) -> int:
     config = _resolved(config_from_args(args))
     styles = args.style if isinstance(args.style, list) else [args.style]
     weights, region = _check_controls(args, len(styles))   # a style folder: one style per output
-    plan = plan_jobs(args.content, styles, args.output, overwrite=args.overwrite)
+    plan = plan_jobs(args.content, styles, args.output, overwrite=args.overwrite,
+                     other_inputs=[args.mask] if args.mask else [])
     for msg, _ in plan.refused:
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
     todo, skipped, refused = plan.jobs, len(plan.present), plan.failed
@@ -522,12 +523,12 @@ def main(argv=None) -> int:
 
 
 def run_command(func, args) -> int:
-    """func(args) as a command: its exit status, or a one-line error (user errors, out of memory or disk space)
-    and status 1; used by `mambast` and `python -m mambast.train`."""
+    """func(args) as a command: its exit status, or a one-line error (user errors, out of memory or disk space, a
+    path that cannot be read or written) and status 1; used by `mambast` and `python -m mambast.train`."""
     try:
         return int(func(args) or 0)
     except (MambastError, MemoryError, OSError, RuntimeError) as e:
-        msg = str(e) if isinstance(e, MambastError) else resource_error(e)
+        msg = str(e) if isinstance(e, MambastError) else resource_error(e) or path_error(e)
         if msg is None:   # a bug, not the input or the machine: the traceback helps
             raise
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)

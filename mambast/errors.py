@@ -65,5 +65,19 @@ def resource_error(e: BaseException) -> str | None:
     return None
 
 
+# a path the user named that cannot be used as asked: the file name and the reason are the whole message
+_PATH_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.EISDIR, errno.ENOTDIR,
+                          errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def path_error(e: BaseException) -> str | None:
+    """'FILE: reason' for an OSError on a named path that cannot be read or written as asked (permissions, a
+    read-only disk, a folder where a file goes, ...); None for other errors."""
+    if isinstance(e, OSError) and e.errno in _PATH_ERRNOS and e.filename is not None:
+        target = f" -> {e.filename2}" if e.filename2 is not None else ""
+        return f"{e.filename}{target}: {e.strerror}"
+    return None
+
+
 class JobError(MambastError, ValueError):
     """Inputs and outputs of a stylization that cannot be planned (missing input, output over an input, ...)."""

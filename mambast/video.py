@@ -400,6 +400,8 @@ def stylize_video(input, style, output, *, model=None, config=None, codec: str =
         raise VideoError(f"{output}: give the output a suffix naming its container (.mp4, .mkv, .mov, ...)")
     if output.resolve() == input.resolve():
         raise VideoError(f"{output}: the output would replace the input")
+    if output.is_dir():   # found before the frames are stylized, not when the finished file is moved there
+        raise VideoError(f"{output}: is a folder; give the output file's name")
     codec, options = _encoder_options(av, codec, crf, preset)
     started = time.perf_counter()
     container, video, audio = _open_input(av, input)

@@ -277,6 +277,16 @@ def test_output_that_is_an_input_under_another_name_is_refused(tmp_path, weights
     assert c.read_bytes() == before
 
 
+def test_output_that_is_the_mask_is_refused(tmp_path, weights, capsys):
+    c, s1, s2 = (_img(tmp_path / f"{n}.png", 16, 16, i) for i, n in enumerate(("c", "s1", "s2")))
+    Image.new("L", (16, 16), 0).save(tmp_path / "mask.png")
+    before = (tmp_path / "mask.png").read_bytes()
+    assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "mask.png"), "--mask",
+                 str(tmp_path / "mask.png"), "--model", str(weights)]) == 1
+    assert "refusing to write over an input image" in capsys.readouterr().err
+    assert (tmp_path / "mask.png").read_bytes() == before
+
+
 def test_a_file_name_with_a_newline_is_printed_on_one_line(tmp_path, weights, capsys):
     cdir = tmp_path / "c"
     cdir.mkdir()
@@ -319,8 +329,10 @@ def test_a_size_that_cannot_fit_the_memory_available_is_refused(tmp_path, weight
      "out of memory: try a smaller --batch-size, or a smaller --size (stylize) or --crop (train)"),
     (lambda: (_ for _ in ()).throw(OSError(28, "No space left on device", "/x/log.csv")),
      "/x/log.csv: No space left on device: free some space"),
+    (lambda: (_ for _ in ()).throw(OSError(30, "Read-only file system", "ro/run")), "ro/run: Read-only file system"),
+    (lambda: open("/", "wb"), "/: Is a directory"),
 ])
-def test_commands_report_resources_running_out_in_one_line(capsys, error, says):
+def test_commands_report_resources_running_out_and_unusable_paths_in_one_line(capsys, error, says):
     from mambast.cli import run_command
     assert run_command(lambda args: error(), None) == 1
     err = capsys.readouterr().err

@@ -322,6 +322,7 @@ BAD = {
     "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "not a video one"),
     "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
     "output without suffix": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out"}, "suffix"),
+    "output is a folder": (lambda t: (t / "out.mp4").mkdir() or make_clip(t / "bad.mp4", n=3), {}, "is a folder"),
     "unknown container": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out.notavideo"}, "container"),
     "codec the container refuses": (lambda t: make_clip(t / "bad.mp4", n=3, audio=False), {"out": "out.webm"},
                                     "does not support 'libx264'"),

@@ -64,23 +64,24 @@ class JobPlan:
         return sum(n for _, n in self.refused)
 
 
-def plan_jobs(content, style, output, overwrite: bool = False) -> JobPlan:
+def plan_jobs(content, style, output, overwrite: bool = False, other_inputs=()) -> JobPlan:
     """Plan stylizing CONTENT with STYLE (each an image file or a folder of images) into OUTPUT.
 
     With a folder among them (or OUTPUT an existing folder, or ending in a slash) every content is paired with
     every style into OUTPUT/<content>_stylized_<style>.png; outputs already there are kept unless overwrite
     (matched by name only); earlier outputs found in an input folder are not inputs. Otherwise OUTPUT is the one
     pair's file, always written. STYLE may also be a list of style files, all of them for each content (mixed,
-    or placed by a region mask), named <content>_stylized_<style1>+<style2>.png in a folder. JobError for missing
-    inputs, an output over an input, or a bad OUTPUT."""
+    or placed by a region mask), named <content>_stylized_<style1>+<style2>.png in a folder. other_inputs: more
+    files read by the run (a mask), never written over either. JobError for missing inputs, an output over an
+    input, or a bad OUTPUT."""
     styles = [Path(style)] if isinstance(style, (str, Path)) else [Path(s) for s in style]
     try:
-        return _plan(Path(content), styles, str(output), overwrite)
+        return _plan(Path(content), styles, str(output), overwrite, [Path(p) for p in other_inputs])
     except OSError as e:   # a path the system refuses to look at (a name too long, no permission, ...)
         raise JobError(f"{e.filename or output}: {e.strerror or e}") from None
 
 
-def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool) -> JobPlan:
+def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool, other_inputs: list[Path]) -> JobPlan:
     from ..io import list_images
     output = Path(output_arg)
     if not style:
@@ -113,7 +114,7 @@ def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool) ->
             raise JobError(f"{output}: output file needs an image suffix ({', '.join(IMAGE_OUTPUT_SUFFIXES)})")
         jobs = [Job(contents[0], groups[0][0], output, groups[0][1:])]
     styles = [s for g in groups for s in g]
-    input_ids = {_file_id(p) for p in contents + styles} - {None}
+    input_ids = {_file_id(p) for p in contents + styles + other_inputs} - {None}
     for job in jobs:   # by file identity: also a symlink, a hard link, another case on some file systems
         if _file_id(job.output) in input_ids:
             raise JobError(f"{job.output}: refusing to write over an input image")

@@ -6,6 +6,7 @@ Defaults give the published recipe (batch 8, Adam lr 1e-4 constant, 512x512 resi
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,9 @@ class TrainConfig:
         for name in ("ckpt_every", "sample_every", "workers", "init_step", "scale_jitter", "lr", "profile"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must be >= 0; got {getattr(self, name)}")
+        for name in ("lr", "content_weight", "style_weight", "identity1_weight", "identity2_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise TrainError(f"{name} must be a finite number >= 0; got {getattr(self, name)}")
         if self.resize not in ("square", "short"):
             raise TrainError(f"resize must be one of square, short; got {self.resize!r}")
         if not 0 <= self.scale_jitter < 1:

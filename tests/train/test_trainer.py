@@ -216,6 +216,10 @@ def test_bad_settings_are_one_line_errors(tmp_path):
         TrainConfig(content="c", style="s", out="o", batch_size=0)
     with pytest.raises(TrainError, match="crop must be at least 32"):   # the VGG-19 loss would fail at relu5_1
         TrainConfig(content="c", style="s", out="o", size=64, crop=16)
+    for name, value in [("lr", float("nan")), ("lr", float("inf")), ("style_weight", float("nan")),
+                        ("identity1_weight", float("inf")), ("content_weight", -1.0)]:
+        with pytest.raises(TrainError, match=f"{name} must be a finite number >= 0"):
+            TrainConfig(content="c", style="s", out="o", **{name: value})
     with pytest.raises(TrainError, match="evaluation"):
         Trainer(config(tmp_path, "x", content=str(tmp_path / "eval-set")), vgg=tiny_vgg()).run()
 
