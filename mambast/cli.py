@@ -522,9 +522,25 @@ def main(argv=None) -> int:
     return run_command(args.func, args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a job scheduler), raised where the command is, so that it cleans up as after Ctrl-C:
+    temporary files removed, finished outputs kept."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def run_command(func, args) -> int:
     """func(args) as a command: its exit status, or a one-line error (user errors, out of memory or disk space, a
-    path that cannot be read or written) and status 1; used by `mambast` and `python -m mambast.train`."""
+    path that cannot be read or written) and status 1; used by `mambast` and `python -m mambast.train`. SIGTERM
+    stops it as Ctrl-C does (status 143), unless something else already handles SIGTERM."""
+    import signal
+    import threading
+    takes_sigterm = (threading.current_thread() is threading.main_thread()
+                     and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if takes_sigterm:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(func(args) or 0)
     except (MambastError, MemoryError, OSError, RuntimeError) as e:
@@ -533,9 +549,15 @@ def run_command(func, args) -> int:
             raise
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("mambast: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("mambast: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if takes_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -337,6 +338,36 @@ def test_commands_report_resources_running_out_and_unusable_paths_in_one_line(ca
     assert run_command(lambda args: error(), None) == 1
     err = capsys.readouterr().err
     assert says in err and len(err.strip().splitlines()) == 1
+
+
+TERMINATED_RUN = """
+import sys, time
+from pathlib import Path
+from mambast.cli import run_command
+
+def work(args):
+    partial = Path(sys.argv[1]) / ".partial"
+    partial.write_text("x")
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        partial.unlink()   # what a command's clean-up does on Ctrl-C
+
+sys.exit(run_command(work, None))
+"""
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
+    import signal
+    repo = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen([sys.executable, "-c", TERMINATED_RUN, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.strip() == "mambast: terminated", err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_other_errors_of_a_command_keep_their_traceback():
