@@ -99,7 +99,8 @@ def _encoder_options(av, codec: str, crf: int | None, preset: str | None = None)
         raise VideoError(f"codec {codec!r} is not a video encoder of this FFmpeg (try libx264, libx265, "
                          f"libvpx-vp9, mpeg4)") from None
     if found.type != "video":
-        raise VideoError(f"codec {codec!r} is a {found.type} encoder, not a video one")
+        raise VideoError(f"codec {codec!r} is {'an' if found.type[:1] in 'aeiou' else 'a'} {found.type} encoder, "
+                         "not a video one")
     extra = {"x265-params": "log-level=error"} if found.name == "libx265" else {}   # x265 prints a page otherwise
     with_crf = found.name in ("libx264", "libx264rgb", "libx265", "libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
     if crf is not None and not with_crf:

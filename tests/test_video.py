@@ -319,7 +319,7 @@ BAD = {
                                   "no preset"),
     "unknown preset": (lambda t: make_clip(t / "bad.mp4", n=3), {"preset": "warp"}, "preset must be one of"),
     "unknown codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "h265-turbo"}, "not a video encoder"),
-    "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "not a video one"),
+    "audio codec": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "aac"}, "is an audio encoder, not a video one"),
     "crf of a codec without": (lambda t: make_clip(t / "bad.mp4", n=3), {"codec": "mpeg4", "crf": 20}, "no crf"),
     "output without suffix": (lambda t: make_clip(t / "bad.mp4", n=3), {"out": "out"}, "suffix"),
     "output is a folder": (lambda t: (t / "out.mp4").mkdir() or make_clip(t / "bad.mp4", n=3), {}, "is a folder"),

@@ -83,6 +83,8 @@ def plan_jobs(content, style, output, overwrite: bool = False, other_inputs=()) 
 
 def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool, other_inputs: list[Path]) -> JobPlan:
     from ..io import list_images
+    if not output_arg.strip():   # an unset shell variable, most likely: not the current folder
+        raise JobError("output: empty name; give an image file or a folder")
     output = Path(output_arg)
     if not style:
         raise JobError("no style given")
@@ -135,6 +137,9 @@ def _plan(content: Path, style: list[Path], output_arg: str, overwrite: bool, ot
             if not to_folder:
                 raise JobError(f"{output_arg}: cannot be written ({e.strerror})") from None
             plan.refused.append((unwritable_message(out, e.strerror), 1))
+            continue
+        if present and job.output.is_dir():   # not an earlier output: --overwrite could not replace it either
+            plan.refused.append((f"{job.output}: is a folder where this output goes: skipped", 1))
             continue
         (plan.present if present and to_folder and not overwrite else plan.jobs).append(job)
     return plan

@@ -390,8 +390,9 @@ class Trainer:
                                                                   device=self.device), self.dist).item())
                     self._skipped_total = skipped
                     if not all(math.isfinite(v) for v in values):
-                        raise TrainError(f"loss is not finite at step {self.step} ({values}); "
-                                         f"last checkpoint: step {self._last_ckpt}")
+                        last = self.ckpt_dir / checkpoint_name(self._last_ckpt)
+                        raise TrainError(f"loss is not finite at step {self.step} ({values}); " + (
+                            f"last checkpoint: {last}" if last.exists() else "no checkpoint written yet"))
                     now = time.perf_counter()
                     row = dict(zip(LOG_TERMS, (f"{v:.6g}" for v in values)), step=self.step, lr=f"{cfg.lr:g}",
                                it_per_s=f"{count / (now - t_log):.3f}", skipped_files=self.skipped_before + skipped,

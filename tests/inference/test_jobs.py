@@ -57,6 +57,19 @@ def test_an_output_over_an_input_is_refused(folders):
         plan_jobs(content / "a.png", style / "x.png", content / "a.png")
 
 
+def test_an_empty_output_name_is_refused(folders):
+    with pytest.raises(JobError, match="output: empty name"):
+        plan_jobs(*folders, "")
+
+
+def test_a_folder_where_an_output_goes_is_refused_not_taken_as_done(folders, tmp_path):
+    (tmp_path / "o" / "a_stylized_x.png").mkdir(parents=True)
+    for overwrite in (False, True):
+        plan = plan_jobs(*folders, tmp_path / "o", overwrite=overwrite)
+        assert "a_stylized_x.png" not in [j.output.name for j in plan.jobs + plan.present]
+        assert plan.failed == 1 and "is a folder where this output goes" in plan.refused[0][0]
+
+
 def test_output_folders_are_made_before_stylizing(tmp_path):
     made = make_output_folders([Job("c.png", "s.png", tmp_path / "new" / "deeper" / "o.png")])
     assert made == [tmp_path / "new", tmp_path / "new" / "deeper"] and made[-1].is_dir()

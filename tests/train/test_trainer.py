@@ -111,6 +111,20 @@ def test_resume_sets_aside_checkpoints_past_its_step(tmp_path, capsys):
                                                                                              "step_00000006.pt"]
 
 
+@pytest.mark.parametrize("good_steps, says", [(0, "no checkpoint written yet"),
+                                              (2, "last checkpoint: .*step_00000002.pt")])
+def test_a_loss_that_is_not_finite_stops_the_run_naming_the_last_checkpoint(tmp_path, good_steps, says):
+    trainer = Trainer(config(tmp_path, "run", steps=4, ckpt_every=2), vgg=tiny_vgg())
+    real, calls = trainer.train_step, []
+
+    def step(c, s):
+        calls.append(1)
+        return real(c, s) if len(calls) <= good_steps else torch.full((len(TERMS) + 1,), float("nan"))
+    trainer.train_step = step
+    with pytest.raises(TrainError, match=f"loss is not finite at step {good_steps + 1} .*; {says}"):
+        trainer.run()
+
+
 def test_sample_grid_is_written(tmp_path):
     cfg = config(tmp_path, "s", steps=2, sample_every=2, n_samples=3)
     assert Trainer(cfg, vgg=tiny_vgg()).run() == 0
