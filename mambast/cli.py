@@ -490,8 +490,10 @@ def cmd_demo(args) -> int:
     args.content, args.style = str(content), [str(style)]
     args.weights, args.mask, args.overwrite, args.quiet = None, None, True, True
     code = cmd_stylize(args)
-    if code == 0:
-        print(f"wrote {args.output}", file=sys.stderr)
+    if code == 0:   # the file written: OUTPUT may have been a folder
+        from .inference.jobs import plan_jobs
+        print(f"wrote {plan_jobs(args.content, args.style, args.output, overwrite=True).jobs[0].output}",
+              file=sys.stderr)
     return code
 
 

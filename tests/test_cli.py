@@ -447,6 +447,16 @@ def test_several_styles_must_be_files(tmp_path, weights, capsys):
     assert "several styles for one content must be image files" in capsys.readouterr().err
 
 
+def test_demo_says_which_file_it_wrote_into_an_output_folder(tmp_path, weights, capsys, monkeypatch):
+    import mambast.examples
+    c, s = _img(tmp_path / "c.png", 16, 16), _img(tmp_path / "s.png", 16, 16, 1)
+    monkeypatch.setattr(mambast.examples, "example_pair", lambda cache: (c, s))
+    (tmp_path / "out").mkdir()
+    assert main(["demo", "-o", str(tmp_path / "out"), "--model", str(weights), "--size", "16"]) == 0
+    assert f"wrote {tmp_path / 'out' / 'c_stylized_s.png'}" in capsys.readouterr().err.splitlines()
+    assert (tmp_path / "out" / "c_stylized_s.png").is_file()
+
+
 def test_weights_still_names_the_model_of_video_and_demo_with_a_warning(capsys):
     from mambast.cli import build_parser
     args = build_parser().parse_args(["video", "in.mp4", "s.png", "-o", "out.mp4", "--weights", "my-model/"])

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import MambastError
+from ..errors import MambastError, why_missing
 from ..inference.config import DEFAULT_SIZE, MAX_SIZE, StylizeConfig
 from ..inference.jobs import output_name, without_outputs
 
@@ -252,7 +252,8 @@ def _list(folder, what: str) -> list[Path]:
     from ..io import list_images
     folder = Path(folder)
     if not folder.is_dir():
-        raise EvaluationError(f"{folder}: no such folder ({what})")
+        reason = "is a file; give the folder of images" if folder.exists() else why_missing(folder, "no such folder")
+        raise EvaluationError(f"{folder}: {reason} ({what})")
     images = list_images(folder)
     if not images:
         raise EvaluationError(f"{folder}: folder has no images ({what})")

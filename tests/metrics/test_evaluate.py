@@ -210,6 +210,10 @@ def test_eval_subcommand_parses_and_reports_bad_input_in_one_line(tmp_path, caps
     code = main(["eval", "--content", str(tmp_path / "missing"), "--style", str(tmp_path), "--model", "none"])
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1 and "missing: no such folder (content)" in err
+    (tmp_path / "c.png").write_bytes(b"")
+    code = main(["eval", "--content", str(tmp_path / "c.png"), "--style", str(tmp_path), "--model", "none"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "c.png: is a file; give the folder of images (content)" in err
 
 
 def test_cached_encodings_give_the_results_of_one_call_per_pair(tiny_model):
