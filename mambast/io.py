@@ -5,6 +5,7 @@ Errors are `ImageError` with a one-line message naming the file; nothing here to
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from pathlib import Path
@@ -172,6 +173,8 @@ def save_image(img, path) -> None:
         atomic_write(path, lambda tmp: img.save(tmp, format=None if path.suffix else "PNG"),
                      suffix=path.suffix or ".png")
     except OSError as e:   # the reason without the temp file's name
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # the disk, not this image: nothing more fits
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise ImageError(f"{path}: cannot write image ({e.strerror or e})") from None
     except (ValueError, KeyError) as e:
         raise ImageError(f"{path}: cannot write image ({e})") from None

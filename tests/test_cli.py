@@ -370,6 +370,27 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_stops_a_folder_run_in_one_line(tmp_path, weights, capsys, monkeypatch):
+    import errno
+
+    import mambast.atomic
+    (tmp_path / "c").mkdir()
+    for i in range(4):
+        _img(tmp_path / "c" / f"{i}.png", 16, 16, i)
+    s = _img(tmp_path / "s.png", 16, 16, 9)
+    calls = []
+
+    def full(path, write, suffix=""):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path.parent / ".tmp"))
+    monkeypatch.setattr(mambast.atomic, "atomic_write", full)
+    assert main(["stylize", str(tmp_path / "c"), str(s), "-o", str(tmp_path / "o"), "--model", str(weights),
+                 "--size", "16", "--batch-size", "1"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mambast")]   # not the bar
+    assert len(err) == 1 and "_stylized_s.png: No space left on device: free some space" in err[0], err
+    assert calls
+
+
 def test_other_errors_of_a_command_keep_their_traceback():
     from mambast.cli import run_command
     with pytest.raises(RuntimeError, match="a bug"):
