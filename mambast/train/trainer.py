@@ -208,6 +208,8 @@ class Trainer:
         n_params = sum(p.numel() for p in model.parameters())
         self._say(f"{len(content_files)} content and {len(style_files)} style images; model {n_params / 1e6:.2f} M "
                   f"parameters; device {device}, {self.dist.world_size} process(es); step {self.step} of {cfg.steps}")
+        if self.step >= cfg.steps:
+            self._say(f"step {self.step} already reaches --steps {cfg.steps}: nothing to train (raise --steps to go on)")
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / RUN_CONFIG).write_text(json.dumps(

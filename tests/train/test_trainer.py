@@ -249,6 +249,14 @@ def test_init_from_exported_weights_continues_step_numbering(tmp_path, capfd):
     assert [r.split(",")[0] for r in log[1:]] == ["3"]
 
 
+def test_resume_past_the_steps_asked_for_says_there_is_nothing_to_train(tmp_path, capsys):
+    assert Trainer(config(tmp_path, "r", steps=2), vgg=tiny_vgg()).run() == 0
+    before = model_state(tmp_path / "r")
+    assert Trainer(config(tmp_path, "r", steps=1, resume="latest"), vgg=tiny_vgg()).run() == 0
+    assert "step 2 already reaches --steps 1: nothing to train" in capsys.readouterr().err
+    assert all(torch.equal(v, model_state(tmp_path / "r")[k]) for k, v in before.items())
+
+
 def test_resume_with_another_global_batch_says_so(tmp_path, capsys):
     assert Trainer(config(tmp_path, "b", steps=1), vgg=tiny_vgg()).run() == 0
     capsys.readouterr()
