@@ -461,7 +461,10 @@ def load_pretrained(path="default", device=None, dtype=None, *, cls):
             config = MambaSTConfig.from_json(meta["config"]) if meta.get("config") else None
     except (OSError, ValueError, TypeError) as e:   # unreadable, not UTF-8, not JSON, wrong keys or values
         raise WeightsError(f"{path}: bad {CONFIG_NAME} ({type(e).__name__}: {one_line(e)})") from None
-    config = config or infer_config(sd)   # from the shapes alone: nothing read yet (safetensors maps the file)
+    try:   # from the shapes alone: nothing read yet (safetensors maps the file)
+        config = config or infer_config(sd)
+    except WeightsError as e:
+        raise WeightsError(f"{weights}: {e}") from None
     held = sum(v.numel() for v in sd.values())
     if held > 2 * config.num_parameters + 1_000_000:   # refused before dequantizing would read and copy them
         raise WeightsError(f"{weights}: holds {held:,} numbers, the config describes {config.num_parameters:,} "

@@ -76,6 +76,13 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
         MambaST.from_pretrained(tmp_path / "nope")
 
 
+def test_weights_without_config_or_the_keys_to_infer_one_name_the_file(tmp_path):
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(2)}, tmp_path / "other.safetensors")   # no config in its metadata, none beside it
+    with pytest.raises(WeightsError, match=r"other\.safetensors: checkpoint lacks key patch_embed\.proj\.weight"):
+        MambaST.from_pretrained(tmp_path / "other.safetensors")
+
+
 def test_int8_roundtrip_is_close(tmp_path):
     m = randomize(MambaST(tiny_config(dim=64)))
     sd = {k: v.float() for k, v in m.state_dict().items()}
