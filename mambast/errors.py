@@ -56,11 +56,14 @@ def _out_of_memory(e: BaseException) -> bool:
             or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)))
 
 
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})   # no space, over quota, file too large
+
+
 def resource_error(e: BaseException) -> str | None:
     """A one-line message saying what to do for running out of memory or disk space, None for other errors."""
     if _out_of_memory(e):
         return "out of memory: try a smaller --batch-size, or a smaller --size (stylize) or --crop (train)"
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
         return f"{e.filename or 'a file'}: {e.strerror}: free some space (files already written are complete)"
     return None
 

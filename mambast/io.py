@@ -5,7 +5,6 @@ Errors are `ImageError` with a one-line message naming the file; nothing here to
 
 from __future__ import annotations
 
-import errno
 import os
 import warnings
 from pathlib import Path
@@ -17,7 +16,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
                   ".jfif", ".tga", ".ico"}
 
 
-from .errors import ImageError, one_line, why_missing  # noqa: F401  (ImageError re-exported)
+from .errors import DISK_FULL, ImageError, one_line, why_missing  # noqa: F401  (ImageError re-exported)
 
 
 def _to_rgb(img):
@@ -173,7 +172,7 @@ def save_image(img, path) -> None:
         atomic_write(path, lambda tmp: img.save(tmp, format=None if path.suffix else "PNG"),
                      suffix=path.suffix or ".png")
     except OSError as e:   # the reason without the temp file's name
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):   # the disk, not this image: nothing more fits
+        if e.errno in DISK_FULL:   # the disk, not this image: nothing more fits
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise ImageError(f"{path}: cannot write image ({e.strerror or e})") from None
     except (ValueError, KeyError) as e:

@@ -97,13 +97,17 @@ def save_checkpoint(payload: dict, path: Path) -> Path:
                          "before it are kept: free space, then --resume latest") from None
 
 
-def list_checkpoints(folder: Path) -> list[Path]:
-    """step_*.pt files in `folder`, oldest step first."""
+def _numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the step_*.pt files in `folder`, oldest step first."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """step_*.pt files in `folder`, oldest step first."""
+    return [p for _, p in _numbered_checkpoints(folder)]
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
@@ -118,7 +122,7 @@ def set_aside_later_checkpoints(folder: Path, step: int) -> list[Path]:
     """Move the checkpoints of `folder` past `step` into folder/set-aside/ and return their new paths: a run resumed
     from `step` writes its own later ones, and pruning by step number would otherwise delete the new ones (or keep a
     damaged newer file) while a later --resume picked the abandoned run's."""
-    later = [p for p in list_checkpoints(folder) if int(_NAME.match(p.name).group(1)) > step]
+    later = [p for s, p in _numbered_checkpoints(folder) if s > step]
     moved = []
     for p in later:
         dest = Path(folder) / SET_ASIDE / p.name

@@ -76,7 +76,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "size", "crop", "log_every", "print_every", "keep_last", "n_samples"):
             if getattr(self, name) <= 0:
                 raise TrainError(f"{name} must be positive; got {getattr(self, name)}")
-        for name in ("ckpt_every", "sample_every", "workers", "init_step", "scale_jitter", "lr", "profile"):
+        for name in ("ckpt_every", "sample_every", "workers", "init_step", "scale_jitter", "profile"):
             if getattr(self, name) < 0:
                 raise TrainError(f"{name} must be >= 0; got {getattr(self, name)}")
         for name in ("lr", "content_weight", "style_weight", "identity1_weight", "identity2_weight"):
