@@ -4,6 +4,9 @@ of them as one CSV with a `run` column (the whole log of a model trained over se
 
   python scripts/plot_training_log.py run1/log.csv run2/log.csv --out docs/training-loss.png [--csv whole.csv]
       [--window 100] [--first-run N]
+  python scripts/plot_training_log.py whole.csv run3/log.csv --out docs/training-loss.png --csv whole.csv
+
+A CSV written by --csv counts as the runs it holds, so the whole log grows by one run at a time.
 
 Each curve is the mean over the last `--window` steps (logged rows in that span) up to each row; a dashed line
 marks where each later run starts. Needs matplotlib.
@@ -20,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mambast.train.trainer import LOG_TERMS as TERMS  # noqa: E402  (the loss columns the trainer logs)
 
 
-def read_runs(paths: list[Path]) -> list[list[dict]]:
-    """Rows of each log. Where a run starts at or before a step the run before it logged (resumed from an older
-    checkpoint), the earlier run's rows from that step on are dropped: the later run replaced them."""
+def read_logs(paths: list[Path]) -> list[list[dict]]:
+    """The runs of the given logs, in order: a trainer's log.csv is one run; a CSV this script wrote (`run`
+    column) is split back into its runs."""
     runs: list[list[dict]] = []
     for path in paths:
         with open(path, newline="") as f:
@@ -33,10 +36,30 @@ def read_runs(paths: list[Path]) -> list[list[dict]]:
             rows = list(reader)
         if not rows:
             raise SystemExit(f"{path}: no rows")
+        if "run" not in rows[0]:
+            runs.append(rows)
+            continue
+        for r in rows:
+            if not runs or r["run"] != runs[-1][0].get("run"):
+                runs.append([])
+            runs[-1].append(r)
+    return runs
+
+
+def first_run_number(path: Path) -> int:
+    """The run number of a log's first row: its `run` column where it has one (a CSV written by --csv), else 1."""
+    return int(read_logs([path])[0][0].get("run", 1))
+
+
+def read_runs(paths: list[Path]) -> list[list[dict]]:
+    """Rows of each run (`read_logs`). Where a run starts at or before a step the run before it logged (resumed
+    from an older checkpoint), the earlier run's rows from that step on are dropped: the later run replaced them."""
+    runs: list[list[dict]] = []
+    for rows in read_logs(paths):
         first = int(rows[0]["step"])
         for run in runs:
             run[:] = [r for r in run if int(r["step"]) < first]
-        runs = [run for run in runs if run] + [rows]
+        runs = [run for run in runs if run] + [[{k: v for k, v in r.items() if k != "run"} for r in rows]]
     return runs
 
 
@@ -67,7 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="picture (png)")
     ap.add_argument("--csv", type=Path, help="also write all rows as one CSV")
     ap.add_argument("--window", type=int, default=100, help="steps averaged per point (default 100)")
-    ap.add_argument("--first-run", type=int, default=1, help="number of the first log's run in --csv (default 1)")
+    ap.add_argument("--first-run", type=int, help="number of the first run in --csv (default: the first log's own "
+                    "number where it is a CSV with a run column, else 1)")
     args = ap.parse_args(argv)
     if args.window < 1:
         ap.error("--window must be at least 1")
@@ -90,7 +114,7 @@ def main(argv=None) -> int:
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out} ({len(rows)} rows, steps {steps[0]}-{steps[-1]}, {len(runs)} run(s))")
     if args.csv:
-        write_csv(runs, args.csv, args.first_run)
+        write_csv(runs, args.csv, args.first_run if args.first_run is not None else first_run_number(args.logs[0]))
         print(f"wrote {args.csv}")
     return 0
 

@@ -108,6 +108,14 @@ def test_training_log_of_several_runs_is_one_log(tmp_path):
     want = [sum(v for s2, v in zip(steps, values) if s - 30 < s2 <= s) / sum(1 for s2 in steps if s - 30 < s2 <= s)
             for s in steps]
     assert plot.smoothed(steps, values, 30) == pytest.approx(want)
+    # the whole log written above, continued by one more run, is again one log: runs 2, 3 and then 4
+    (tmp_path / "more").mkdir()
+    more = _logs(tmp_path / "more", plot.TERMS, [range(210, 260, 10)])
+    assert plot.first_run_number(tmp_path / "all.csv") == 2 and plot.first_run_number(more[0]) == 1
+    plot.write_csv(plot.read_runs([tmp_path / "all.csv", *more]), tmp_path / "all.csv", first_run=2)
+    rows = list(csv.DictReader(open(tmp_path / "all.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(10, 260, 10))
+    assert [r["run"] for r in rows] == ["2"] * 8 + ["3"] * 12 + ["4"] * 5
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="not a trainer log"):
         plot.main([str(tmp_path / "bad.csv"), "--out", str(tmp_path / "x.png")])
