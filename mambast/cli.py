@@ -91,6 +91,21 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {printable(message)} (see {self.prog} --help)\n")
 
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", _SubcommandParser)
+        return super().add_subparsers(**kwargs)
+
+
+class _SubcommandParser(ArgumentParser):
+    """A subcommand's parser: argparse hands its unknown arguments up to the top parser, whose error would point to
+    `mambast --help`; told here, the error points to the subcommand's own help."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def add_config_arguments(parser: argparse.ArgumentParser, only=None, defaults: dict | None = None,
                          helps: dict | None = None) -> None:
@@ -126,12 +141,21 @@ def config_from_args(args: argparse.Namespace):
 
 def _resolved(config, here: bool = True):
     """config.resolved() (here=False: config.check(), for settings that other machines resolve), its ValueError
-    as a one-line error naming the flag (size -> --size)."""
+    as a one-line error (run_command names the flag: size -> --size)."""
     try:
         return config.resolved() if here else config.check()
     except ValueError as e:
-        field, _, rest = str(e).partition(" ")
-        raise CLIError(f"--{field.replace('_', '-')} {rest}") from None
+        raise CLIError(str(e)) from None
+
+
+def _flag_named(message: str, args) -> str:
+    """`message` with a leading word that is the name of a parsed flag written as the flag: "batch_size must be >= 1"
+    -> "--batch-size must be >= 1". The settings objects (StylizeConfig, TrainConfig, the video and eval settings)
+    name their fields, as the Python API is called; a command-line user typed flags."""
+    field, space, rest = message.partition(" ")
+    if space and field.isidentifier() and field in getattr(args, "__dict__", {}):
+        return f"--{field.replace('_', '-')} {rest}"
+    return message
 
 
 class _DeprecatedModelFlag(argparse.Action):
@@ -379,6 +403,7 @@ def cmd_stylize(args) -> int:
     from .inference.api import load_model
     from .inference.jobs import make_output_folders, plan_jobs, remove_if_empty
     from .inference.stylizer import Stylizer
+    from .io import save_image
 
     config = _resolved(config_from_args(args))
     styles = args.style if isinstance(args.style, list) else [args.style]
@@ -399,10 +424,16 @@ def cmd_stylize(args) -> int:
     model = load_model(args.model, config)
     created = make_output_folders(todo)
     stylizer = Stylizer.from_config(model, config)
-    failures, reported = 0, set()
+    failures, reported, written = 0, set(), []
+
+    def write(image, job):   # counts the outputs written, also those the writing threads finish after an interrupt
+        save_image(image, job.output)
+        written.append(job)
+
+    results = stylizer.run(todo, weights=weights, mask=region, write=write)
     bar = tqdm(total=len(todo), desc="stylize", unit="img", disable=args.quiet or len(todo) == 1, file=sys.stderr)
     try:
-        for job, error in stylizer.run(todo, weights=weights, mask=region):
+        for job, error in results:
             bar.update()
             if error is not None:
                 failures += 1
@@ -415,6 +446,9 @@ def cmd_stylize(args) -> int:
         where = "GPU " if isinstance(e, torch.cuda.OutOfMemoryError) else ""
         raise CLIError(f"out of {where}memory after {bar.n} of {len(todo)} images (those are kept): try a smaller "
                        "--batch-size or --size") from None
+    except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: run_command tells it, with how far the run got
+        results.close()              # the outputs being written are finished first, and counted
+        raise type(e)(f"after {len(written)} of {len(todo)} outputs") from None
     finally:
         bar.close()
         remove_if_empty(created)   # a run that wrote nothing leaves no new folder behind
@@ -546,16 +580,16 @@ def run_command(func, args) -> int:
     try:
         return int(func(args) or 0)
     except (MambastError, MemoryError, OSError, RuntimeError) as e:
-        msg = str(e) if isinstance(e, MambastError) else resource_error(e) or path_error(e)
+        msg = _flag_named(str(e), args) if isinstance(e, MambastError) else resource_error(e) or path_error(e)
         if msg is None:   # a bug, not the input or the machine: the traceback helps
             raise
         print(f"mambast: error: {printable(msg)}", file=sys.stderr)
         return 1
-    except Terminated:
-        print("mambast: terminated", file=sys.stderr)
+    except Terminated as e:   # a command may say how far it got: "after 3 of 8 outputs"
+        print(f"mambast: terminated {e}".rstrip(), file=sys.stderr)
         return 143
-    except KeyboardInterrupt:
-        print("mambast: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"mambast: interrupted {e}".rstrip(), file=sys.stderr)
         return 130
     finally:
         if takes_sigterm:

@@ -280,7 +280,9 @@ def test_output_that_is_an_input_under_another_name_is_refused(tmp_path, weights
 
 def test_output_that_is_the_mask_is_refused(tmp_path, weights, capsys):
     c, s1, s2 = (_img(tmp_path / f"{n}.png", 16, 16, i) for i, n in enumerate(("c", "s1", "s2")))
-    Image.new("L", (16, 16), 0).save(tmp_path / "mask.png")
+    mask = Image.new("L", (16, 16), 0)
+    mask.paste(255, (8, 0, 16, 16))   # two regions, one per style
+    mask.save(tmp_path / "mask.png")
     before = (tmp_path / "mask.png").read_bytes()
     assert main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "mask.png"), "--mask",
                  str(tmp_path / "mask.png"), "--model", str(weights)]) == 1
@@ -370,6 +372,26 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_in_a_folder_run_says_how_many_outputs_were_written(tmp_path, weights, capsys, monkeypatch):
+    from mambast.inference.stylizer import Stylizer
+    (tmp_path / "c").mkdir()
+    for i in range(4):
+        _img(tmp_path / "c" / f"{i}.png", 16, 16, i)
+    s = _img(tmp_path / "s.png", 16, 16, 9)
+    calls, stylize_batch = [], Stylizer._stylize_batch
+
+    def ctrl_c_at_the_third_batch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return stylize_batch(self, *args, **kwargs)
+    monkeypatch.setattr(Stylizer, "_stylize_batch", ctrl_c_at_the_third_batch)
+    assert main(["stylize", str(tmp_path / "c"), str(s), "-o", str(tmp_path / "o"), "--model", str(weights),
+                 "--size", "16", "--batch-size", "1", "--quiet"]) == 130
+    assert capsys.readouterr().err == "mambast: interrupted after 2 of 4 outputs\n"
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0_stylized_s.png", "1_stylized_s.png"]
+
+
 def test_a_full_disk_stops_a_folder_run_in_one_line(tmp_path, weights, capsys, monkeypatch):
     import errno
 
@@ -438,6 +460,8 @@ def test_a_content_folder_with_several_styles_and_a_mask(tmp_path, weights):
     (["--weights", "a,b"], "--weights must be a comma list of numbers"),
     (["--weights=-1,2"], "--weights must be >= 0"),
     (["--mask", "MASK3"], "--mask has 3 regions (grey levels 0, 128, 255) but 2 styles were given"),
+    (["--mask", "MASK1"], ("mambast: error: --mask has 1 region (grey level 0) but 2 styles were given: give one "
+                           "style per region, darkest first")),
     (["--mask", "WIDE"], "c.png: mask is 40 x 10, content is 24 x 16: the mask needs the content's aspect ratio"),
     (["--mask", "MASK3", "--weights", "1,1"], "not both"),
     (["--mask", "nothing.png"], "nothing.png: no such file"),
@@ -449,8 +473,12 @@ def test_bad_controls_are_one_line_errors_before_the_model_loads(tmp_path, weigh
     monkeypatch.setattr(api, "load_model", lambda *a: pytest.fail("the model was loaded"))
     c, s1, s2 = _img(tmp_path / "c.png", 24, 16), _img(tmp_path / "s1.png", 16, 16, 1), _img(tmp_path / "s2.png", 8, 8)
     Image.fromarray(np.repeat(np.array([[0] * 8 + [128] * 8 + [255] * 8], np.uint8), 16, 0)).save(tmp_path / "m3.png")
-    Image.new("L", (40, 10)).save(tmp_path / "wide.png")
+    wide = Image.new("L", (40, 10))
+    wide.paste(255, (20, 0, 40, 10))   # two regions, one per style
+    wide.save(tmp_path / "wide.png")
+    Image.new("L", (24, 16), 0).save(tmp_path / "m1.png")
     names = {"MASK3": str(tmp_path / "m3.png"), "WIDE": str(tmp_path / "wide.png"), "MODEL": str(weights),
+             "MASK1": str(tmp_path / "m1.png"),
              "nothing.png": str(tmp_path / "nothing.png")}
     flags = [names.get(f, f) for f in flags]
     code = main(["stylize", str(c), str(s1), str(s2), "-o", str(tmp_path / "o.png"), *flags])
@@ -493,6 +521,35 @@ def test_usage_errors_are_one_line(capsys, argv):
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "error:" in err and "--help)" in err
+
+
+@pytest.mark.parametrize("argv", [["video", "in.mp4", "s.png", "-o", "o.mp4", "extra"],
+                                  ["stylize", "c.png", "s.png", "-o", "o.png", "--bogus"],
+                                  ["train", "--content", "c", "--style", "s", "--out", "o", "extra"],
+                                  ["weights", "fetch", "vgg19", "extra"]])
+def test_unknown_arguments_point_to_the_subcommands_own_help(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    prog = "mambast " + " ".join(argv[:2] if argv[0] == "weights" else argv[:1])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"{prog}: error: unrecognized arguments: {argv[-1]} (see {prog} --help)\n"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["stylize", "c.png", "s.png", "-o", "o.png", "--batch-size", "0"], "--batch-size must be >= 1; got 0"),
+    (["train", "--content", "c", "--style", "s", "--out", "o", "--batch-size", "0"], "--batch-size must be positive"),
+    (["train", "--content", "c", "--style", "s", "--out", "o", "--lr", "nan"], "--lr must be a finite number >= 0"),
+    (["eval", "--content", "c", "--style", "s", "--batch-size", "0"], "--batch-size must be >= 1; got 0"),
+    (["video", "in.mp4", "s.png", "-o", "o.mp4", "--crf", "99"], "--crf must be in 0..63; got 99"),
+])
+def test_errors_of_settings_name_the_flag_not_the_field(tmp_path, capsys, monkeypatch, argv, says):
+    if argv[0] == "video":
+        pytest.importorskip("av")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"mambast: error: {says}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_usage_errors_of_python_m_mambast_train_are_one_line(capsys):

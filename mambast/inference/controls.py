@@ -89,8 +89,11 @@ class RegionMask:
         return self.labels.shape[1], self.labels.shape[0]
 
     def check_styles(self, n_styles: int) -> None:
-        if self.count > n_styles:
-            raise ValueError(f"mask has {self.count} regions (grey levels {', '.join(map(str, self.levels))}) "
+        """ValueError unless there is one style per region: region k takes style k, so a style beyond the regions
+        would be silently unused."""
+        if self.count != n_styles:
+            s = "s" * (self.count != 1)
+            raise ValueError(f"mask has {self.count} region{s} (grey level{s} {', '.join(map(str, self.levels))}) "
                              f"but {n_styles} style{'s' * (n_styles != 1)} {'were' if n_styles != 1 else 'was'} "
                              f"given: give one style per region, darkest first")
 
@@ -198,8 +201,8 @@ def load_mask(mask) -> RegionMask:
 def check_controls(n_styles: int | None, weights=None, mask=None) -> tuple[tuple[float, ...] | None,
                                                                            RegionMask | None]:
     """(weights scaled to sum 1 or None, the mask's regions or None) for n_styles styles (None: not known yet);
-    ValueError for weights and a mask together, weights that do not match the styles, a mask with more regions
-    than styles or no regions to read; ImageError for a mask file that cannot be read."""
+    ValueError for weights and a mask together, weights that do not match the styles, a mask whose regions are
+    not one per style or no regions to read; ImageError for a mask file that cannot be read."""
     if weights is not None and mask is not None:
         raise ValueError("give style weights or a region mask, not both (the mask chooses each region's style)")
     region = None if mask is None else load_mask(mask)

@@ -12,7 +12,7 @@ from .config import TrainConfig
 
 DESCRIPTION = """\
 Train Mamba-ST on folders of content and style images (searched recursively, any Pillow format; unreadable
-files are skipped with a warning and counted in log.csv; folders named eval-set are refused).
+files are skipped, each told once on one line, and counted in log.csv; folders named eval-set are refused).
 
 Recipe defaults as published: images resized to 512x512, random 256x256 crops, batch 8, Adam lr 1e-4
 constant, losses 7 content + 10 style + 70 identity1 + 1 identity2 on a normalised VGG-19 (fetched from

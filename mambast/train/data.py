@@ -1,7 +1,7 @@
 """Training images: recursive listing, random resize + crop + flip, and an infinite, checkpointable sampler.
 
-Never reads an evaluation folder (paths containing `eval-set`); unreadable files are skipped with a
-warning and counted, never a crash. Augmentation is a pure function of (seed, sample position).
+Never reads an evaluation folder (paths containing `eval-set`); unreadable files are skipped, told once
+each and counted, never a crash. Augmentation is a pure function of (seed, sample position).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import os
 import signal
-import warnings
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import ImageError
+from ..errors import ImageError, printable
 from ..io import IMAGE_SUFFIXES, load_image
 from .config import TrainError
 
@@ -89,7 +89,8 @@ class InfiniteSampler(Sampler):
 
 
 class TrainImages(Dataset):
-    """Item (file index, position) -> (uint8 image [3, crop, crop], number of unreadable files skipped).
+    """Item (file index, position) -> (uint8 image [3, crop, crop], the errors of the unreadable files skipped
+    to reach it, one line each: "" for none).
 
     The image is resized to size x size ("square", as published) or to short side `size` ("short"),
     times U(1 - scale_jitter, 1 + scale_jitter), then randomly cropped and flipped. Randomness comes from
@@ -106,17 +107,18 @@ class TrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, str]:
         index, position = item
         rng = np.random.default_rng([self.seed, position])
-        for skipped in range(min(len(self.files), MAX_SKIPS_IN_A_ROW)):
-            path = self.files[(index + skipped) % len(self.files)]
+        errors = []
+        for k in range(min(len(self.files), MAX_SKIPS_IN_A_ROW)):
+            path = self.files[(index + k) % len(self.files)]
             try:
                 img = load_image(path)
-            except ImageError as e:
-                warnings.warn(f"skipping unreadable training image: {e}", stacklevel=1)
+            except ImageError as e:   # returned, not warned: a loader worker would warn in a process of its own
+                errors.append(printable(e))
                 continue
-            return self.augment(img, rng), skipped
+            return self.augment(img, rng), "\n".join(errors)
         raise TrainError(f"{MAX_SKIPS_IN_A_ROW} unreadable images in a row near {self.files[index]}")
 
     def augment(self, img, rng: np.random.Generator) -> torch.Tensor:
@@ -147,13 +149,15 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
 
 class ImageStream:
-    """An endless iterator of uint8 batches [B, 3, crop, crop] whose position can be saved and restored."""
+    """An endless iterator of uint8 batches [B, 3, crop, crop] whose position can be saved and restored; prints
+    `[train] skipped FILE: reason` on stderr the first time this rank meets an unreadable file."""
 
     def __init__(self, dataset: TrainImages, batch_size: int, workers: int = 0, seed: int = 0, start: int = 0,
                  rank: int = 0, world_size: int = 1, pin_memory: bool = False):
         self.dataset, self.batch_size, self.world_size = dataset, batch_size, world_size
         self.seen = start                      # samples consumed by all ranks together
         self.skipped = 0                       # unreadable files met by this rank
+        self._told: set[str] = set()           # the errors of those already printed
         sampler = InfiniteSampler(len(dataset), seed=seed, start=start, rank=rank, world_size=world_size)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                  pin_memory=pin_memory, drop_last=True, persistent_workers=workers > 0,
@@ -165,9 +169,13 @@ class ImageStream:
     def __next__(self) -> torch.Tensor:
         if self._it is None:
             self._it = iter(self.loader)
-        images, skipped = next(self._it)
+        images, errors = next(self._it)
         self.seen += self.batch_size * self.world_size
-        self.skipped += int(skipped.sum())
+        for error in filter(None, "\n".join(errors).split("\n")):
+            self.skipped += 1
+            if error not in self._told:        # once, however many epochs and loader workers meet the file
+                self._told.add(error)
+                print(f"[train] skipped {error}", file=sys.stderr, flush=True)
         return images
 
     def __iter__(self):

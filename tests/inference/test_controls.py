@@ -25,6 +25,11 @@ def _rand(*shape, seed=0):
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def _halves(h: int, w: int) -> np.ndarray:
+    """A two-region mask: black left half, white right half."""
+    return np.repeat((np.arange(w) >= w // 2)[None].astype(np.uint8) * 255, h, 0)
+
+
 def scene(w: int, h: int) -> torch.Tensor:
     """A small content with a layout: a colour ramp, a disc, a box and a line."""
     y, x = np.mgrid[0:h, 0:w] / max(w, h)
@@ -89,7 +94,7 @@ def test_strength_zero_is_the_identity_path(tiny_model):
     with torch.inference_mode():
         ref = tiny_model(c, c, perms=draw_permutations(2, 6, as_generator(1, "cpu"))).clamp(0, 1)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-    assert torch.equal(got, stylizer.stylize(c, [s, _rand(1, 3, 9, 9, seed=2)], mask=torch.ones(4, 6), strength=0))
+    assert torch.equal(got, stylizer.stylize(c, [s, _rand(1, 3, 9, 9, seed=2)], mask=_halves(4, 6), strength=0))
 
 
 def test_weights_one_zero_are_the_single_style_exactly(tiny_model):
@@ -332,7 +337,9 @@ def test_a_content_of_another_aspect_ratio_fails_only_its_job(tiny_model, tmp_pa
     (dict(weights=[0, 0]), "not all 0"),
     (dict(weights="a,b"), "comma list of numbers"),
     (dict(mask=np.array([[0, 100, 200, 250]] * 4, np.uint8)), "mask has 4 regions .* but 2 styles"),
-    (dict(mask=np.zeros((4, 9), np.uint8)), "mask is 9 x 4, content is 8 x 4: the mask needs the content's aspect"),
+    (dict(mask=np.zeros((4, 8), np.uint8)), (r"^mask has 1 region \(grey level 0\) but 2 styles were given: give "
+                                             "one style per region, darkest first$")),   # the second style unused
+    (dict(mask=_halves(4, 9)), "mask is 9 x 4, content is 8 x 4: the mask needs the content's aspect"),
     (dict(mask=np.zeros((4, 8), np.uint8), weights=[1, 1]), "not both"),
     (dict(mask=np.tile(np.arange(256, dtype=np.uint8), (4, 1))), "gradient"),
     (dict(mask=np.full((4, 8), np.nan)), "mask holds NaN or Inf"),
@@ -347,7 +354,7 @@ def test_bad_controls_are_refused_before_the_model_is_loaded(kwargs, words, monk
 
 def test_a_mask_within_one_percent_of_the_aspect_ratio_is_accepted(tiny_model):
     y = stylize(torch.rand(3, 100, 200), [torch.rand(3, 8, 8)] * 2, tiny_model, size=16, output_type="pt",
-                mask=np.zeros((100, 201), np.uint8))
+                mask=_halves(100, 201))
     assert y.shape == (1, 3, 100, 200)
 
 
@@ -357,7 +364,8 @@ def test_the_config_checks_strength_and_parse_weights_reads_comma_lists():
     assert StylizeConfig(strength=0).check().strength == 0
     assert parse_weights("0.7,0.3") == (0.7, 0.3) and parse_weights("1") == (1.0,)
     assert check_controls(2, None, None) == (None, None)
-    assert isinstance(check_controls(2, None, np.zeros((2, 2), np.uint8))[1], RegionMask)
+    assert isinstance(check_controls(2, None, _halves(2, 2))[1], RegionMask)
+    assert isinstance(check_controls(1, None, np.zeros((2, 2), np.uint8))[1], RegionMask)
 
 
 # ------------------------------------------------------------------------------------------------ CUDA

@@ -55,16 +55,30 @@ def test_empty_or_missing_folder_is_an_error(tmp_path):
         find_images(tmp_path / "missing")
 
 
-def test_bad_file_is_skipped_with_a_warning(tmp_path):
+def test_bad_file_is_skipped_and_its_error_returned(tmp_path):
     good = _write(tmp_path / "good.png")
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     data = TrainImages([bad, good], size=64, crop=32)
-    with pytest.warns(UserWarning, match="bad.jpg"):
-        img, skipped = data[(0, 0)]
-    assert skipped == 1
+    img, skipped = data[(0, 0)]
+    assert skipped.startswith(f"{bad}: ") and "\n" not in skipped
     assert img.shape == (3, 32, 32) and img.dtype == torch.uint8
     np.testing.assert_array_equal(img.numpy(), data[(1, 0)][0].numpy())   # the next file was used
+    assert data[(1, 0)][1] == ""
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_skipped_file_is_told_once_in_one_line_and_counted_each_time(tmp_path, capfd, workers):
+    """Met in every epoch and by every loader worker, the bad file is printed once and counted every time."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    data = TrainImages([bad, _write(tmp_path / "good.png")], size=64, crop=32)
+    stream = ImageStream(data, batch_size=2, workers=workers)
+    for _ in range(4):   # 4 epochs of the 2 files: the bad one is met 4 times
+        next(stream)
+    stream.close()
+    assert stream.skipped == 4
+    assert capfd.readouterr().err.splitlines() == [f"[train] skipped {bad}: not a recognised image file"]
 
 
 def test_all_files_bad_raises_one_clear_error(tmp_path):
@@ -72,7 +86,7 @@ def test_all_files_bad_raises_one_clear_error(tmp_path):
     for i in range(3):
         files.append(tmp_path / f"bad{i}.png")
         files[-1].write_bytes(b"junk")
-    with pytest.warns(UserWarning), pytest.raises(TrainError, match="unreadable"):
+    with pytest.raises(TrainError, match="unreadable"):
         TrainImages(files, size=64, crop=32)[(0, 0)]
 
 
